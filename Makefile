@@ -1,0 +1,39 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+#
+# The contract: `make setup`, `make test`, `make demo`, `make bench`, `make lint`, `make soak`.
+# Everything runs from .venv/ with nothing sourced.
+
+VENV    := $(CURDIR)/.venv
+PY      := $(VENV)/bin/python
+# Tests and demos stay on this machine: DDS discovery on loopback only, a private domain.
+export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
+export PYTHONUNBUFFERED := 1
+
+.PHONY: setup test demo bench lint soak clean
+
+setup:
+	@bash scripts/setup_venv.sh
+
+test: $(PY)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m spatial_vlm_ros.cli demo
+
+bench: $(PY)
+	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+lint: $(PY)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+	$(PY) scripts/check_headers.py
+
+soak: $(PY)
+	$(PY) -m pytest -m slow test/soak $(PYTEST_ARGS)
+
+$(PY):
+	@bash scripts/setup_venv.sh
+
+clean:
+	rm -rf $(VENV) build install log .pytest_cache .hypothesis

@@ -1,0 +1,47 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""pip install path: the ROS-free core, engines and CLI (the node needs rclpy and the
+rosidl-generated interfaces, which `make setup` or colcon provide)."""
+
+from setuptools import find_packages, setup
+
+package_name = 'spatial_vlm_ros'
+
+setup(
+    name=package_name,
+    version='0.1.0',
+    description='Metric spatial understanding for ROS 2 robots from RGB-D and Qwen3-VL',
+    license='Apache-2.0',
+    python_requires='>=3.10',
+    packages=find_packages(include=[package_name, f'{package_name}.*']),
+    package_data={package_name: ['py.typed', 'data/*']},
+    install_requires=[
+        'numpy>=1.26',
+        'opencv-python-headless>=4.9',
+        'pillow>=10',
+        'httpx>=0.27',
+        'tqdm>=4.66',
+        'pyyaml>=6',
+        'rosbags>=0.11.9,<0.12',
+        'mcap>=1.2',
+    ],
+    extras_require={
+        # In-process SGLang needs a CUDA machine; the engine imports it lazily.
+        'sglang': ['sglang>=0.5.20'],
+        'transformers': [
+            'torch>=2.4',
+            'torchvision>=0.19',
+            'transformers>=5.20,<6',
+            'xgrammar>=0.2.8,<0.3',
+            'qwen-vl-utils>=0.0.14',
+            'tokenizers',
+        ],
+        'test': ['pytest>=8', 'pytest-timeout>=2.3', 'hypothesis>=6.100', 'ruff>=0.6'],
+    },
+    entry_points={
+        'console_scripts': [
+            'spatial-vlm = spatial_vlm_ros.cli:main',
+            'spatial_vlm_node = spatial_vlm_ros.ros.node:main',
+        ],
+    },
+)
