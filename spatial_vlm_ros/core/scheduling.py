@@ -1,0 +1,219 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Latest-frame scheduling with bounded staleness and a priority lane for on-demand requests.
+
+Why not a FIFO: a VLM call takes 50 ms to seconds while a camera delivers 30 frames/s. A queue
+would grow without bound and publish ever older scenes. Instead subscription callbacks only
+overwrite one slot with the newest paired frame; a worker takes the newest frame when an
+in-flight slot is free and the rate allows, drops frames older than ``max_age_s``, and refuses to
+publish a result older than one already published (requests can finish out of order when several
+are in flight). On-demand requests (services) have their own in-flight budget, so the stream can
+never starve them.
+
+Everything here is asyncio + one lock, with an injectable clock, so it is tested without ROS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+import threading
+import time
+from typing import Generic, TypeVar
+
+FrameT = TypeVar('FrameT')
+ResultT = TypeVar('ResultT')
+
+# Drop reasons, reported in /diagnostics.
+DROP_SUPERSEDED = 'superseded'  # a newer frame replaced it before a worker was free
+DROP_STALE = 'stale'  # older than max_age_s when a worker was free
+DROP_OUT_OF_ORDER = 'out_of_order'  # finished after a newer frame's result was published
+DROP_FAILED = 'failed'  # the processing call raised or timed out
+DROP_TIMEOUT = 'timeout'
+
+
+@dataclass(frozen=True)
+class SchedulerConfig:
+    rate_hz: float = 2.0  # upper bound on dispatches per second (0 = as fast as slots free up)
+    max_in_flight: int = 1  # stream requests running at once
+    max_age_s: float = 1.0  # frames older than this (by stamp) are not sent
+    timeout_s: float = 30.0  # per-request deadline
+    priority_in_flight: int = 1  # on-demand requests running at once, on top of the stream's
+
+    def __post_init__(self) -> None:
+        if self.rate_hz < 0:
+            raise ValueError(f'rate_hz must be >= 0, got {self.rate_hz}')
+        if self.max_in_flight < 1 or self.priority_in_flight < 1:
+            raise ValueError('max_in_flight and priority_in_flight must be >= 1')
+        if self.max_age_s <= 0 or self.timeout_s <= 0:
+            raise ValueError('max_age_s and timeout_s must be > 0')
+
+
+@dataclass(frozen=True)
+class StampedFrame(Generic[FrameT]):
+    stamp_ns: int
+    frame: FrameT
+
+
+class LatestFrameSlot(Generic[FrameT]):
+    """Holds only the newest frame; thread-safe, O(1), never blocks a subscription callback."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._frame: StampedFrame[FrameT] | None = None
+        self._taken_stamp_ns = -1
+        self.superseded = 0
+        self.rejected_older = 0
+
+    def put(self, stamp_ns: int, frame: FrameT) -> bool:
+        """Store ``frame`` unless an equal or newer one was already stored; True when stored."""
+        with self._lock:
+            newest = self._frame.stamp_ns if self._frame is not None else self._taken_stamp_ns
+            if stamp_ns <= newest:
+                self.rejected_older += 1
+                return False
+            if self._frame is not None:
+                self.superseded += 1
+            self._frame = StampedFrame(stamp_ns, frame)
+            return True
+
+    def take(self) -> StampedFrame[FrameT] | None:
+        with self._lock:
+            frame, self._frame = self._frame, None
+            if frame is not None:
+                self._taken_stamp_ns = frame.stamp_ns
+            return frame
+
+    def peek(self) -> StampedFrame[FrameT] | None:
+        with self._lock:
+            return self._frame
+
+
+class FrameScheduler(Generic[FrameT, ResultT]):
+    """Runs ``process`` on the newest frame with bounded staleness; see the module docstring.
+
+    Args:
+        process: coroutine turning a frame into a result (decode, engine call, lifting).
+        publish: called with each result that is newer than every result published before.
+        config: rates and limits.
+        clock_ns: current time in the frames' stamp clock (ROS time; sim time in replays).
+    """
+
+    def __init__(
+        self,
+        process: Callable[[StampedFrame[FrameT]], Awaitable[ResultT]],
+        publish: Callable[[StampedFrame[FrameT], ResultT], None],
+        config: SchedulerConfig,
+        clock_ns: Callable[[], int] = time.time_ns,
+        on_error: Callable[[StampedFrame[FrameT], BaseException], None] | None = None,
+    ) -> None:
+        self._process = process
+        self._publish = publish
+        self._config = config
+        self._clock_ns = clock_ns
+        self._on_error = on_error
+        self.slot: LatestFrameSlot[FrameT] = LatestFrameSlot()
+        self._stream_slots = asyncio.Semaphore(config.max_in_flight)
+        self._priority_slots = asyncio.Semaphore(config.priority_in_flight)
+        self._wakeup = asyncio.Event()
+        self._last_published_stamp_ns = -1
+        self._last_dispatch_s = float('-inf')
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.drops: Counter[str] = Counter()
+        self.published = 0
+        self.in_flight = 0
+        self.priority_waiting = 0
+
+    @property
+    def config(self) -> SchedulerConfig:
+        return self._config
+
+    @property
+    def last_published_stamp_ns(self) -> int:
+        return self._last_published_stamp_ns
+
+    def submit(self, stamp_ns: int, frame: FrameT, loop: asyncio.AbstractEventLoop | None) -> None:
+        """Store a new frame (any thread) and wake the worker on ``loop``."""
+        if self.slot.put(stamp_ns, frame) and loop is not None:
+            loop.call_soon_threadsafe(self._wakeup.set)
+
+    def drop_counts(self) -> dict[str, int]:
+        counts = dict(self.drops)
+        counts[DROP_SUPERSEDED] = self.slot.superseded
+        return counts
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch loop; returns when ``stop`` is set (in-flight requests are awaited)."""
+        min_period_s = 1.0 / self._config.rate_hz if self._config.rate_hz > 0 else 0.0
+        while not stop.is_set():
+            wait_s = self._last_dispatch_s + min_period_s - time.monotonic()
+            if wait_s > 0:
+                await _wait_any(stop, None, wait_s)
+                continue
+            if self.slot.peek() is None:
+                self._wakeup.clear()
+                await _wait_any(stop, self._wakeup, 0.5)
+                continue
+            await self._stream_slots.acquire()
+            frame = self.slot.take()
+            if frame is None:
+                self._stream_slots.release()
+                continue
+            age_s = (self._clock_ns() - frame.stamp_ns) / 1e9
+            if age_s > self._config.max_age_s:
+                self.drops[DROP_STALE] += 1
+                self._stream_slots.release()
+                continue
+            self._last_dispatch_s = time.monotonic()
+            task = asyncio.ensure_future(self._run_one(frame))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def _run_one(self, frame: StampedFrame[FrameT]) -> None:
+        self.in_flight += 1
+        try:
+            result = await asyncio.wait_for(self._process(frame), self._config.timeout_s)
+        except asyncio.TimeoutError as error:
+            self.drops[DROP_TIMEOUT] += 1
+            if self._on_error is not None:
+                self._on_error(frame, error)
+            return
+        except Exception as error:  # noqa: BLE001 - reported, never kills the worker
+            self.drops[DROP_FAILED] += 1
+            if self._on_error is not None:
+                self._on_error(frame, error)
+            return
+        finally:
+            self.in_flight -= 1
+            self._stream_slots.release()
+        if frame.stamp_ns <= self._last_published_stamp_ns:
+            self.drops[DROP_OUT_OF_ORDER] += 1
+            return
+        self._last_published_stamp_ns = frame.stamp_ns
+        self.published += 1
+        self._publish(frame, result)
+
+    async def run_priority(self, work: Callable[[], Awaitable[ResultT]]) -> ResultT:
+        """Run on-demand work (a service call) in the priority lane, with the same deadline."""
+        self.priority_waiting += 1
+        try:
+            await self._priority_slots.acquire()
+        finally:
+            self.priority_waiting -= 1
+        try:
+            return await asyncio.wait_for(work(), self._config.timeout_s)
+        finally:
+            self._priority_slots.release()
+
+
+async def _wait_any(stop: asyncio.Event, event: asyncio.Event | None, timeout_s: float) -> None:
+    waiters = [asyncio.ensure_future(stop.wait())]
+    if event is not None:
+        waiters.append(asyncio.ensure_future(event.wait()))
+    _, pending = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    for waiter in pending:
+        waiter.cancel()

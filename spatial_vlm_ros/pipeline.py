@@ -1,0 +1,361 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Frame → engine → parsing → 3D → relations → Scene: the one pipeline the node and the replay share.
+
+ROS-free. The node feeds it paired raw messages (decoded here, on the worker thread, never in a
+subscription callback) and the replay feeds it rosbags messages; both get the same Scene.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+import difflib
+import time
+from typing import Any, Protocol
+
+import numpy as np
+
+from spatial_vlm_ros.core.camera import DepthConfig, make_rgbd_frame, rgb_box_to_depth
+from spatial_vlm_ros.core.lifting import LiftingConfig, lift_box
+from spatial_vlm_ros.core.pairing import RgbdSet
+from spatial_vlm_ros.core.relations import RelationConfig, compute_relations, transform_objects
+from spatial_vlm_ros.core.types import (
+    Detection,
+    FloatArray,
+    RgbdFrame,
+    Scene,
+    SpatialObject,
+    SpatialVlmError,
+)
+from spatial_vlm_ros.engines.base import EngineRequest, EngineResponse, TaskKind, VlmEngine
+from spatial_vlm_ros.engines.parsing import AnswerResult, GroundingResult, ParseFailure
+
+
+class TransformLookup(Protocol):
+    """What the pipeline needs from TF: T_target_from_source at a stamp, or a reason."""
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    vocabulary: tuple[str, ...] = ()  # empty: ground every salient object
+    depth: DepthConfig = field(default_factory=DepthConfig)
+    lifting: LiftingConfig = field(default_factory=LiftingConfig)
+    relations: RelationConfig = field(default_factory=RelationConfig)
+    max_objects: int = 64
+    target_frame: str = ''  # '' = publish in the camera optical frame
+    relation_frame: str = ''  # '' = relations in the camera view
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """Everything needed to build a pipeline and its engine (from node parameters or the CLI)."""
+
+    engine_kind: str
+    model: str
+    config: PipelineConfig
+    engine_options: dict[str, Any] = field(default_factory=dict)
+    record_outputs: str = ''
+
+    @classmethod
+    def from_parameters(cls, values: dict[str, Any]) -> PipelineSettings:
+        vocabulary = tuple(str(v).strip() for v in values.get('vocabulary') or () if str(v).strip())
+        depth_scale = float(values.get('depth_scale', 0.0))
+        config = PipelineConfig(
+            vocabulary=vocabulary,
+            depth=DepthConfig(
+                depth_scale=depth_scale if depth_scale > 0 else None,
+                min_depth_m=float(values.get('min_depth_m', 0.1)),
+                max_depth_m=float(values.get('max_depth_m', 10.0)),
+            ),
+            lifting=LiftingConfig(
+                min_depth_m=float(values.get('min_depth_m', 0.1)),
+                max_depth_m=float(values.get('max_depth_m', 10.0)),
+            ),
+            relations=replace(
+                RelationConfig(), near_threshold_m=float(values.get('near_threshold_m', 1.0))
+            ),
+            max_objects=int(values.get('max_objects', 64)),
+            target_frame=str(values.get('target_frame', '')),
+            relation_frame=str(values.get('relation_frame', '')),
+        )
+        kind = str(values.get('engine', 'sglang'))
+        options: dict[str, Any] = {}
+        if kind == 'recorded':
+            options['path'] = values.get('recording', '')
+        elif kind == 'openai':
+            options['base_url'] = values.get('server_url', '')
+            options['api_key_env'] = values.get('api_key_env', 'OPENAI_API_KEY')
+            options['max_concurrency'] = int(values.get('max_in_flight', 1)) + 1
+        elif kind == 'transformers':
+            options['device'] = values.get('device', 'auto')
+            options['max_batch_size'] = max(int(values.get('max_in_flight', 1)) + 1, 1)
+        return cls(
+            engine_kind=kind,
+            model=str(values.get('model', '')),
+            config=config,
+            engine_options=options,
+            record_outputs=str(values.get('record_outputs', '')),
+        )
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A SpatialQuery result: the answer, the objects it names, the scene it was computed on."""
+
+    ok: bool
+    text: str
+    object_ids: tuple[str, ...]
+    scene: Scene
+    message: str = ''
+
+
+class SpatialPipeline:
+    """Turns one RGB-D frame into a :class:`Scene` with one engine call."""
+
+    def __init__(self, engine: VlmEngine, model_id: str, config: PipelineConfig) -> None:
+        self.engine = engine
+        self.model_id = model_id
+        self.config = config
+
+    @classmethod
+    def from_settings(cls, settings: PipelineSettings) -> SpatialPipeline:
+        from spatial_vlm_ros.engines.profiles import resolve_profile
+        from spatial_vlm_ros.engines.registry import create_engine
+
+        profile = resolve_profile(settings.model)
+        engine = create_engine(
+            settings.engine_kind,
+            profile,
+            record_to=settings.record_outputs or None,
+            **settings.engine_options,
+        )
+        return cls(engine, settings.model, settings.config)
+
+    async def start(self) -> None:
+        await self.engine.start()
+
+    async def shutdown(self) -> None:
+        await self.engine.shutdown()
+
+    # -------------------------------------------------------------- decoding
+
+    def decode(self, paired: RgbdSet) -> RgbdFrame:
+        return make_rgbd_frame(
+            paired.rgb.payload, paired.depth.payload, paired.info.payload, self.config.depth
+        )
+
+    # -------------------------------------------------------------- perception
+
+    async def perceive(
+        self,
+        frame: RgbdFrame,
+        *,
+        vocabulary: Sequence[str] | None = None,
+        now_ns: Callable[[], int] | int | None = None,
+        target_frame: str = '',
+        target_from_camera: FloatArray | None = None,
+        relation_frame: str = '',
+        relation_from_camera: FloatArray | None = None,
+    ) -> Scene:
+        """Ground, lift and relate one frame.
+
+        ``now_ns`` gives the clock that latency is measured against (ROS time in the node);
+        None measures the wall time spent here (bag time does not advance in a replay).
+        """
+        started_s = time.perf_counter()
+        words = tuple(vocabulary) if vocabulary is not None else self.config.vocabulary
+        response = await self.engine.generate(
+            EngineRequest(
+                images=(frame.rgb,), task=TaskKind.GROUND, stamp_ns=frame.stamp_ns, vocabulary=words
+            )
+        )
+        scene = build_scene(
+            frame,
+            response,
+            self.config,
+            model_id=self.model_id,
+            target_frame=target_frame,
+            target_from_camera=target_from_camera,
+            relation_frame=relation_frame,
+            relation_from_camera=relation_from_camera,
+        )
+        scene.inference_ms = _inference_ms(response, started_s)
+        scene.latency_ms = _latency_ms(frame.stamp_ns, now_ns, started_s)
+        return scene
+
+    async def perceive_paired(
+        self,
+        paired: RgbdSet,
+        *,
+        vocabulary: Sequence[str] | None = None,
+        now_ns: Callable[[], int] | int | None = None,
+        transforms: TransformLookup | None = None,
+    ) -> Scene:
+        """Decode (off the event loop), look up transforms at the image stamp, perceive."""
+        loop = asyncio.get_running_loop()
+        frame = await loop.run_in_executor(None, self.decode, paired)
+        target, relation = await loop.run_in_executor(None, self._frames_for, frame, transforms)
+        return await self.perceive(
+            frame,
+            vocabulary=vocabulary,
+            now_ns=now_ns,
+            target_frame=target[0],
+            target_from_camera=target[1],
+            relation_frame=relation[0],
+            relation_from_camera=relation[1],
+        )
+
+    def _frames_for(
+        self, frame: RgbdFrame, transforms: TransformLookup | None
+    ) -> tuple[tuple[str, FloatArray | None], tuple[str, FloatArray | None]]:
+        def resolve(name: str) -> tuple[str, FloatArray | None]:
+            if not name or name == frame.frame_id or transforms is None:
+                return (frame.frame_id, None)
+            result = transforms.lookup(name, frame.frame_id, frame.stamp_ns)
+            # Without a transform we publish in the camera frame and say so (header.frame_id).
+            return (name, result.matrix) if result.matrix is not None else (frame.frame_id, None)
+
+        return resolve(self.config.target_frame), resolve(self.config.relation_frame)
+
+    async def answer_paired(
+        self,
+        paired: RgbdSet,
+        question: str,
+        *,
+        scene: Scene | None = None,
+        vocabulary: Sequence[str] | None = None,
+        now_ns: Callable[[], int] | int | None = None,
+        transforms: TransformLookup | None = None,
+    ) -> Answer:
+        """Answer ``question`` on one snapshot; ``scene`` reuses an already computed grounding."""
+        if scene is None:
+            scene = await self.perceive_paired(
+                paired, vocabulary=vocabulary, now_ns=now_ns, transforms=transforms
+            )
+        frame = await asyncio.get_running_loop().run_in_executor(None, self.decode, paired)
+        response = await self.engine.generate(
+            EngineRequest(
+                images=(frame.rgb,),
+                task=TaskKind.QUESTION,
+                stamp_ns=frame.stamp_ns,
+                question=question,
+            )
+        )
+        parsed = response.parsed
+        if isinstance(parsed, AnswerResult):
+            text = parsed.answer
+            return Answer(True, text, referenced_object_ids(scene, text), scene)
+        reason = parsed.reason if isinstance(parsed, ParseFailure) else 'no answer'
+        return Answer(False, response.raw_text.strip(), (), scene, f'unparsed answer: {reason}')
+
+
+def build_scene(
+    frame: RgbdFrame,
+    response: EngineResponse,
+    config: PipelineConfig,
+    *,
+    model_id: str = '',
+    target_frame: str = '',
+    target_from_camera: FloatArray | None = None,
+    relation_frame: str = '',
+    relation_from_camera: FloatArray | None = None,
+) -> Scene:
+    """Pure: detections of one response + the frame's depth → objects, relations, frames."""
+    parsed = response.parsed
+    error = ''
+    detections: list[Detection] = []
+    if isinstance(parsed, GroundingResult):
+        detections = list(parsed.detections)
+    elif isinstance(parsed, ParseFailure):
+        error = f'model output not usable: {parsed.reason}'
+    if response.flags:
+        error = (error + '; ' if error else '') + ','.join(response.flags)
+    detections = sorted(detections, key=lambda d: -d.confidence)[: config.max_objects]
+    objects = lift_detections(frame, detections, config)
+    relations = compute_relations(objects, config.relations, relation_from_camera)
+    positions_frame = frame.frame_id
+    if target_from_camera is not None and target_frame:
+        objects = transform_objects(objects, target_from_camera)
+        positions_frame = target_frame
+    return Scene(
+        stamp_ns=frame.stamp_ns,
+        frame_id=positions_frame,
+        camera_frame_id=frame.frame_id,
+        objects=objects,
+        relations=relations,
+        relation_frame_id=relation_frame if relation_from_camera is not None else frame.frame_id,
+        model_id=model_id or response.model_id,
+        engine=response.engine,
+        error=error,
+    )
+
+
+def lift_detections(
+    frame: RgbdFrame, detections: Sequence[Detection], config: PipelineConfig
+) -> list[SpatialObject]:
+    """Lift each detection and give it a stable id: ``<label>_<n>``, n in left-to-right order."""
+    ordered = sorted(detections, key=lambda d: (d.label, d.box.center[0], d.box.center[1]))
+    counts: dict[str, int] = {}
+    objects = []
+    for detection in ordered:
+        index = counts.get(detection.label, 0)
+        counts[detection.label] = index + 1
+        depth_box = rgb_box_to_depth(detection.box, frame)
+        lifted = lift_box(frame.depth_m, frame.depth_intrinsics, depth_box, config.lifting)
+        objects.append(
+            SpatialObject(
+                id=f'{detection.label.replace(" ", "_")}_{index}',
+                label=detection.label,
+                confidence=detection.confidence,
+                box=detection.box,
+                lifted=lifted,
+            )
+        )
+    return sorted(objects, key=lambda obj: obj.id)
+
+
+def find_best_match(scene: Scene | None, description: str) -> SpatialObject | None:
+    """The object whose label best matches ``description`` (exact, contained, then fuzzy)."""
+    if scene is None or not scene.objects:
+        return None
+    wanted = ' '.join(description.lower().split())
+
+    def score(obj: SpatialObject) -> tuple[float, int, float]:
+        label = obj.label.lower()
+        if label == wanted:
+            similarity = 1.0
+        elif label in wanted or wanted in label:
+            similarity = 0.8
+        else:
+            similarity = difflib.SequenceMatcher(None, label, wanted).ratio() * 0.7
+        return (similarity, int(obj.lifted.position is not None), obj.confidence)
+
+    best = max(scene.objects, key=score)
+    return best if score(best)[0] >= 0.5 else None
+
+
+def referenced_object_ids(scene: Scene, text: str) -> tuple[str, ...]:
+    """Ids of the scene objects whose id or label occurs in the answer text."""
+    lowered = text.lower()
+    return tuple(
+        obj.id
+        for obj in scene.objects
+        if obj.id.lower() in lowered or obj.label.lower() in lowered
+    )
+
+
+def _inference_ms(response: EngineResponse, started_s: float) -> float:
+    inference_s = response.timings.inference_s or response.timings.total_s
+    return 1e3 * (inference_s if inference_s > 0 else time.perf_counter() - started_s)
+
+
+def _latency_ms(stamp_ns: int, now_ns: Callable[[], int] | int | None, started_s: float) -> float:
+    if now_ns is None:
+        return 1e3 * (time.perf_counter() - started_s)
+    current = now_ns() if callable(now_ns) else int(now_ns)
+    return max(0.0, (current - stamp_ns) / 1e6)
+

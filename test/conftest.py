@@ -1,0 +1,86 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Session-wide test setup.
+
+* Each test run gets its own ROS_DOMAIN_ID and keeps DDS discovery on loopback, so parallel runs
+  and other machines never see each other's traffic.
+* ROS tests are never skipped silently: when rclpy or the generated interfaces are missing the
+  run fails, unless the user opts out with SPATIAL_VLM_SKIP_ROS_TESTS=1 (then they are reported
+  as skipped with that reason).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+import os
+from pathlib import Path
+import time
+from typing import Any
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+SKIP_ROS = os.environ.get('SPATIAL_VLM_SKIP_ROS_TESTS') == '1'
+
+
+def _ros_import_error() -> str | None:
+    try:
+        import rclpy  # noqa: F401
+
+        import spatial_vlm_ros.msg  # noqa: F401
+        import spatial_vlm_ros.srv  # noqa: F401
+    except Exception as error:  # noqa: BLE001 - any import failure means no ROS tests
+        return f'{type(error).__name__}: {error}'
+    return None
+
+
+ROS_IMPORT_ERROR = _ros_import_error()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if ROS_IMPORT_ERROR and not SKIP_ROS:
+        raise pytest.UsageError(
+            f'rclpy or the generated interfaces do not import ({ROS_IMPORT_ERROR}). Run '
+            '`make setup`, or set SPATIAL_VLM_SKIP_ROS_TESTS=1 to skip the ROS tests on purpose.'
+        )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not (ROS_IMPORT_ERROR and SKIP_ROS):
+        return
+    marker = pytest.mark.skip(reason=f'SPATIAL_VLM_SKIP_ROS_TESTS=1 ({ROS_IMPORT_ERROR})')
+    for item in items:
+        if 'ros' in item.keywords:
+            item.add_marker(marker)
+
+
+@pytest.fixture(scope='session')
+def ros_env() -> dict[str, str]:
+    """Environment for child processes that must join this run's DDS domain."""
+    env = dict(os.environ)
+    env['PYTHONUNBUFFERED'] = '1'
+    return env
+
+
+@pytest.fixture(scope='session')
+def rclpy_session() -> Iterator[Any]:
+    import rclpy
+
+    rclpy.init()
+    yield rclpy
+    rclpy.try_shutdown()
+
+
+def spin_until(
+    executor: Any, predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.05
+) -> bool:
+    """Spin ``executor`` until ``predicate()`` holds or ``timeout_s`` passes; returns the result."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        executor.spin_once(timeout_sec=step_s)
+    return predicate()
