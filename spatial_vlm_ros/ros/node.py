@@ -82,6 +82,7 @@ class SpatialVlmNode(LifecycleNode):
         self._scenes: deque[Scene] = deque(maxlen=SCENE_CACHE)
         self._errors: Counter[str] = Counter()
         self._last_error = ''
+        self._last_logged_s: dict[str, float] = {}
         self._received: Counter[str] = Counter()
         self._received_at_last_report: Counter[str] = Counter()
         self._last_report_s = time.monotonic()
@@ -394,10 +395,16 @@ class SpatialVlmNode(LifecycleNode):
         self._report_error(kind, f'frame {frame.stamp_ns}: {type(error).__name__}: {error}')
 
     def _report_error(self, kind: str, message: str) -> None:
+        """Count, keep for /diagnostics, and log at most every 5 s per kind of error."""
+        now_s = time.monotonic()
         with self._lock:
             self._errors[kind] += 1
             self._last_error = f'[{kind}] {message}'
-        self.get_logger().warning(message, throttle_duration_sec=5.0)
+            log_it = now_s - self._last_logged_s.get(kind, -1e9) >= 5.0
+            if log_it:
+                self._last_logged_s[kind] = now_s
+        if log_it:
+            self.get_logger().warning(f'[{kind}] {message}')
 
     # ---------------------------------------------------------------- services
 
