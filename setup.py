@@ -32,6 +32,7 @@ setup(
             'torch>=2.4',
             'torchvision>=0.19',
             'transformers>=5.20,<6',
+            'accelerate>=1.0',
             'xgrammar>=0.2.8,<0.3',
             'qwen-vl-utils>=0.0.14',
             'tokenizers',

@@ -28,21 +28,31 @@ ARGUMENTS = {
     'model': ('spatial-ssrl-4b-fp8', 'Model profile name or a local model path.'),
     'recording': ('', 'JSONL of raw model outputs, for engine:=recorded.'),
     'server_url': ('http://127.0.0.1:30000', 'OpenAI-compatible server, for engine:=openai.'),
-    'camera': ('/camera', 'Camera namespace; inputs are <camera>/color/image_raw, '
-               '<camera>/depth/image_raw and <camera>/color/camera_info.'),
+    'camera': (
+        '/camera',
+        'Camera namespace; inputs are <camera>/color/image_raw, '
+        '<camera>/depth/image_raw and <camera>/color/camera_info.',
+    ),
     'color_topic': ('', 'Override the RGB topic (default <camera>/color/image_raw).'),
-    'depth_topic': ('', 'Override the depth topic (default <camera>/depth/image_raw; '
-                    'use an aligned/registered depth topic when the camera offers one).'),
-    'camera_info_topic': ('', 'Override the CameraInfo topic (default '
-                          '<camera>/color/camera_info).'),
+    'depth_topic': (
+        '',
+        'Override the depth topic (default <camera>/depth/image_raw; '
+        'use an aligned/registered depth topic when the camera offers one).',
+    ),
+    'camera_info_topic': (
+        '',
+        'Override the CameraInfo topic (default <camera>/color/camera_info).',
+    ),
     'use_sim_time': ('false', 'Use /clock (bag replay).'),
     'large_data_transport': (
         'true',
         'Set FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA for the node: best-effort 640x480 images '
         'between processes arrive only with it (set it on the camera driver too).',
     ),
-    'start_sglang_server': ('false', 'Also start `python -m sglang.launch_server` (FP8) for '
-                            'engine:=openai.'),
+    'start_sglang_server': (
+        'false',
+        'Also start `python -m sglang.launch_server` (FP8) for engine:=openai.',
+    ),
     'sglang_model_path': ('internlm/Spatial-SSRL-Qwen3VL-4B', 'Model the SGLang server loads.'),
     'sglang_port': ('30000', 'Port of the SGLang server.'),
 }
@@ -57,10 +67,14 @@ def _launch_setup(context, *args, **kwargs):
         ('color/image_raw', value('color_topic') or f'{camera}/color/image_raw'),
         ('depth/image_raw', value('depth_topic') or f'{camera}/depth/image_raw'),
         ('color/camera_info', value('camera_info_topic') or f'{camera}/color/camera_info'),
-        ('color/image_raw/compressed',
-         (value('color_topic') or f'{camera}/color/image_raw') + '/compressed'),
-        ('depth/image_raw/compressedDepth',
-         (value('depth_topic') or f'{camera}/depth/image_raw') + '/compressedDepth'),
+        (
+            'color/image_raw/compressed',
+            (value('color_topic') or f'{camera}/color/image_raw') + '/compressed',
+        ),
+        (
+            'depth/image_raw/compressedDepth',
+            (value('depth_topic') or f'{camera}/depth/image_raw') + '/compressedDepth',
+        ),
     ]
     overrides = {
         'engine': value('engine'),
@@ -83,11 +97,18 @@ def _launch_setup(context, *args, **kwargs):
         output='screen',
     )
     sglang_cmd = ExecuteProcess(
-        cmd=['python3', '-m', 'sglang.launch_server',
-             '--model-path', value('sglang_model_path'),
-             '--quantization', 'fp8',
-             '--port', value('sglang_port'),
-             '--enable-multimodal'],
+        cmd=[
+            'python3',
+            '-m',
+            'sglang.launch_server',
+            '--model-path',
+            value('sglang_model_path'),
+            '--quantization',
+            'fp8',
+            '--port',
+            value('sglang_port'),
+            '--enable-multimodal',
+        ],
         condition=IfCondition(value('start_sglang_server')),
         output='screen',
     )

@@ -1,6 +1,6 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Frame → engine → parsing → 3D → relations → Scene: the one pipeline the node and the replay share.
+"""Frame → engine → parsing → 3D → relations → Scene: one pipeline for the node and the replay.
 
 ROS-free. The node feeds it paired raw messages (decoded here, on the worker thread, never in a
 subscription callback) and the replay feeds it rosbags messages; both get the same Scene.
@@ -15,8 +15,6 @@ import difflib
 import time
 from typing import Any, Protocol
 
-import numpy as np
-
 from spatial_vlm_ros.core.camera import DepthConfig, make_rgbd_frame, rgb_box_to_depth
 from spatial_vlm_ros.core.lifting import LiftingConfig, lift_box
 from spatial_vlm_ros.core.pairing import RgbdSet
@@ -27,9 +25,14 @@ from spatial_vlm_ros.core.types import (
     RgbdFrame,
     Scene,
     SpatialObject,
-    SpatialVlmError,
 )
-from spatial_vlm_ros.engines.base import EngineRequest, EngineResponse, TaskKind, VlmEngine
+from spatial_vlm_ros.engines.base import (
+    ERROR_FLAGS,
+    EngineRequest,
+    EngineResponse,
+    TaskKind,
+    VlmEngine,
+)
 from spatial_vlm_ros.engines.parsing import AnswerResult, GroundingResult, ParseFailure
 
 
@@ -62,7 +65,9 @@ class PipelineSettings:
 
     @classmethod
     def from_parameters(cls, values: dict[str, Any]) -> PipelineSettings:
-        vocabulary = tuple(str(v).strip() for v in values.get('vocabulary') or () if str(v).strip())
+        vocabulary = tuple(
+            str(v).strip() for v in values.get('vocabulary') or () if str(v).strip()
+        )
         depth_scale = float(values.get('depth_scale', 0.0))
         config = PipelineConfig(
             vocabulary=vocabulary,
@@ -170,7 +175,10 @@ class SpatialPipeline:
         words = tuple(vocabulary) if vocabulary is not None else self.config.vocabulary
         response = await self.engine.generate(
             EngineRequest(
-                images=(frame.rgb,), task=TaskKind.GROUND, stamp_ns=frame.stamp_ns, vocabulary=words
+                images=(frame.rgb,),
+                task=TaskKind.GROUND,
+                stamp_ns=frame.stamp_ns,
+                vocabulary=words,
             )
         )
         scene = build_scene(
@@ -272,8 +280,9 @@ def build_scene(
         detections = list(parsed.detections)
     elif isinstance(parsed, ParseFailure):
         error = f'model output not usable: {parsed.reason}'
-    if response.flags:
-        error = (error + '; ' if error else '') + ','.join(response.flags)
+    error_flags = [flag for flag in response.flags if flag in ERROR_FLAGS]
+    if error_flags:
+        error = (error + '; ' if error else '') + ','.join(error_flags)
     detections = sorted(detections, key=lambda d: -d.confidence)[: config.max_objects]
     objects = lift_detections(frame, detections, config)
     relations = compute_relations(objects, config.relations, relation_from_camera)
@@ -358,4 +367,3 @@ def _latency_ms(stamp_ns: int, now_ns: Callable[[], int] | int | None, started_s
         return 1e3 * (time.perf_counter() - started_s)
     current = now_ns() if callable(now_ns) else int(now_ns)
     return max(0.0, (current - stamp_ns) / 1e6)
-

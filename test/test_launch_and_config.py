@@ -31,7 +31,8 @@ def _dict_literal(tree: ast.Module, name: str) -> dict[str, object]:
         ):
             assert isinstance(node.value, ast.Dict)
             return {
-                ast.literal_eval(key): value for key, value in zip(node.value.keys, node.value.values)
+                ast.literal_eval(key): value
+                for key, value in zip(node.value.keys, node.value.values)
             }
     raise AssertionError(f'{name} not found in {LAUNCH_FILE.name}')
 
@@ -91,8 +92,9 @@ def test_launch_arguments_are_documented_and_used() -> None:
         assert isinstance(value, ast.Tuple) and len(value.elts) == 2
         description = value.elts[1]
         text = ''.join(
-            part.value for part in ast.walk(description) if isinstance(part, ast.Constant)
-            and isinstance(part.value, str)
+            part.value
+            for part in ast.walk(description)
+            if isinstance(part, ast.Constant) and isinstance(part.value, str)
         )
         assert len(text) > 15, f'argument {name} lacks a description'
         assert f"value('{name}')" in source, f'argument {name} is declared but never used'

@@ -119,7 +119,9 @@ class Harness:
 
         self.node = rclpy.create_node(f'harness_{os.getpid()}_{int(time.time() * 1e3) % 10**6}')
         camera_qos = QoSProfile(depth=5, reliability=reliability)
-        self.rgb_pub = self.node.create_publisher(Image, f'{NAMESPACE}/color/image_raw', camera_qos)
+        self.rgb_pub = self.node.create_publisher(
+            Image, f'{NAMESPACE}/color/image_raw', camera_qos
+        )
         self.depth_pub = self.node.create_publisher(
             Image, f'{NAMESPACE}/depth/image_raw', camera_qos
         )
@@ -134,9 +136,7 @@ class Harness:
         self.node.create_subscription(
             String, f'{base}/scene_json', lambda m: self.scene_json.append(json.loads(m.data)), 10
         )
-        self.node.create_subscription(
-            DiagnosticArray, '/diagnostics', self.diagnostics.append, 10
-        )
+        self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 10)
         self.query = self.node.create_client(SpatialQuery, f'{base}/query')
         self.locate = self.node.create_client(LocateObject, f'{base}/locate')
         self.executor = SingleThreadedExecutor()
@@ -222,8 +222,7 @@ def test_node_publishes_scenes_and_answers_services_over_dds(
         # so that both sides really use LARGE_DATA.
         if os.environ.get('SPATIAL_VLM_TRANSPORT_CHILD'):
             pytest.fail('transport child started with the wrong FASTDDS_BUILTIN_TRANSPORTS')
-        env = dict(ros_env, FASTDDS_BUILTIN_TRANSPORTS=transports,
-                   SPATIAL_VLM_TRANSPORT_CHILD='1')
+        env = dict(ros_env, FASTDDS_BUILTIN_TRANSPORTS=transports, SPATIAL_VLM_TRANSPORT_CHILD='1')
         env['ROS_DOMAIN_ID'] = str((int(ros_env['ROS_DOMAIN_ID']) + 50) % 200 + 1)
         child = subprocess.run(
             [sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',

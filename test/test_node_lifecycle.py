@@ -25,7 +25,10 @@ def make_node(rclpy_session: Any, recording_path: Path | str, **overrides: Any) 
     from spatial_vlm_ros.ros.node import SpatialVlmNode
 
     values = {
-        'autostart': False, 'engine': 'recorded', 'recording': str(recording_path), **overrides
+        'autostart': False,
+        'engine': 'recorded',
+        'recording': str(recording_path),
+        **overrides,
     }
     return SpatialVlmNode(
         parameter_overrides=[Parameter(name, value=value) for name, value in values.items()],
@@ -76,7 +79,10 @@ def test_lifecycle_chain_runs_twice(rclpy_session: Any, recording: Path) -> None
     ],
 )
 def test_bad_configuration_fails_configure_with_a_message(
-    rclpy_session: Any, recording: Path, overrides: dict[str, Any], expected: str,
+    rclpy_session: Any,
+    recording: Path,
+    overrides: dict[str, Any],
+    expected: str,
     capfd: pytest.CaptureFixture[str],
 ) -> None:
     from rclpy.lifecycle import TransitionCallbackReturn
@@ -118,12 +124,17 @@ def test_bad_messages_over_dds_leave_the_node_alive_and_reported(
     recording.write_text(
         ''.join(json.dumps({'stamp_ns': s, 'text': RECORDED_TEXT}) + '\n' for s in stamps)
     )
-    process = start_node(dict(ros_env, FASTDDS_BUILTIN_TRANSPORTS='DEFAULT'), recording,
-                         tmp_path / 'node.log', ('-p', 'diagnostics_period_s:=0.5'))
+    process = start_node(
+        dict(ros_env, FASTDDS_BUILTIN_TRANSPORTS='DEFAULT'),
+        recording,
+        tmp_path / 'node.log',
+        ('-p', 'diagnostics_period_s:=0.5'),
+    )
     harness = Harness(rclpy_session, ReliabilityPolicy.RELIABLE)
     try:
-        assert spin_until(harness.executor, lambda: harness.rgb_pub.get_subscription_count() > 0,
-                          15.0)
+        assert spin_until(
+            harness.executor, lambda: harness.rgb_pub.get_subscription_count() > 0, 15.0
+        )
         time.sleep(1.5)  # let the node re-match its input QoS to our reliable publishers
         # 1) RGB and depth without any CameraInfo: nothing can be paired (they wait, bounded).
         for stamp in stamps[:5]:

@@ -39,9 +39,7 @@ def test_slot_is_thread_safe_under_concurrent_puts() -> None:
     stamps = list(range(1, 20001))
     random.Random(1).shuffle(stamps)
     chunks = [stamps[i::4] for i in range(4)]
-    threads = [
-        threading.Thread(target=lambda c=c: [slot.put(s, s) for s in c]) for c in chunks
-    ]
+    threads = [threading.Thread(target=lambda c=c: [slot.put(s, s) for s in c]) for c in chunks]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -214,6 +214,8 @@ async def _wait_any(stop: asyncio.Event, event: asyncio.Event | None, timeout_s:
     waiters = [asyncio.ensure_future(stop.wait())]
     if event is not None:
         waiters.append(asyncio.ensure_future(event.wait()))
-    _, pending = await asyncio.wait(waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    _, pending = await asyncio.wait(
+        waiters, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+    )
     for waiter in pending:
         waiter.cancel()

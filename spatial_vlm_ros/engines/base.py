@@ -25,7 +25,7 @@ class EngineError(SpatialVlmError):
     """The engine could not produce any output (unreachable server, timeout, crash)."""
 
 
-class EngineTimeout(EngineError):
+class EngineTimeout(EngineError):  # noqa: N818 - reads as the condition, like TimeoutError
     """The engine call exceeded its deadline."""
 
 
@@ -43,6 +43,7 @@ class SamplingParams:
     top_p: float = 1.0
     top_k: int = -1
     repetition_penalty: float = 1.0
+    presence_penalty: float = 0.0
     seed: int | None = None
 
 
@@ -85,7 +86,15 @@ class EngineResponse:
     timings: Timings = field(default_factory=Timings)
     engine: str = ''
     model_id: str = ''
-    flags: tuple[str, ...] = ()  # e.g. ('no_recording_for_stamp',)
+    flags: tuple[str, ...] = ()  # e.g. (FLAG_NO_RECORDING,); see ERROR_FLAGS
+
+
+# Response flags shared by every engine. Only those in ERROR_FLAGS make a scene an error;
+# the others are informational (items recovered from a truncated output, nearest-stamp match).
+FLAG_NO_RECORDING = 'no_recording_for_stamp'
+FLAG_NEAREST_STAMP = 'recording_matched_within_tolerance'
+FLAG_MAX_NEW_TOKENS = 'max_new_tokens_reached'
+ERROR_FLAGS = frozenset({FLAG_NO_RECORDING})
 
 
 class VlmEngine(abc.ABC):
@@ -97,12 +106,12 @@ class VlmEngine(abc.ABC):
     async def generate(self, request: EngineRequest) -> EngineResponse:
         """Run one request; concurrent calls may be batched by the backend."""
 
-    async def start(self) -> None:
+    async def start(self) -> None:  # noqa: B027 - optional hook, deliberately empty
         """Load the model or connect; called once before the first request."""
 
     async def health(self) -> bool:
         """True when the backend can serve a request now."""
         return True
 
-    async def shutdown(self) -> None:
+    async def shutdown(self) -> None:  # noqa: B027 - optional hook, deliberately empty
         """Release the model, threads, connections or child processes."""

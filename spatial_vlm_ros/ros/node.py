@@ -25,13 +25,13 @@ from typing import Any
 
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 import numpy as np
+from rcl_interfaces.msg import SetParametersResult
 import rclpy
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_system_default
-from rcl_interfaces.msg import SetParametersResult
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
@@ -41,12 +41,12 @@ from spatial_vlm_ros.core.pairing import PairingConfig, RgbdSet, StampPairer
 from spatial_vlm_ros.core.scene_json import scene_to_json
 from spatial_vlm_ros.core.scheduling import FrameScheduler, SchedulerConfig, StampedFrame
 from spatial_vlm_ros.core.types import Scene, SpatialVlmError
+from spatial_vlm_ros.msg import SpatialScene
 from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline, find_best_match
 from spatial_vlm_ros.ros import conversions, qos
 from spatial_vlm_ros.ros.markers import scene_markers
 from spatial_vlm_ros.ros.parameters import PARAMETERS, validate, vocabulary_of
 from spatial_vlm_ros.ros.tf import TransformSource
-from spatial_vlm_ros.msg import SpatialScene
 from spatial_vlm_ros.srv import LocateObject, SpatialQuery
 
 NODE_NAME = 'spatial_vlm'
@@ -384,9 +384,7 @@ class SpatialVlmNode(LifecycleNode):
             if annotated.get_subscription_count() > 0 and self._pipeline is not None:
                 # Drawing costs a decode and a copy: only when someone looks.
                 rgb = self._pipeline.decode(frame.frame).rgb
-                annotated.publish(
-                    conversions.rgb_to_image_msg(annotate_scene(rgb, scene), scene)
-                )
+                annotated.publish(conversions.rgb_to_image_msg(annotate_scene(rgb, scene), scene))
         except Exception as error:  # noqa: BLE001
             self._report_error('publish', f'{type(error).__name__}: {error}')
 
@@ -429,9 +427,9 @@ class SpatialVlmNode(LifecycleNode):
         if self._scheduler is None or self._loop is None:
             raise SpatialVlmError('node is not active')
         scheduler = self._scheduler
-        return asyncio.run_coroutine_threadsafe(
-            scheduler.run_priority(work), self._loop
-        ).result(timeout_s)
+        return asyncio.run_coroutine_threadsafe(scheduler.run_priority(work), self._loop).result(
+            timeout_s
+        )
 
     def _on_query(
         self, request: SpatialQuery.Request, response: SpatialQuery.Response
@@ -457,8 +455,12 @@ class SpatialVlmNode(LifecycleNode):
         try:
             answer = self._priority(
                 lambda: pipeline.answer_paired(
-                    frame, question, scene=cached, vocabulary=vocabulary,
-                    now_ns=lambda: self.get_clock().now().nanoseconds, transforms=self._tf,
+                    frame,
+                    question,
+                    scene=cached,
+                    vocabulary=vocabulary,
+                    now_ns=lambda: self.get_clock().now().nanoseconds,
+                    transforms=self._tf,
                 ),
                 timeout_s,
             )
@@ -495,8 +497,10 @@ class SpatialVlmNode(LifecycleNode):
             try:
                 scene = self._priority(
                     lambda: pipeline.perceive_paired(
-                        frame, vocabulary=(description,),
-                        now_ns=lambda: self.get_clock().now().nanoseconds, transforms=self._tf,
+                        frame,
+                        vocabulary=(description,),
+                        now_ns=lambda: self.get_clock().now().nanoseconds,
+                        transforms=self._tf,
                     ),
                     timeout_s,
                 )
@@ -593,8 +597,11 @@ class SpatialVlmNode(LifecycleNode):
 def _qos_signature(publishers: list[Any]) -> tuple[Any, ...]:
     return tuple(
         sorted(
-            (str(info.node_name), int(info.qos_profile.reliability),
-             int(info.qos_profile.durability))
+            (
+                str(info.node_name),
+                int(info.qos_profile.reliability),
+                int(info.qos_profile.durability),
+            )
             for info in publishers
         )
     )

@@ -54,88 +54,157 @@ class ParamSpec:
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
-    ParamSpec('autostart', True, 'Configure and activate on start-up (lifecycle).', read_only=True),
     ParamSpec(
-        'engine', 'sglang', 'VLM backend: in-process SGLang (FP8, GPU), an OpenAI-compatible '
-        'server, HF transformers (CPU-capable), or recorded outputs (JSONL).', choices=ENGINES,
+        'autostart', True, 'Configure and activate on start-up (lifecycle).', read_only=True
+    ),
+    ParamSpec(
+        'engine',
+        'sglang',
+        'VLM backend: in-process SGLang (FP8, GPU), an OpenAI-compatible '
+        'server, HF transformers (CPU-capable), or recorded outputs (JSONL).',
+        choices=ENGINES,
         read_only=True,
     ),
     ParamSpec(
-        'model', 'spatial-ssrl-4b-fp8', 'Model profile name (spatial-ssrl-4b-fp8, '
+        'model',
+        'spatial-ssrl-4b-fp8',
+        'Model profile name (spatial-ssrl-4b-fp8, '
         'qwen3-vl-4b-instruct-fp8, qwen3-vl-2b-grace-w8g128, qwen3-vl) or a local model path.',
         read_only=True,
     ),
     ParamSpec('recording', '', 'JSONL of raw model outputs for engine=recorded.', read_only=True),
     ParamSpec(
-        'record_outputs', '', 'When set, append every raw model output to this JSONL (the '
-        'recorded-engine format).', read_only=True,
+        'record_outputs',
+        '',
+        'When set, append every raw model output to this JSONL (the recorded-engine format).',
+        read_only=True,
     ),
     ParamSpec(
-        'server_url', 'http://127.0.0.1:30000', 'Base URL of the OpenAI-compatible server '
-        '(engine=openai): SGLang server, SGLang router or vLLM.', read_only=True,
+        'server_url',
+        'http://127.0.0.1:30000',
+        'Base URL of the OpenAI-compatible server '
+        '(engine=openai): SGLang server, SGLang router or vLLM.',
+        read_only=True,
     ),
     ParamSpec(
-        'api_key_env', 'OPENAI_API_KEY', 'Name of the environment variable holding the API key '
-        '(the key itself is never a parameter and never logged).', read_only=True,
+        'api_key_env',
+        'OPENAI_API_KEY',
+        'Name of the environment variable holding the API key '
+        '(the key itself is never a parameter and never logged).',
+        read_only=True,
     ),
     ParamSpec(
         'device', 'auto', 'Device for engine=transformers.', choices=DEVICES, read_only=True
     ),
     ParamSpec(
-        'rate_hz', 2.0, 'Upper bound on frames sent to the model per second (0 = as fast as '
-        'in-flight slots free up).', float_range=(0.0, 120.0),
+        'rate_hz',
+        2.0,
+        'Upper bound on frames sent to the model per second (0 = as fast as '
+        'in-flight slots free up).',
+        float_range=(0.0, 120.0),
     ),
     ParamSpec(
-        'max_in_flight', 1, 'Stream requests the engine may run at once (batching).',
-        int_range=(1, 64), read_only=True,
+        'max_in_flight',
+        1,
+        'Stream requests the engine may run at once (batching).',
+        int_range=(1, 64),
+        read_only=True,
     ),
     ParamSpec(
-        'max_frame_age_s', 1.0, 'Frames older than this (image stamp vs node clock) are not '
-        'sent to the model, seconds.', float_range=(0.01, 600.0),
+        'max_frame_age_s',
+        1.0,
+        'Frames older than this (image stamp vs node clock) are not sent to the model, seconds.',
+        float_range=(0.01, 600.0),
     ),
     ParamSpec(
-        'request_timeout_s', 30.0, 'Deadline of one engine call, seconds.',
-        float_range=(0.1, 3600.0), read_only=True,
+        'request_timeout_s',
+        30.0,
+        'Deadline of one engine call, seconds.',
+        float_range=(0.1, 3600.0),
+        read_only=True,
     ),
     ParamSpec(
-        'vocabulary', [''], 'Classes to ground; [] or [""] grounds every salient object. '
-        'Changeable at runtime (ros2 param set).', string_array=True,
+        'vocabulary',
+        [''],
+        'Classes to ground; [] or [""] grounds every salient object. '
+        'Changeable at runtime (ros2 param set).',
+        string_array=True,
     ),
     ParamSpec(
-        'depth_scale', 0.0, 'Metres per depth unit; 0 = by encoding (16UC1/mono16: 0.001, '
-        '32FC1: 1.0).', float_range=(0.0, 10.0), read_only=True,
+        'depth_scale',
+        0.0,
+        'Metres per depth unit; 0 = by encoding (16UC1/mono16: 0.001, 32FC1: 1.0).',
+        float_range=(0.0, 10.0),
+        read_only=True,
     ),
-    ParamSpec('min_depth_m', 0.1, 'Closer depth readings are invalid, metres.',
-              float_range=(0.0, 100.0)),
-    ParamSpec('max_depth_m', 10.0, 'Farther depth readings are invalid, metres.',
-              float_range=(0.01, 1000.0)),
     ParamSpec(
-        'relation_frame', '', 'Frame relations are evaluated in: "" = the camera view, or a TF '
+        'min_depth_m', 0.1, 'Closer depth readings are invalid, metres.', float_range=(0.0, 100.0)
+    ),
+    ParamSpec(
+        'max_depth_m',
+        10.0,
+        'Farther depth readings are invalid, metres.',
+        float_range=(0.01, 1000.0),
+    ),
+    ParamSpec(
+        'relation_frame',
+        '',
+        'Frame relations are evaluated in: "" = the camera view, or a TF '
         'frame with REP 103 axes (e.g. base_link).',
     ),
     ParamSpec(
-        'target_frame', '', 'Frame of published positions: "" = the camera optical frame, or a TF '
+        'target_frame',
+        '',
+        'Frame of published positions: "" = the camera optical frame, or a TF '
         'frame (map, odom, base_link).',
     ),
-    ParamSpec('tf_timeout_s', 0.1, 'Wait for a transform at the image stamp, seconds.',
-              float_range=(0.0, 10.0)),
     ParamSpec(
-        'input_qos', 'auto', 'Reliability of the camera subscriptions: auto matches the '
+        'tf_timeout_s',
+        0.1,
+        'Wait for a transform at the image stamp, seconds.',
+        float_range=(0.0, 10.0),
+    ),
+    ParamSpec(
+        'input_qos',
+        'auto',
+        'Reliability of the camera subscriptions: auto matches the '
         'publishers (re-checked when they change); reliable / best_effort override.',
-        choices=INPUT_QOS, read_only=True,
+        choices=INPUT_QOS,
+        read_only=True,
     ),
     ParamSpec(
-        'compressed_input', False, 'Subscribe to color/image_raw/compressed and '
-        'depth/image_raw/compressedDepth instead of the raw topics.', read_only=True,
+        'compressed_input',
+        False,
+        'Subscribe to color/image_raw/compressed and '
+        'depth/image_raw/compressedDepth instead of the raw topics.',
+        read_only=True,
     ),
-    ParamSpec('sync_slop_s', 0.05, 'Max stamp difference between paired RGB and depth, seconds.',
-              float_range=(0.0, 5.0), read_only=True),
-    ParamSpec('near_threshold_m', 1.0, 'Objects whose centroids are closer are "near", metres.',
-              float_range=(0.0, 100.0)),
-    ParamSpec('diagnostics_period_s', 1.0, 'Period of /diagnostics, seconds.',
-              float_range=(0.1, 60.0), read_only=True),
-    ParamSpec('max_objects', 64, 'Objects kept per scene (highest confidence first).',
-              int_range=(1, 1024)),
+    ParamSpec(
+        'sync_slop_s',
+        0.05,
+        'Max stamp difference between paired RGB and depth, seconds.',
+        float_range=(0.0, 5.0),
+        read_only=True,
+    ),
+    ParamSpec(
+        'near_threshold_m',
+        1.0,
+        'Objects whose centroids are closer are "near", metres.',
+        float_range=(0.0, 100.0),
+    ),
+    ParamSpec(
+        'diagnostics_period_s',
+        1.0,
+        'Period of /diagnostics, seconds.',
+        float_range=(0.1, 60.0),
+        read_only=True,
+    ),
+    ParamSpec(
+        'max_objects',
+        64,
+        'Objects kept per scene (highest confidence first).',
+        int_range=(1, 1024),
+    ),
 )
 
 PARAMETER_NAMES = tuple(spec.name for spec in PARAMETERS)

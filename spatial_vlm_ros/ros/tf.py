@@ -80,4 +80,3 @@ class TransformSource:
                 (rotation.x, rotation.y, rotation.z, rotation.w),
             )
         )
-

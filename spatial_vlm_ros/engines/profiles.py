@@ -1,0 +1,221 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""What each supported model needs: checkpoint, quantization, engine flags, pixel budget, prompts,
+sampling and output quirks.
+
+Sources (see docs/ENGINES.md): Qwen3-VL model cards / README ("Generation Hyperparameters", VL:
+``top_p=0.8, top_k=20, temperature=0.7, repetition_penalty=1.0, presence_penalty=1.5``), the
+Qwen3-VL 2D-grounding cookbook (relative 0..1000 ``bbox_2d``), the InternLM Spatial-SSRL README
+(``<think>`` then ``\\boxed{}`` format prompt) and the GRACE model card.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+import enum
+import os
+from typing import Any
+
+from spatial_vlm_ros.core.types import SpatialVlmError
+from spatial_vlm_ros.engines.base import SamplingParams
+
+# One visual token covers 32x32 px (patch 16, spatial merge 2).
+PIXELS_PER_VISUAL_TOKEN = 32 * 32
+IMAGE_SIZE_FACTOR = 32
+
+
+class UnknownProfileError(SpatialVlmError, KeyError):
+    """The name is neither a known profile nor an existing local model directory."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ''
+
+
+class CoordinateSystem(str, enum.Enum):
+    RELATIVE_1000 = 'relative_1000'  # Qwen3-VL: 0..1000 relative to the image, resize-invariant
+    ABSOLUTE_PIXELS = 'absolute_pixels'  # Qwen2.5-VL: pixels of the image the model saw
+
+
+class AnswerFormat(str, enum.Enum):
+    PLAIN = 'plain'  # the answer is the text itself
+    THINK_BOXED = 'think_boxed'  # <think>...</think> then \boxed{answer} (Spatial-SSRL)
+
+
+# The Spatial-SSRL format prompt (InternLM/Spatial-SSRL README and demo.py), appended to questions.
+SPATIAL_SSRL_FORMAT_PROMPT = (
+    '\n You FIRST think about the reasoning process as an internal monologue and then provide the '
+    'final answer. The reasoning process MUST BE enclosed within <think> </think> tags. The final '
+    'answer MUST BE put in \\boxed{}.'
+)
+
+# Qwen3-VL model card, "Generation Hyperparameters", VL: the sampling the card recommends.
+QWEN3_VL_QUESTION_SAMPLING = SamplingParams(
+    max_new_tokens=1024, temperature=0.7, top_p=0.8, top_k=20, repetition_penalty=1.0
+)
+QWEN3_VL_QUESTION_PRESENCE_PENALTY = 1.5
+# Grounding is greedy: boxes should be reproducible frame to frame, and sampling noise moves them.
+# 64 objects * ~20 tokens each fits in 1536 new tokens.
+GREEDY_GROUNDING_SAMPLING = SamplingParams(max_new_tokens=1536, temperature=0.0)
+# Reasoning (think) answers are longer than plain ones.
+THINKING_QUESTION_SAMPLING = replace(QWEN3_VL_QUESTION_SAMPLING, max_new_tokens=2048)
+
+# README example range for Qwen3-VL (256..1280 visual tokens).
+DEFAULT_MIN_PIXELS = 256 * PIXELS_PER_VISUAL_TOKEN
+DEFAULT_MAX_PIXELS = 1280 * PIXELS_PER_VISUAL_TOKEN
+
+
+@dataclass(frozen=True)
+class ModelProfile:
+    """Everything model-specific; engines read it and never hard-code a model's quirks.
+
+    ``sglang_args`` holds ``sglang.Engine`` / ``launch_server`` keyword arguments as sorted
+    ``(name, value)`` pairs so the profile stays hashable; :meth:`sglang_kwargs` returns a dict.
+    """
+
+    name: str
+    hf_id: str  # Hugging Face id, or a local directory for the generic profile
+    quantization: str | None = None  # 'fp8' (SGLang on-the-fly or FP8 checkpoint), None, or a note
+    preferred_engine: str = 'sglang'
+    sglang_args: tuple[tuple[str, Any], ...] = ()
+    min_pixels: int = DEFAULT_MIN_PIXELS
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    grounding_prompt_all: str = (
+        'Locate every salient object in the image. Report bbox coordinates in JSON format.'
+    )
+    grounding_prompt_classes: str = (
+        'Locate every instance that belongs to the following categories: "{categories}". '
+        'Report bbox coordinates in JSON format.'
+    )
+    question_prompt: str = '{question}'
+    system_prompt: str = ''
+    grounding_sampling: SamplingParams = GREEDY_GROUNDING_SAMPLING
+    question_sampling: SamplingParams = QWEN3_VL_QUESTION_SAMPLING
+    question_presence_penalty: float = QWEN3_VL_QUESTION_PRESENCE_PENALTY
+    coordinates: CoordinateSystem = CoordinateSystem.RELATIVE_1000
+    answer_format: AnswerFormat = AnswerFormat.PLAIN
+    emits_thinking: bool = False  # questions produce a <think> block before the answer
+    # Grounding always uses the JSON schema when the request asks for it; for a thinking model the
+    # grounding prompt carries no think instruction, so a schema-constrained first token is valid.
+    grounding_uses_schema: bool = True
+    notes: str = ''
+
+    def sglang_kwargs(self, **overrides: Any) -> dict[str, Any]:
+        """``sglang.Engine(**kwargs)`` arguments: model path, profile flags, then ``overrides``."""
+        kwargs: dict[str, Any] = {'model_path': self.hf_id}
+        kwargs.update(dict(self.sglang_args))
+        kwargs.update(overrides)
+        return kwargs
+
+    def with_model_path(self, path: str) -> ModelProfile:
+        """The same profile pointed at a local copy of the checkpoint."""
+        return replace(self, hf_id=path)
+
+
+def _escape_format(text: str) -> str:
+    """Literal braces for a ``str.format`` template."""
+    return text.replace('{', '{{').replace('}', '}}')
+
+
+def _sglang_args(**kwargs: Any) -> tuple[tuple[str, Any], ...]:
+    return tuple(sorted(kwargs.items()))
+
+
+_COMMON_SGLANG = {
+    'enable_multimodal': True,
+    'mem_fraction_static': 0.8,
+    'context_length': 8192,
+}
+
+SPATIAL_SSRL_4B_FP8 = ModelProfile(
+    name='spatial-ssrl-4b-fp8',
+    hf_id='internlm/Spatial-SSRL-Qwen3VL-4B',
+    quantization='fp8',
+    preferred_engine='sglang',
+    # BF16 checkpoint quantized to FP8 when SGLang loads it; no reasoning_parser: the node parses
+    # the raw <think>/\boxed{} text itself so the same parser serves every engine.
+    sglang_args=_sglang_args(quantization='fp8', **_COMMON_SGLANG),
+    question_prompt='{question}' + _escape_format(SPATIAL_SSRL_FORMAT_PROMPT),
+    question_sampling=THINKING_QUESTION_SAMPLING,
+    answer_format=AnswerFormat.THINK_BOXED,
+    emits_thinking=True,
+    notes=(
+        'Spatial-SSRL (GRPO on Qwen3-VL-4B-Instruct). '
+        'Questions: <think>...</think> then \\boxed{}. '
+        'Grounding: plain Qwen3-VL prompt without the think instruction, JSON-schema constrained.'
+    ),
+)
+
+QWEN3_VL_4B_INSTRUCT_FP8 = ModelProfile(
+    name='qwen3-vl-4b-instruct-fp8',
+    hf_id='Qwen/Qwen3-VL-4B-Instruct-FP8',
+    quantization='fp8',
+    preferred_engine='sglang',
+    # An FP8 checkpoint: SGLang reads quantization_config from config.json, no flag needed.
+    sglang_args=_sglang_args(**_COMMON_SGLANG),
+    notes='Official fine-grained FP8 (block 128) checkpoint of Qwen3-VL-4B-Instruct.',
+)
+
+QWEN3_VL_2B_GRACE_W8G128 = ModelProfile(
+    name='qwen3-vl-2b-grace-w8g128',
+    hf_id='ForeverBlue/Qwen3-VL-2B-GRACE-W8G128',
+    quantization='w8g128 (QAT, standard HF weights)',
+    preferred_engine='transformers',
+    sglang_args=_sglang_args(**_COMMON_SGLANG),
+    notes=(
+        'QAT checkpoint of Qwen3-VL-2B-Instruct with group-wise INT8 (W8G128) trained in; '
+        'stored as standard HF weights and loaded with transformers AutoModelForImageTextToText.'
+    ),
+)
+
+GENERIC_QWEN3_VL = ModelProfile(
+    name='qwen3-vl',
+    hf_id='',
+    quantization=None,
+    preferred_engine='sglang',
+    sglang_args=_sglang_args(**_COMMON_SGLANG),
+    notes='Any Qwen3-VL Instruct checkpoint (HF id or local directory).',
+)
+
+PROFILES: dict[str, ModelProfile] = {
+    p.name: p
+    for p in (
+        SPATIAL_SSRL_4B_FP8,
+        QWEN3_VL_4B_INSTRUCT_FP8,
+        QWEN3_VL_2B_GRACE_W8G128,
+        GENERIC_QWEN3_VL,
+    )
+}
+DEFAULT_PROFILE_NAME = SPATIAL_SSRL_4B_FP8.name
+
+
+def profile_names() -> tuple[str, ...]:
+    return tuple(PROFILES)
+
+
+def resolve_profile(name_or_path: str | ModelProfile | None = None) -> ModelProfile:
+    """A profile by name, by Hugging Face id of a seed model, or the generic one for a local path.
+
+    ``None`` or ``''`` gives the default profile. A path (existing directory, or anything that
+    starts with ``/``, ``./``, ``../`` or ``~``) gets the generic Qwen3-VL profile pointed at it.
+    """
+    if isinstance(name_or_path, ModelProfile):
+        return name_or_path
+    if name_or_path is None or name_or_path == '':
+        return PROFILES[DEFAULT_PROFILE_NAME]
+    if not isinstance(name_or_path, str):
+        raise UnknownProfileError(
+            f'model profile must be a name or a path string, got {type(name_or_path).__name__}'
+        )
+    key = name_or_path.strip()
+    if key in PROFILES:
+        return PROFILES[key]
+    for profile in PROFILES.values():
+        if profile.hf_id and profile.hf_id == key:
+            return profile
+    looks_like_path = key.startswith(('/', './', '../', '~')) or os.path.isdir(key)
+    if looks_like_path:
+        return GENERIC_QWEN3_VL.with_model_path(os.path.expanduser(key))
+    raise UnknownProfileError(
+        f'unknown model profile {key!r}; known profiles: {", ".join(PROFILES)}; '
+        'or pass a local model directory path'
+    )

@@ -1,0 +1,86 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The grounding JSON schema used for constrained decoding.
+
+Shape: the form Qwen3-VL emits natively for 2D grounding, a bare JSON list of
+``{"bbox_2d": [x1, y1, x2, y2], "label": "..."}`` objects with coordinates relative to the image on
+a 0..1000 scale. Keeping the native shape (``bbox_2d`` before ``label``, no wrapper object) means
+the grammar only removes what the model would not have written anyway, so constrained and free
+decoding give the same boxes on good outputs.
+
+The list and each label are bounded: Qwen3-VL can loop on dense scenes (more than ~40 instances of
+one class), and a grammar with ``maxItems`` / ``maxLength`` forces the closing bracket instead of
+letting generation run to ``max_new_tokens``.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+GROUNDING_SCHEMA_NAME = 'grounding'
+GROUNDING_MAX_ITEMS = 64
+GROUNDING_LABEL_MAX_LENGTH = 64
+RELATIVE_COORDINATE_MAX = 1000
+
+
+def grounding_schema(
+    max_items: int = GROUNDING_MAX_ITEMS,
+    label_max_length: int = GROUNDING_LABEL_MAX_LENGTH,
+) -> dict[str, Any]:
+    """Return the grounding schema as a fresh dict (callers may mutate their copy)."""
+    if max_items < 1:
+        raise ValueError(f'max_items must be >= 1, got {max_items}')
+    if label_max_length < 1:
+        raise ValueError(f'label_max_length must be >= 1, got {label_max_length}')
+    coordinate = {'type': 'integer', 'minimum': 0, 'maximum': RELATIVE_COORDINATE_MAX}
+    return {
+        'type': 'array',
+        'maxItems': max_items,
+        'items': {
+            'type': 'object',
+            'properties': {
+                'bbox_2d': {
+                    'type': 'array',
+                    'items': coordinate,
+                    'minItems': 4,
+                    'maxItems': 4,
+                },
+                # xgrammar (SGLang's grammar backend too) compiles maxLength to a character
+                # class that admits raw control characters, which strict JSON then rejects; a
+                # pattern excludes them, and carries the length bound (xgrammar ignores
+                # maxLength once a pattern is present).
+                'label': {
+                    'type': 'string',
+                    'minLength': 1,
+                    'maxLength': label_max_length,
+                    'pattern': f'^[^\\x00-\\x1f"\\\\]{{1,{label_max_length}}}$',
+                },
+            },
+            'required': ['bbox_2d', 'label'],
+            'additionalProperties': False,
+        },
+    }
+
+
+def grounding_schema_json(
+    max_items: int = GROUNDING_MAX_ITEMS,
+    label_max_length: int = GROUNDING_LABEL_MAX_LENGTH,
+) -> str:
+    """The schema as a compact JSON string (SGLang's ``sampling_params['json_schema']`` form)."""
+    return json.dumps(grounding_schema(max_items, label_max_length), separators=(',', ':'))
+
+
+def openai_response_format(
+    max_items: int = GROUNDING_MAX_ITEMS,
+    label_max_length: int = GROUNDING_LABEL_MAX_LENGTH,
+) -> dict[str, Any]:
+    """OpenAI ``response_format`` carrying the schema (SGLang and vLLM servers accept it)."""
+    return {
+        'type': 'json_schema',
+        'json_schema': {
+            'name': GROUNDING_SCHEMA_NAME,
+            'schema': grounding_schema(max_items, label_max_length),
+            'strict': False,
+        },
+    }
