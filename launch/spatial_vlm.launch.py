@@ -12,11 +12,12 @@ Every argument is documented below; `ros2 launch ... --show-args` prints them.
 import os
 
 from ament_index_python.packages import get_package_share_directory
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import LifecycleNode
+
+from launch import LaunchDescription
 
 ARGUMENTS = {
     'namespace': ('', 'Namespace of the node (its topics are ~/scene etc. under it).'),

@@ -77,7 +77,7 @@ def rclpy_session() -> Iterator[Any]:
 def spin_until(
     executor: Any, predicate: Callable[[], bool], timeout_s: float, step_s: float = 0.05
 ) -> bool:
-    """Spin ``executor`` until ``predicate()`` holds or ``timeout_s`` passes; returns the result."""
+    """Spin ``executor`` until ``predicate()`` holds or ``timeout_s`` passes; return it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if predicate():

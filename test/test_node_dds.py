@@ -113,6 +113,7 @@ class Harness:
         from rclpy.qos import QoSProfile
         from sensor_msgs.msg import CameraInfo, Image
         from std_msgs.msg import String
+        from visualization_msgs.msg import MarkerArray
 
         from spatial_vlm_ros.msg import SpatialScene
         from spatial_vlm_ros.srv import LocateObject, SpatialQuery
@@ -137,6 +138,10 @@ class Harness:
             String, f'{base}/scene_json', lambda m: self.scene_json.append(json.loads(m.data)), 10
         )
         self.node.create_subscription(DiagnosticArray, '/diagnostics', self.diagnostics.append, 10)
+        self.annotated: list[Any] = []
+        self.markers: list[Any] = []
+        self.node.create_subscription(Image, f'{base}/annotated_image', self.annotated.append, 2)
+        self.node.create_subscription(MarkerArray, f'{base}/markers', self.markers.append, 10)
         self.query = self.node.create_client(SpatialQuery, f'{base}/query')
         self.locate = self.node.create_client(LocateObject, f'{base}/locate')
         self.executor = SingleThreadedExecutor()
@@ -265,6 +270,15 @@ def test_node_publishes_scenes_and_answers_services_over_dds(
         assert spin_until(harness.executor, lambda: len(harness.scene_json) >= 1, 5.0)
         record = harness.scene_json[-1]
         assert {'stamp_ns', 'frame_id', 'objects', 'relations', 'latency_ms'} <= set(record)
+
+        # Annotated image (drawn because we subscribe) and markers for the same scenes.
+        assert spin_until(harness.executor, lambda: bool(harness.annotated), 5.0)
+        image = harness.annotated[-1]
+        assert (image.width, image.height, image.encoding) == (WIDTH, HEIGHT, 'rgb8')
+        assert bytes(image.data) != bytes(make_messages(stamps[0])[0].data)  # boxes were drawn
+        assert harness.markers and any(
+            m.text.startswith('mug') for m in harness.markers[-1].markers
+        ), [m.text for m in harness.markers[-1].markers]
 
         locate = LocateObject.Request(description='mug')
         reply = harness.call(harness.locate, locate)
