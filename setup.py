@@ -3,6 +3,8 @@
 """pip install path: the ROS-free core, engines and CLI (the node needs rclpy and the
 rosidl-generated interfaces, which `make setup` or colcon provide)."""
 
+from glob import glob
+
 from setuptools import find_packages, setup
 
 package_name = 'spatial_vlm_ros'
@@ -14,7 +16,9 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=[package_name, f'{package_name}.*']),
-    package_data={package_name: ['py.typed', 'data/*']},
+    package_data={package_name: ['py.typed']},
+    # The replay registers the custom message types from their .msg text (no ROS needed).
+    data_files=[(f'share/{package_name}/msg', sorted(glob('msg/*.msg')))],
     install_requires=[
         'numpy>=1.26',
         'opencv-python-headless>=4.9',

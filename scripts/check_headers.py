@@ -16,10 +16,14 @@ CHECKED_NAMES = {'Makefile', 'CMakeLists.txt', 'run'}
 def tracked_sources(root: Path) -> list[Path]:
     listed = subprocess.run(
         ['git', 'ls-files', '--cached', '--others', '--exclude-standard'],
-        cwd=root, check=True, capture_output=True, text=True,
+        cwd=root,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()
     return [
-        root / name for name in listed
+        root / name
+        for name in listed
         if Path(name).suffix in CHECKED_SUFFIXES or Path(name).name in CHECKED_NAMES
     ]
 
@@ -27,7 +31,8 @@ def tracked_sources(root: Path) -> list[Path]:
 def main() -> int:
     root = Path(__file__).resolve().parents[1]
     missing = [
-        path for path in tracked_sources(root)
+        path
+        for path in tracked_sources(root)
         if path.exists() and HEADER_MARK not in path.read_text(errors='replace')[:600]
     ]
     for path in missing:

@@ -447,7 +447,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except SpatialVlmError as error:
-        print(f'spatial-vlm {args.command}: error: {error}', file=sys.stderr)
+        message = ' '.join(str(error).split())  # one line, whatever the error text holds
+        print(f'spatial-vlm {args.command}: error: {message}', file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f'spatial-vlm {args.command}: interrupted', file=sys.stderr)

@@ -81,7 +81,7 @@ class PipelineSettings:
                 max_depth_m=float(values.get('max_depth_m', 10.0)),
             ),
             relations=replace(
-                RelationConfig(), near_threshold_m=float(values.get('near_threshold_m', 1.0))
+                RelationConfig(), near_threshold_m=float(values.get('near_threshold_m', 0.5))
             ),
             max_objects=int(values.get('max_objects', 64)),
             target_frame=str(values.get('target_frame', '')),

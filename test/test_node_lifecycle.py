@@ -109,6 +109,26 @@ def test_runtime_parameters_are_validated(rclpy_session: Any, recording: Path) -
         assert not out_of_range.successful
         read_only = node.set_parameters([Parameter('engine', value='openai')])[0]
         assert not read_only.successful
+        # Runtime parameters reach the running pipeline and scheduler without a reconfigure.
+        from rclpy.lifecycle import TransitionCallbackReturn
+
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        changed = node.set_parameters(
+            [
+                Parameter('rate_hz', value=7.5),
+                Parameter('max_frame_age_s', value=3.0),
+                Parameter('near_threshold_m', value=0.25),
+                Parameter('max_depth_m', value=6.0),
+            ]
+        )
+        assert all(result.successful for result in changed)
+        assert node._scheduler.config.rate_hz == 7.5
+        assert node._scheduler.config.max_age_s == 3.0
+        assert node._pipeline.config.relations.near_threshold_m == 0.25
+        assert node._pipeline.config.depth.max_depth_m == 6.0
+        assert node._pipeline.config.vocabulary == ('mug', 'chair')
+        node.trigger_shutdown()
     finally:
         node.destroy_node()
 

@@ -130,6 +130,10 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     def config(self) -> SchedulerConfig:
         return self._config
 
+    def reconfigure(self, config: SchedulerConfig) -> None:
+        """Apply a new rate and max age at once (in-flight limits are fixed at construction)."""
+        self._config = config
+
     @property
     def last_published_stamp_ns(self) -> int:
         return self._last_published_stamp_ns
@@ -146,8 +150,9 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch loop; returns when ``stop`` is set (in-flight requests are awaited)."""
-        min_period_s = 1.0 / self._config.rate_hz if self._config.rate_hz > 0 else 0.0
         while not stop.is_set():
+            rate_hz = self._config.rate_hz
+            min_period_s = 1.0 / rate_hz if rate_hz > 0 else 0.0
             wait_s = self._last_dispatch_s + min_period_s - time.monotonic()
             if wait_s > 0:
                 await _wait_any(stop, None, wait_s)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from collections import Counter, deque
 from concurrent.futures import Future
+from dataclasses import replace
 import os
 import threading
 import time
@@ -76,6 +77,7 @@ class SpatialVlmNode(LifecycleNode):
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.add_post_set_parameters_callback(self._apply_runtime_parameters)
 
         self._lock = threading.Lock()
         self._snapshots: deque[RgbdSet] = deque(maxlen=SNAPSHOT_FRAMES)
@@ -130,7 +132,7 @@ class SpatialVlmNode(LifecycleNode):
             self.get_logger().error(f'engine start failed: {error}')
             self._stop_worker_loop()
             return TransitionCallbackReturn.FAILURE
-        self._tf = TransformSource(self, self.get_logger())
+        self._tf = TransformSource(self, self.get_logger(), float(values['tf_timeout_s']))
         out = qos.output_profile()
         self._outputs = {
             'scene': self.create_lifecycle_publisher(SpatialScene, '~/scene', out),
@@ -545,6 +547,24 @@ class SpatialVlmNode(LifecycleNode):
             values[parameter.name] = parameter.value
         problems = validate(values)
         return SetParametersResult(successful=not problems, reason='; '.join(problems))
+
+    def _apply_runtime_parameters(self, parameters: list[Parameter]) -> None:
+        """Runtime-changeable parameters take effect for the next frame (already validated)."""
+        values = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        pipeline, scheduler = self._pipeline, self._scheduler
+        if pipeline is not None:
+            # One assignment of a frozen config: a frame in flight sees the old or the new one.
+            pipeline.config = PipelineSettings.from_parameters(values).config
+        if scheduler is not None:
+            scheduler.reconfigure(
+                replace(
+                    scheduler.config,
+                    rate_hz=values['rate_hz'],
+                    max_age_s=values['max_frame_age_s'],
+                )
+            )
+        if self._tf is not None:
+            self._tf.timeout_s = float(values['tf_timeout_s'])
 
     def _publish_diagnostics(self) -> None:
         publisher = self._outputs.get('diagnostics')

@@ -188,8 +188,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         'near_threshold_m',
-        1.0,
-        'Objects whose centroids are closer are "near", metres.',
+        0.5,
+        'Objects whose visible extents are at most this far apart (surface gap, at 2 sigma '
+        'confidence) are "near", metres (docs/RELATIONS.md).',
         float_range=(0.0, 100.0),
     ),
     ParamSpec(

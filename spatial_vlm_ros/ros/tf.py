@@ -11,7 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from spatial_vlm_ros.core.transforms import FloatArray, transform_from_translation_quaternion
+from spatial_vlm_ros.core.transforms import transform_from_translation_quaternion
+from spatial_vlm_ros.core.types import FloatArray
 
 try:  # tf2_ros is part of every ROS install but not of the PyPI wheels
     from rclpy.duration import Duration
@@ -35,7 +36,7 @@ class TransformSource:
 
     def __init__(self, node: Any, logger: Any, timeout_s: float = 0.1) -> None:
         self._logger = logger
-        self._timeout_s = timeout_s
+        self.timeout_s = timeout_s
         self._warned = threading.Event()
         self.status = 'tf2_ros available'
         self._buffer = None
@@ -65,7 +66,7 @@ class TransformSource:
                 target,
                 source,
                 Time(nanoseconds=stamp_ns),
-                timeout=Duration(nanoseconds=int(self._timeout_s * 1e9)),
+                timeout=Duration(nanoseconds=int(self.timeout_s * 1e9)),
             )
         except Exception as error:  # noqa: BLE001 - tf2 raises several unrelated types
             reason = f'no transform {source} -> {target} at {stamp_ns} ns: {error}'

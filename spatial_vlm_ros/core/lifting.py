@@ -1,0 +1,526 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Lift a 2D box to a 3D position with a registered depth image.
+
+A box from a detector or a VLM contains more than its object: background behind it, the surface
+it stands on, flying pixels at depth edges, and sometimes a nearer occluder. The centre pixel
+and the box median both fail there. :func:`lift_box` instead
+
+1. samples the box (strided when it is large), keeps depths inside ``[min_depth_m,
+   max_depth_m]`` and weights each sample with a Gaussian centred on the box (objects sit in the
+   middle of their box; clutter, background and occluders crowd its border);
+2. builds that weighted histogram over a noise-adapted depth coordinate whose bins are 1 % of
+   the depth near the camera and ``bin_noise_sigmas`` sensor-noise sigmas far away (so bins
+   follow the Kinect-style noise ``sigma_z = k z^2`` and its disparity quantization), smooths
+   it, and splits it into depth clusters at valleys deeper than ``valley_ratio`` of the lower
+   neighbouring peak;
+3. scores each cluster by its weighted mass times its *figure-ground contrast*: how much more
+   of the box than of a thin ring around the box (``context_ring``) lies at that depth.
+   Background, the supporting surface and occluders continue outside the box; the boxed object
+   does not. This is what keeps thin, open objects (an office chair over a floor, a chair back
+   over a table) and partly occluded ones from being lifted to whatever dominates their box;
+4. trims the winning cluster to a median +- ``band_mads`` MAD band (floored by the sensor
+   noise) to drop flying pixels at its edges, and back-projects the remaining pixels.
+
+The result is the centroid of the object's visible surface in the camera optical frame (x
+right, y down, z forward), weighted by a taper that fades the outer ``border_taper`` of the box
+(where the supporting surface enters a loose box at the object's own depth); the 2-98 %
+extent of those points; and a covariance of the *centroid*: a sensor floor (pixel quantization
+and ``sigma_z = k z^2`` through the pinhole Jacobian) plus the spread of the object's points
+over a capped number of effective samples (pixels of one surface share their segmentation
+error, so the cloud does not average down like independent draws). docs/ACCURACY.md has the
+measurements behind each choice.
+
+The two baselines the benchmark compares against are :func:`lift_center_pixel` and
+:func:`lift_box_median`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+import math
+
+import numpy as np
+import numpy.typing as npt
+
+from spatial_vlm_ros.core.types import (
+    CameraIntrinsics,
+    FloatArray,
+    Lifted3D,
+    PixelBox,
+    SpatialVlmError,
+)
+
+_MAD_TO_SIGMA = 1.4826
+_SMOOTHING_KERNEL = np.array([0.054, 0.242, 0.399, 0.242, 0.054])  # Gaussian, sigma = 1 bin
+_CENTER_FALLBACK_RADIUS = 2  # centre-pixel baseline: 5x5 window when the centre is a hole
+
+
+class LiftingError(SpatialVlmError):
+    """The depth image, intrinsics, box or configuration given to the lifter is malformed."""
+
+
+@dataclass(frozen=True)
+class LiftingConfig:
+    """Parameters of :func:`lift_box`; the defaults suit Kinect/RealSense-class depth."""
+
+    min_depth_m: float = 0.1  # depths outside [min, max] are treated as invalid
+    max_depth_m: float = 10.0
+    min_valid_ratio: float = 0.02  # object pixels / box pixels needed for a position
+    min_samples: int = 12  # object pixels needed for a position
+    center_sigma: float = 0.5  # centre-weight Gaussian sigma, as a fraction of the half box
+    bin_relative_width: float = 0.01  # histogram bin width near the camera, fraction of depth
+    bin_noise_sigmas: float = 2.0  # histogram bin width far away, in sensor-noise sigmas
+    valley_ratio: float = 0.5  # split clusters at valleys below this fraction of the lower peak
+    context_ring: float = 0.1  # width of the context ring around the box, fraction of its size
+    contrast_floor: float = 0.02  # cluster score = mass * (floor + (1 - floor) * contrast)
+    band_mads: float = 8.0  # keep cluster depths within median +- band_mads * sigma_MAD
+    band_noise_sigmas: float = 3.0  # ... but never narrower than this many sensor-noise sigmas
+    depth_noise_coefficient: float = 1.5e-3  # sensor depth noise sigma_z = k * z^2 (1/m)
+    pixel_sigma: float = 1.0  # uncertainty of the object's pixel centre (pixels)
+    border_taper: float = 0.2  # centroid weights fall to 0 over this outer fraction of the box
+    effective_samples: int = 10  # cap on independent samples when averaging the point spread
+    max_samples: int = 8192  # larger boxes are sampled with a stride to bound the cost
+
+    def __post_init__(self) -> None:
+        numbers = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        for name, value in numbers.items():
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise LiftingError(f'LiftingConfig.{name} must be a number, got {value!r}')
+            if not math.isfinite(value):
+                raise LiftingError(f'LiftingConfig.{name} must be finite, got {value!r}')
+        if not 0.0 <= self.min_depth_m < self.max_depth_m:
+            raise LiftingError(
+                f'need 0 <= min_depth_m < max_depth_m, got {self.min_depth_m}, {self.max_depth_m}'
+            )
+        if not 0.0 <= self.min_valid_ratio <= 1.0:
+            raise LiftingError(f'min_valid_ratio must be in [0, 1], got {self.min_valid_ratio}')
+        if not 0.0 < self.valley_ratio <= 1.0:
+            raise LiftingError(f'valley_ratio must be in (0, 1], got {self.valley_ratio}')
+        if not 0.0 <= self.contrast_floor <= 1.0:
+            raise LiftingError(f'contrast_floor must be in [0, 1], got {self.contrast_floor}')
+        if self.context_ring < 0.0:
+            raise LiftingError(f'context_ring must be >= 0, got {self.context_ring}')
+        positive = (
+            'center_sigma',
+            'bin_relative_width',
+            'bin_noise_sigmas',
+            'band_mads',
+            'band_noise_sigmas',
+            'depth_noise_coefficient',
+        )
+        for name in positive:
+            if getattr(self, name) <= 0.0:
+                raise LiftingError(f'LiftingConfig.{name} must be > 0, got {getattr(self, name)}')
+        if not 0.0 <= self.border_taper <= 1.0:
+            raise LiftingError(f'border_taper must be in [0, 1], got {self.border_taper}')
+        if self.pixel_sigma < 0.0:
+            raise LiftingError(f'pixel_sigma must be >= 0, got {self.pixel_sigma}')
+        for name in ('min_samples', 'effective_samples', 'max_samples'):
+            value = getattr(self, name)
+            if int(value) != value or value < 1:
+                raise LiftingError(f'LiftingConfig.{name} must be an integer >= 1, got {value}')
+
+
+DEFAULT_LIFTING_CONFIG = LiftingConfig()
+
+
+@dataclass(frozen=True)
+class _BoxSamples:
+    """Strided pixel samples of one box: grid coordinates and valid depths."""
+
+    us: npt.NDArray[np.float64]  # (n_valid,) pixel column of each valid sample
+    vs: npt.NDArray[np.float64]  # (n_valid,) pixel row of each valid sample
+    depths: npt.NDArray[np.float64]  # (n_valid,) metres
+    weights: npt.NDArray[np.float64]  # (n_valid,) centre weights in (0, 1], cluster choice
+    taper: npt.NDArray[np.float64]  # (n_valid,) border-taper weights in (0, 1], centroid
+    context_depths: npt.NDArray[np.float64]  # valid depths of the ring around the box
+    box_pixels: int  # samples in the box, valid or not
+
+
+def empty_lift(valid_depth_ratio: float = 0.0, depth_samples: int = 0) -> Lifted3D:
+    """A :class:`Lifted3D` without a position (too little depth support)."""
+    return Lifted3D(None, None, None, float(valid_depth_ratio), int(depth_samples))
+
+
+def depth_noise_sigma(depth_m: float | FloatArray, coefficient: float) -> float | FloatArray:
+    """Kinect-style axial noise ``sigma_z = k z^2`` (Khoshelham & Elberink 2012: k ~ 1.4e-3)."""
+    return coefficient * np.square(depth_m)
+
+
+def _check_inputs(
+    depth_m: npt.ArrayLike, intrinsics: CameraIntrinsics, box: PixelBox
+) -> npt.NDArray[np.floating]:
+    if not isinstance(intrinsics, CameraIntrinsics):
+        raise LiftingError(f'intrinsics must be CameraIntrinsics, got {type(intrinsics).__name__}')
+    if not isinstance(box, PixelBox):
+        raise LiftingError(f'box must be PixelBox, got {type(box).__name__}')
+    depth = np.asarray(depth_m)
+    if depth.ndim != 2:
+        raise LiftingError(f'depth image must be 2D (h, w), got shape {depth.shape}')
+    if not np.issubdtype(depth.dtype, np.floating):
+        raise LiftingError(f'depth image must be float metres (NaN invalid), got {depth.dtype}')
+    if depth.shape != (intrinsics.height, intrinsics.width):
+        raise LiftingError(
+            f'depth image shape {depth.shape} does not match the intrinsics '
+            f'({intrinsics.height}, {intrinsics.width})'
+        )
+    focal = (intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
+    if (
+        not all(math.isfinite(value) for value in focal)
+        or intrinsics.fx <= 0
+        or intrinsics.fy <= 0
+    ):
+        raise LiftingError(f'intrinsics must be finite with fx, fy > 0, got {intrinsics}')
+    corners = box.as_list()
+    if not all(math.isfinite(value) for value in corners):
+        raise LiftingError(f'box has non-finite coordinates: {corners}')
+    if box.x_max < box.x_min or box.y_max < box.y_min:
+        raise LiftingError(f'box is inverted (need x_min <= x_max, y_min <= y_max): {corners}')
+    return depth
+
+
+def _pixel_range(low: float, high: float, size: int) -> tuple[int, int]:
+    """Pixel indices ``[first, stop)`` whose centres (index + 0.5) lie in ``[low, high)``."""
+    first = min(max(math.ceil(low - 0.5), 0), size)
+    stop = min(max(math.ceil(high - 0.5), 0), size)
+    return first, max(first, stop)
+
+
+def _box_samples(
+    depth: npt.NDArray[np.floating], box: PixelBox, config: LiftingConfig
+) -> _BoxSamples | None:
+    height, width = depth.shape
+    x0, x1 = _pixel_range(box.x_min, box.x_max, width)
+    y0, y1 = _pixel_range(box.y_min, box.y_max, height)
+    area = (x1 - x0) * (y1 - y0)
+    if area == 0:
+        return None
+    stride = max(1, math.ceil(math.sqrt(area / config.max_samples)))
+    crop = depth[y0:y1:stride, x0:x1:stride]
+    columns = np.arange(x0, x1, stride, dtype=np.float64)
+    rows = np.arange(y0, y1, stride, dtype=np.float64)
+    with np.errstate(invalid='ignore'):
+        valid = np.isfinite(crop) & (crop >= config.min_depth_m) & (crop <= config.max_depth_m)
+    row_index, column_index = np.nonzero(valid)
+    # Weights are centred on the box centre in index coordinates (pixel i spans [i, i + 1)).
+    center_u = 0.5 * (box.x_min + box.x_max) - 0.5
+    center_v = 0.5 * (box.y_min + box.y_max) - 0.5
+    sigma_u = max(config.center_sigma * 0.5 * box.width, 0.5)
+    sigma_v = max(config.center_sigma * 0.5 * box.height, 0.5)
+    weight_u = np.exp(-0.5 * np.square((columns - center_u) / sigma_u))
+    weight_v = np.exp(-0.5 * np.square((rows - center_v) / sigma_v))
+    taper_u = _border_taper(columns, box.x_min, box.x_max, config.border_taper)
+    taper_v = _border_taper(rows, box.y_min, box.y_max, config.border_taper)
+    return _BoxSamples(
+        us=columns[column_index],
+        vs=rows[row_index],
+        depths=crop[row_index, column_index].astype(np.float64),
+        weights=weight_v[row_index] * weight_u[column_index],
+        taper=taper_v[row_index] * taper_u[column_index],
+        context_depths=_context_depths(depth, (x0, x1, y0, y1), stride, config),
+        box_pixels=int(crop.size),
+    )
+
+
+def _context_depths(
+    depth: npt.NDArray[np.floating],
+    window: tuple[int, int, int, int],
+    stride: int,
+    config: LiftingConfig,
+) -> FloatArray:
+    """Valid depths in a ring of ``context_ring`` times the box size around the box."""
+    if config.context_ring <= 0.0:
+        return np.zeros(0)
+    height, width = depth.shape
+    x0, x1, y0, y1 = window
+    pad_x = max(round(config.context_ring * (x1 - x0)), 2)
+    pad_y = max(round(config.context_ring * (y1 - y0)), 2)
+    outer_x0, outer_x1 = max(x0 - pad_x, 0), min(x1 + pad_x, width)
+    outer_y0, outer_y1 = max(y0 - pad_y, 0), min(y1 + pad_y, height)
+    # Sample on the same lattice as the box so the ring and box densities compare.
+    first_x = x0 - ((x0 - outer_x0) // stride) * stride
+    first_y = y0 - ((y0 - outer_y0) // stride) * stride
+    outer = depth[first_y:outer_y1:stride, first_x:outer_x1:stride]
+    columns = np.arange(first_x, outer_x1, stride)
+    rows = np.arange(first_y, outer_y1, stride)
+    in_box = ((rows >= y0) & (rows < y1))[:, None] & ((columns >= x0) & (columns < x1))[None, :]
+    ring = outer[~in_box].astype(np.float64)
+    with np.errstate(invalid='ignore'):
+        return ring[
+            np.isfinite(ring) & (ring >= config.min_depth_m) & (ring <= config.max_depth_m)
+        ]
+
+
+def _noise_adapted_coordinate(depths: FloatArray, config: LiftingConfig) -> FloatArray:
+    """Monotonic depth coordinate in which one unit is one histogram bin.
+
+    The bin width is ``max(r z, c k z^2)``: relative (log depth) near the camera, where noise is
+    small, and constant in inverse depth (disparity) beyond the crossover, where the sensor's
+    noise and quantization live.
+    """
+    relative = config.bin_relative_width
+    noise = config.bin_noise_sigmas * config.depth_noise_coefficient
+    crossover = relative / noise
+    near = np.log(np.minimum(depths, crossover)) / relative
+    far = (1.0 / crossover - 1.0 / np.maximum(depths, crossover)) / noise
+    return near + far
+
+
+def _cluster_bounds(smoothed: FloatArray, valley_ratio: float) -> list[tuple[int, int]]:
+    """Split a smoothed 1D histogram into ``[start, stop)`` bin ranges at deep valleys."""
+    padded = np.concatenate(([-1.0], smoothed, [-1.0]))
+    is_peak = (padded[1:-1] > padded[:-2]) & (padded[1:-1] >= padded[2:]) & (smoothed > 0.0)
+    peaks = np.flatnonzero(is_peak)
+    if peaks.size == 0:
+        return [(0, smoothed.size)]
+    # A stack of surviving peaks: a new peak merges into the previous one when the valley
+    # between them is shallow compared to the lower of the two.
+    stack: list[int] = [int(peaks[0])]
+    for peak in peaks[1:]:
+        current = int(peak)
+        while stack:
+            previous = stack[-1]
+            valley = float(smoothed[previous : current + 1].min())
+            if valley >= valley_ratio * min(smoothed[previous], smoothed[current]):
+                stack.pop()
+                current = previous if smoothed[previous] >= smoothed[current] else current
+            else:
+                break
+        stack.append(current)
+    bounds: list[tuple[int, int]] = []
+    start = 0
+    for left, right in zip(stack[:-1], stack[1:], strict=True):
+        valley_bin = left + int(np.argmin(smoothed[left : right + 1]))
+        bounds.append((start, valley_bin + 1))
+        start = valley_bin + 1
+    bounds.append((start, smoothed.size))
+    return bounds
+
+
+def _object_mask(samples: _BoxSamples, config: LiftingConfig) -> npt.NDArray[np.bool_]:
+    """Which valid samples belong to the object (see the module docstring)."""
+    coordinate = _noise_adapted_coordinate(samples.depths, config)
+    origin = float(coordinate.min())
+    bins = np.floor(coordinate - origin).astype(np.intp)
+    histogram = np.bincount(bins, weights=samples.weights)
+    bin_count = histogram.size
+    # 'full' then trim keeps the histogram's length even when it is shorter than the kernel.
+    smoothed = np.convolve(histogram, _SMOOTHING_KERNEL, mode='full')[2:-2]
+    bounds = _cluster_bounds(smoothed, config.valley_ratio)
+    starts = np.array([start for start, _ in bounds], dtype=np.intp)
+    masses = np.add.reduceat(histogram, starts)
+    inside_counts = np.add.reduceat(np.bincount(bins, minlength=bin_count), starts)
+    contrast = np.ones(len(bounds))
+    if samples.context_depths.size >= config.min_samples:
+        context_bins = np.floor(
+            _noise_adapted_coordinate(samples.context_depths, config) - origin
+        ).astype(np.intp)
+        context_bins = context_bins[(context_bins >= 0) & (context_bins < bin_count)]
+        context_counts = np.add.reduceat(np.bincount(context_bins, minlength=bin_count), starts)
+        inside_share = inside_counts / samples.depths.size
+        context_share = context_counts / samples.context_depths.size
+        contrast = np.clip(1.0 - context_share / np.maximum(inside_share, 1e-12), 0.0, 1.0)
+    floor = config.contrast_floor
+    scores = masses * (floor + (1.0 - floor) * contrast)
+    start, stop = bounds[int(np.argmax(scores))]
+    in_cluster = (bins >= start) & (bins < stop)
+    cluster_depths = samples.depths[in_cluster]
+    median = float(np.median(cluster_depths))
+    mad_sigma = _MAD_TO_SIGMA * float(np.median(np.abs(cluster_depths - median)))
+    noise_sigma = float(depth_noise_sigma(median, config.depth_noise_coefficient))
+    half_band = max(config.band_mads * mad_sigma, config.band_noise_sigmas * noise_sigma)
+    return in_cluster & (np.abs(samples.depths - median) <= half_band)
+
+
+def _border_taper(coordinates: FloatArray, low: float, high: float, taper: float) -> FloatArray:
+    """Centroid weights along one image axis: 1 inside ``[low, high)``'s inner part, falling
+    (cosine) to 0 over its outer ``taper`` fraction on both sides.
+
+    Pixels that share the object's depth but are not the object (the surface it stands on, a
+    neighbour touching it) enter a loose box mostly along its border; the object itself mostly
+    fills the inside. A narrow taper trades a little of the object's rim for much less of that
+    contamination (docs/ACCURACY.md has the measurements).
+    """
+    if taper <= 0.0:
+        return np.ones_like(coordinates)
+    center = 0.5 * (low + high) - 0.5
+    normalized = np.abs(coordinates - center) / max(0.5 * (high - low), 0.5)
+    ramp = np.clip((normalized - (1.0 - taper)) / taper, 0.0, 1.0)
+    # The floor keeps a 1-pixel-wide box from having zero total weight.
+    return 0.5 * (1.0 + np.cos(np.pi * ramp)) + 1e-6
+
+
+def _back_project(
+    us: FloatArray, vs: FloatArray, depths: FloatArray, intrinsics: CameraIntrinsics
+) -> FloatArray:
+    xs = (us - intrinsics.cx) * depths / intrinsics.fx
+    ys = (vs - intrinsics.cy) * depths / intrinsics.fy
+    return np.column_stack((xs, ys, depths))
+
+
+def sensor_covariance(
+    position: FloatArray, intrinsics: CameraIntrinsics, config: LiftingConfig
+) -> FloatArray:
+    """Covariance floor of a point at ``position`` from pixel and depth noise (pinhole Jacobian).
+
+    With ``x = (u - cx) z / fx`` and ``y = (v - cy) z / fy``, the Jacobian of (x, y, z) with
+    respect to (u, v, z) is ``[[z/fx, 0, x/z], [0, z/fy, y/z], [0, 0, 1]]``.
+    """
+    x, y, z = (float(value) for value in position)
+    jacobian = np.array(
+        [
+            [z / intrinsics.fx, 0.0, x / z],
+            [0.0, z / intrinsics.fy, y / z],
+            [0.0, 0.0, 1.0],
+        ]
+    )
+    sigma_z = float(depth_noise_sigma(z, config.depth_noise_coefficient))
+    measurement = np.diag([config.pixel_sigma**2, config.pixel_sigma**2, sigma_z**2])
+    return jacobian @ measurement @ jacobian.T
+
+
+def lift_box(
+    depth_m: npt.ArrayLike,
+    intrinsics: CameraIntrinsics,
+    box: PixelBox,
+    config: LiftingConfig = DEFAULT_LIFTING_CONFIG,
+) -> Lifted3D:
+    """Centroid, extent and centroid covariance of the object's visible surface in ``box``.
+
+    ``depth_m`` is the depth image (float metres, NaN invalid) described by ``intrinsics``;
+    ``box`` is in that image's pixels (half-open, clipped to the image here). Returns a
+    :class:`Lifted3D` in the camera optical frame, with ``position`` None when fewer than
+    ``config.min_samples`` pixels or less than ``config.min_valid_ratio`` of the box supported
+    the object. Raises :class:`LiftingError` for malformed inputs.
+    """
+    depth = _check_inputs(depth_m, intrinsics, box)
+    samples = _box_samples(depth, box, config)
+    if samples is None:
+        return empty_lift()
+    if samples.depths.size < config.min_samples:
+        return empty_lift(samples.depths.size / samples.box_pixels, samples.depths.size)
+    mask = _object_mask(samples, config)
+    count = int(np.count_nonzero(mask))
+    ratio = count / samples.box_pixels
+    if count < config.min_samples or ratio < config.min_valid_ratio:
+        return empty_lift(ratio, count)
+    points = _back_project(samples.us[mask], samples.vs[mask], samples.depths[mask], intrinsics)
+    taper = samples.taper[mask]
+    total_weight = float(taper.sum())
+    centroid = (taper @ points) / total_weight
+    centered = points - centroid
+    spread = (centered.T * taper) @ centered / total_weight
+    effective = min(count, config.effective_samples)
+    covariance = sensor_covariance(centroid, intrinsics, config) + spread / effective
+    # 2nd-98th percentile extent: robust to the few stray pixels a full min-max would catch.
+    low_rank, high_rank = int(0.02 * (count - 1)), int(math.ceil(0.98 * (count - 1)))
+    ranked = np.partition(points, (low_rank, high_rank), axis=0)
+    low, high = ranked[low_rank], ranked[high_rank]
+    return Lifted3D(
+        position=centroid,
+        covariance=0.5 * (covariance + covariance.T),
+        size=high - low,
+        valid_depth_ratio=float(ratio),
+        depth_samples=count,
+    )
+
+
+def lift_boxes(
+    depth_m: npt.ArrayLike,
+    intrinsics: CameraIntrinsics,
+    boxes: Sequence[PixelBox],
+    config: LiftingConfig = DEFAULT_LIFTING_CONFIG,
+) -> list[Lifted3D]:
+    """:func:`lift_box` for each box of one depth image, in order."""
+    return [lift_box(depth_m, intrinsics, box, config) for box in boxes]
+
+
+def _lift_at_pixel(
+    u: float,
+    v: float,
+    depth: float,
+    box: PixelBox,
+    intrinsics: CameraIntrinsics,
+    config: LiftingConfig,
+    used: int,
+    box_pixels: int,
+) -> Lifted3D:
+    position = _back_project(np.array([u]), np.array([v]), np.array([depth]), intrinsics)[0]
+    size = np.array(
+        [box.width * depth / intrinsics.fx, box.height * depth / intrinsics.fy, 0.0],
+    )
+    return Lifted3D(
+        position=position,
+        covariance=sensor_covariance(position, intrinsics, config),
+        size=size,
+        valid_depth_ratio=used / max(box_pixels, 1),
+        depth_samples=used,
+    )
+
+
+def lift_center_pixel(
+    depth_m: npt.ArrayLike,
+    intrinsics: CameraIntrinsics,
+    box: PixelBox,
+    config: LiftingConfig = DEFAULT_LIFTING_CONFIG,
+) -> Lifted3D:
+    """Baseline: the depth of the box's centre pixel, back-projected at the box centre.
+
+    When the centre pixel is a hole, the median of the valid depths in its 5x5 neighbourhood
+    (inside the box) is used instead, so a single dropout does not void the estimate.
+    """
+    depth = _check_inputs(depth_m, intrinsics, box)
+    height, width = depth.shape
+    x0, x1 = _pixel_range(box.x_min, box.x_max, width)
+    y0, y1 = _pixel_range(box.y_min, box.y_max, height)
+    if x1 <= x0 or y1 <= y0:
+        return empty_lift()
+    center_u = min(max(math.floor(0.5 * (box.x_min + box.x_max)), x0), x1 - 1)
+    center_v = min(max(math.floor(0.5 * (box.y_min + box.y_max)), y0), y1 - 1)
+    radius = _CENTER_FALLBACK_RADIUS
+    for window in (0, radius):
+        patch = depth[
+            max(center_v - window, y0) : min(center_v + window + 1, y1),
+            max(center_u - window, x0) : min(center_u + window + 1, x1),
+        ].astype(np.float64)
+        with np.errstate(invalid='ignore'):
+            values = patch[
+                np.isfinite(patch) & (patch >= config.min_depth_m) & (patch <= config.max_depth_m)
+            ]
+        if values.size:
+            return _lift_at_pixel(
+                float(center_u),
+                float(center_v),
+                float(np.median(values)),
+                box,
+                intrinsics,
+                config,
+                int(values.size),
+                (x1 - x0) * (y1 - y0),
+            )
+    return empty_lift()
+
+
+def lift_box_median(
+    depth_m: npt.ArrayLike,
+    intrinsics: CameraIntrinsics,
+    box: PixelBox,
+    config: LiftingConfig = DEFAULT_LIFTING_CONFIG,
+) -> Lifted3D:
+    """Baseline: the median of every valid depth in the box, back-projected at the box centre."""
+    depth = _check_inputs(depth_m, intrinsics, box)
+    samples = _box_samples(depth, box, config)
+    if samples is None or samples.depths.size == 0:
+        return empty_lift()
+    return _lift_at_pixel(
+        0.5 * (box.x_min + box.x_max) - 0.5,
+        0.5 * (box.y_min + box.y_max) - 0.5,
+        float(np.median(samples.depths)),
+        box,
+        intrinsics,
+        config,
+        int(samples.depths.size),
+        samples.box_pixels,
+    )

@@ -1,0 +1,131 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Real Kinect frames (TUM RGB-D, NYU Depth V2) with hand-labelled boxes and visible orderings.
+
+data/rgbd/*/labels.json lists objects boxed by hand and relations that can be seen in each image
+(data/rgbd/PROVENANCE.md). Each object must lift to a plausible 3D position, and each listed
+relation must come out of the relation module, never its converse.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+import pytest
+
+from spatial_vlm_ros.core.lifting import lift_box
+from spatial_vlm_ros.core.relations import compute_relations
+from spatial_vlm_ros.core.types import (
+    ABOVE,
+    BEHIND,
+    BELOW,
+    IN_FRONT_OF,
+    LEFT_OF,
+    PREDICATES,
+    RIGHT_OF,
+    CameraIntrinsics,
+    PixelBox,
+    SpatialObject,
+)
+
+DATA = Path(__file__).resolve().parents[1] / 'data' / 'rgbd'
+FRAMES = sorted(path.parent.name for path in DATA.glob('*/labels.json'))
+CONVERSE = {
+    LEFT_OF: RIGHT_OF,
+    RIGHT_OF: LEFT_OF,
+    ABOVE: BELOW,
+    BELOW: ABOVE,
+    IN_FRONT_OF: BEHIND,
+    BEHIND: IN_FRONT_OF,
+}
+
+
+def load(frame: str) -> tuple[dict, np.ndarray, np.ndarray, CameraIntrinsics]:
+    labels = json.loads((DATA / frame / 'labels.json').read_text())
+    rgb = np.asarray(Image.open(DATA / frame / labels['image']))
+    raw = np.asarray(Image.open(DATA / frame / labels['depth']))
+    assert raw.dtype == np.uint16, 'depth is stored as 16-bit PNG in its original units'
+    depth = raw.astype(np.float32) * np.float32(labels['depth_scale'])
+    depth[raw == 0] = np.nan
+    intrinsics = CameraIntrinsics(**labels['intrinsics'])
+    return labels, rgb, depth, intrinsics
+
+
+def lifted_objects(frame: str) -> list[SpatialObject]:
+    labels, _, depth, intrinsics = load(frame)
+    return [
+        SpatialObject(
+            item['id'],
+            item['label'],
+            1.0,
+            PixelBox(*map(float, item['bbox'])),
+            lift_box(depth, intrinsics, PixelBox(*map(float, item['bbox']))),
+        )
+        for item in labels['objects']
+    ]
+
+
+def test_the_four_frames_are_there():
+    assert FRAMES == ['nyu_dining_1', 'nyu_dining_3', 'tum_desk', 'tum_office']
+    total = sum(path.stat().st_size for path in DATA.rglob('*') if path.is_file())
+    assert total < 3 * 1024 * 1024
+
+
+@pytest.mark.parametrize('frame', FRAMES)
+def test_labels_are_well_formed(frame):
+    labels, rgb, depth, intrinsics = load(frame)
+    assert rgb.shape == (intrinsics.height, intrinsics.width, 3)
+    assert depth.shape == (intrinsics.height, intrinsics.width)
+    assert labels['frame_id'] == 'camera_color_optical_frame'
+    assert labels['labeler'].startswith('human')
+    ids = [item['id'] for item in labels['objects']]
+    assert len(ids) == len(set(ids)) and 4 <= len(ids) <= 8
+    for item in labels['objects']:
+        x_min, y_min, x_max, y_max = item['bbox']
+        assert 0 <= x_min < x_max <= intrinsics.width and 0 <= y_min < y_max <= intrinsics.height
+    assert labels['expected']
+    for subject, predicate, other in labels['expected']:
+        assert subject in ids and other in ids and subject != other
+        assert predicate in PREDICATES
+
+
+@pytest.mark.parametrize('frame', FRAMES)
+def test_objects_lift_to_plausible_positions(frame):
+    labels, _, depth, intrinsics = load(frame)
+    for item in lifted_objects(frame):
+        lifted = item.lifted
+        assert lifted.position is not None, f'{frame}/{item.id}: no position'
+        x, y, z = lifted.position
+        # Indoor Kinect range, and within the depths actually present in the box.
+        assert 0.4 < z < 8.0, f'{frame}/{item.id}: depth {z:.2f} m'
+        x0, y0, x1, y1 = (int(value) for value in item.box.as_list())
+        box_depths = depth[y0:y1, x0:x1]
+        assert np.nanmin(box_depths) <= z <= np.nanmax(box_depths)
+        # The centroid of points seen inside the box projects inside the box.
+        u = intrinsics.fx * x / z + intrinsics.cx
+        v = intrinsics.fy * y / z + intrinsics.cy
+        assert (
+            item.box.x_min - 1 <= u <= item.box.x_max and item.box.y_min - 1 <= v <= item.box.y_max
+        )
+        sigmas = np.sqrt(np.diag(lifted.covariance))
+        assert np.all(sigmas > 0.0) and np.all(sigmas < 0.5), f'{frame}/{item.id}: {sigmas}'
+        assert 0.0 < lifted.valid_depth_ratio <= 1.0
+
+
+@pytest.mark.parametrize('frame', FRAMES)
+def test_visible_orderings_hold(frame):
+    labels, *_ = load(frame)
+    found = {
+        (relation.subject, relation.predicate, relation.object): relation
+        for relation in compute_relations(lifted_objects(frame))
+    }
+    for subject, predicate, other in labels['expected']:
+        assert (subject, predicate, other) in found, (
+            f'{frame}: missing {subject} {predicate} {other}'
+        )
+        assert (subject, CONVERSE[predicate], other) not in found
+        assert (other, CONVERSE[predicate], subject) in found
+        assert found[(subject, predicate, other)].confidence > 0.97
