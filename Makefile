@@ -30,7 +30,7 @@ lint: $(PY)
 	$(PY) scripts/check_headers.py
 
 soak: $(PY)
-	$(PY) -m pytest -m slow test/soak $(PYTEST_ARGS)
+	SPATIAL_VLM_SOAK=1 $(PY) -m pytest -m slow -s test/soak $(PYTEST_ARGS)
 
 $(PY):
 	@bash scripts/setup_venv.sh

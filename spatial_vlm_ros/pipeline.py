@@ -15,7 +15,11 @@ import difflib
 import time
 from typing import Any, Protocol
 
-from spatial_vlm_ros.core.camera import DepthConfig, make_rgbd_frame, rgb_box_to_depth
+from spatial_vlm_ros.core.camera import (
+    DepthConfig,
+    make_rgbd_frame_with_warnings,
+    rgb_box_to_depth,
+)
 from spatial_vlm_ros.core.lifting import LiftingConfig, lift_box
 from spatial_vlm_ros.core.pairing import RgbdSet
 from spatial_vlm_ros.core.relations import RelationConfig, compute_relations, transform_objects
@@ -149,7 +153,11 @@ class SpatialPipeline:
     # -------------------------------------------------------------- decoding
 
     def decode(self, paired: RgbdSet) -> RgbdFrame:
-        return make_rgbd_frame(
+        return self.decode_with_warnings(paired)[0]
+
+    def decode_with_warnings(self, paired: RgbdSet) -> tuple[RgbdFrame, list[str]]:
+        """Decode one paired set; the warnings name input problems (units, frames, sizes)."""
+        return make_rgbd_frame_with_warnings(
             paired.rgb.payload, paired.depth.payload, paired.info.payload, self.config.depth
         )
 
@@ -165,6 +173,7 @@ class SpatialPipeline:
         target_from_camera: FloatArray | None = None,
         relation_frame: str = '',
         relation_from_camera: FloatArray | None = None,
+        warnings: Sequence[str] = (),
     ) -> Scene:
         """Ground, lift and relate one frame.
 
@@ -191,6 +200,7 @@ class SpatialPipeline:
             relation_frame=relation_frame,
             relation_from_camera=relation_from_camera,
         )
+        scene.warnings = [*warnings, *scene.warnings]
         scene.inference_ms = _inference_ms(response, started_s)
         scene.latency_ms = _latency_ms(frame.stamp_ns, now_ns, started_s)
         return scene
@@ -205,8 +215,10 @@ class SpatialPipeline:
     ) -> Scene:
         """Decode (off the event loop), look up transforms at the image stamp, perceive."""
         loop = asyncio.get_running_loop()
-        frame = await loop.run_in_executor(None, self.decode, paired)
-        target, relation = await loop.run_in_executor(None, self._frames_for, frame, transforms)
+        frame, warnings = await loop.run_in_executor(None, self.decode_with_warnings, paired)
+        target, relation = await loop.run_in_executor(
+            None, self._frames_for, frame, transforms, warnings
+        )
         return await self.perceive(
             frame,
             vocabulary=vocabulary,
@@ -215,17 +227,21 @@ class SpatialPipeline:
             target_from_camera=target[1],
             relation_frame=relation[0],
             relation_from_camera=relation[1],
+            warnings=warnings,
         )
 
     def _frames_for(
-        self, frame: RgbdFrame, transforms: TransformLookup | None
+        self, frame: RgbdFrame, transforms: TransformLookup | None, warnings: list[str]
     ) -> tuple[tuple[str, FloatArray | None], tuple[str, FloatArray | None]]:
         def resolve(name: str) -> tuple[str, FloatArray | None]:
             if not name or name == frame.frame_id or transforms is None:
                 return (frame.frame_id, None)
             result = transforms.lookup(name, frame.frame_id, frame.stamp_ns)
-            # Without a transform we publish in the camera frame and say so (header.frame_id).
-            return (name, result.matrix) if result.matrix is not None else (frame.frame_id, None)
+            if result.matrix is None:
+                # Publish in the camera frame (header.frame_id says so) and report why.
+                warnings.append(f'{result.reason}; using the camera frame {frame.frame_id!r}')
+                return (frame.frame_id, None)
+            return (name, result.matrix)
 
         return resolve(self.config.target_frame), resolve(self.config.relation_frame)
 
@@ -278,6 +294,10 @@ def build_scene(
     detections: list[Detection] = []
     if isinstance(parsed, GroundingResult):
         detections = list(parsed.detections)
+        problems = [w for w in parsed.warnings if w not in ERROR_FLAGS]
+        if not detections and problems:
+            # Every item was invalid: an empty scene must not look like "nothing there".
+            error = 'no usable object in the model output: ' + '; '.join(problems)
     elif isinstance(parsed, ParseFailure):
         error = f'model output not usable: {parsed.reason}'
     error_flags = [flag for flag in response.flags if flag in ERROR_FLAGS]

@@ -83,7 +83,9 @@ class Compressed:
     header: Header = field(default_factory=Header)
 
 
-def image_message(pixels: np.ndarray, encoding: str, stamp=(0, 0), frame_id='') -> RawImage:
+def image_message(
+    pixels: np.ndarray, encoding: str, stamp=(0, 0), frame_id='camera_color_optical_frame'
+) -> RawImage:
     height, width = pixels.shape[:2]
     flat = np.ascontiguousarray(pixels).view(np.uint8).reshape(height, -1)
     return RawImage(
@@ -310,7 +312,7 @@ def test_make_rgbd_frame_accepts_compressed_messages_and_p():
         p=(58.0, 0, 32, 0, 0, 58, 24, 0, 0, 0, 1, 0),
     )
     frame = cam.make_rgbd_frame(
-        Compressed('rgb8; jpeg compressed bgr8', jpeg.tobytes()),
+        Compressed('rgb8; jpeg compressed bgr8', jpeg.tobytes(), Header(frame_id='cam')),
         Compressed('16UC1; compressedDepth png', struct.pack('<iff', 0, 0, 0) + png.tobytes()),
         info,
         intrinsics_source='P',
@@ -347,3 +349,14 @@ def test_make_rgbd_frame_passes_decode_errors_through_typed():
     rgb_msg = image_message(np.zeros((4, 4, 3), np.uint8), 'rgb8')
     with pytest.raises(ImageDecodeError):
         cam.make_rgbd_frame(rgb_msg, rgb_msg, Info())  # color where depth belongs
+
+
+def test_make_rgbd_frame_refuses_frames_without_any_frame_id() -> None:
+    rgb = np.zeros((480, 640, 3), dtype=np.uint8)
+    depth = np.full((480, 640), 1000, dtype=np.uint16)
+    with pytest.raises(cam.MissingFrameIdError, match='frame_id'):
+        cam.make_rgbd_frame(
+            image_message(rgb, 'rgb8', frame_id=''),
+            image_message(depth, '16UC1', frame_id=''),
+            Info(),
+        )

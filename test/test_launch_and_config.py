@@ -32,7 +32,7 @@ def _dict_literal(tree: ast.Module, name: str) -> dict[str, object]:
             assert isinstance(node.value, ast.Dict)
             return {
                 ast.literal_eval(key): value
-                for key, value in zip(node.value.keys, node.value.values)
+                for key, value in zip(node.value.keys, node.value.values, strict=True)
             }
     raise AssertionError(f'{name} not found in {LAUNCH_FILE.name}')
 
@@ -84,8 +84,10 @@ def test_launch_overrides_name_real_parameters_and_remaps_real_topics() -> None:
 def test_launch_arguments_are_documented_and_used() -> None:
     tree = _launch_tree()
     arguments = _dict_literal(tree, 'ARGUMENTS')
-    required = {'namespace', 'params_file', 'engine', 'model', 'use_sim_time',
-                'start_sglang_server', 'color_topic', 'depth_topic', 'camera_info_topic'}  # fmt: skip
+    required = {
+        'namespace', 'params_file', 'engine', 'model', 'use_sim_time',
+        'start_sglang_server', 'color_topic', 'depth_topic', 'camera_info_topic',
+    }  # fmt: skip
     assert required <= set(arguments)
     source = LAUNCH_FILE.read_text()
     for name, value in arguments.items():

@@ -60,6 +60,10 @@ class ResolutionMismatchError(CameraInfoError):
     """Two image resolutions cannot be related by scaling (different aspect ratios)."""
 
 
+class MissingFrameIdError(CameraInfoError):
+    """Neither the RGB image nor its CameraInfo names a frame."""
+
+
 class DepthConfigError(SpatialVlmError):
     """A :class:`DepthConfig` value is out of range."""
 
@@ -450,6 +454,19 @@ def make_rgbd_frame_with_warnings(
         depth_sanity_warnings(depth_m, depth_encoding_of(depth_msg), config.depth_scale)
     )
     apply_depth_range(depth_m, config.min_depth_m, config.max_depth_m)
+    rgb_frame_id, depth_frame_id = _frame_id(rgb_msg), _frame_id(depth_msg)
+    if not rgb_frame_id and not _frame_id(info_msg):
+        # A scene in frame "" is unusable (no TF, no viewer): refuse it loudly.
+        raise MissingFrameIdError(
+            'the RGB image and CameraInfo have an empty header.frame_id, so positions would have '
+            "no frame; set the camera driver's frame_id (e.g. camera_color_optical_frame)"
+        )
+    if depth_frame_id and rgb_frame_id and depth_frame_id != rgb_frame_id:
+        warnings.append(
+            f'depth is in frame {depth_frame_id!r} but RGB in {rgb_frame_id!r}: depth must be '
+            'registered to the colour camera (subscribe to the aligned/registered depth topic, '
+            'e.g. aligned_depth_to_color/image_raw)'
+        )
     frame = RgbdFrame(
         stamp_ns=header_stamp_ns(rgb_msg, default=0),
         frame_id=_frame_id(rgb_msg) or _frame_id(info_msg),

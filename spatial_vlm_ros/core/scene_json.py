@@ -63,6 +63,8 @@ def scene_to_dict(scene: Scene) -> dict[str, Any]:
     }
     if scene.error:
         record['error'] = scene.error
+    if scene.warnings:
+        record['warnings'] = list(scene.warnings)
     return record
 
 
@@ -119,4 +121,5 @@ def scene_from_dict(record: dict[str, Any]) -> Scene:
         latency_ms=float(record.get('latency_ms', 0.0)),
         inference_ms=float(record.get('inference_ms', 0.0)),
         error=str(record.get('error', '')),
+        warnings=[str(warning) for warning in record.get('warnings', [])],
     )

@@ -86,6 +86,11 @@ class LatestFrameSlot(Generic[FrameT]):
                 self._taken_stamp_ns = frame.stamp_ns
             return frame
 
+    def reset(self) -> None:
+        with self._lock:
+            self._frame = None
+            self._taken_stamp_ns = -1
+
     def peek(self) -> StampedFrame[FrameT] | None:
         with self._lock:
             return self._frame
@@ -130,6 +135,11 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     def config(self) -> SchedulerConfig:
         return self._config
 
+    def reset_watermarks(self) -> None:
+        """Forget the newest stamps seen (time jumped backwards: a looping bag, a sim reset)."""
+        self.slot.reset()
+        self._last_published_stamp_ns = -1
+
     def reconfigure(self, config: SchedulerConfig) -> None:
         """Apply a new rate and max age at once (in-flight limits are fixed at construction)."""
         self._config = config
@@ -162,7 +172,7 @@ class FrameScheduler(Generic[FrameT, ResultT]):
                 await _wait_any(stop, self._wakeup, 0.5)
                 continue
             await self._stream_slots.acquire()
-            frame = self.slot.take()
+            frame = self.slot.take() if not stop.is_set() else None
             if frame is None:
                 self._stream_slots.release()
                 continue

@@ -143,6 +143,7 @@ class Scene:
     latency_ms: float = 0.0
     inference_ms: float = 0.0
     error: str = ''  # non-empty when the engine result was unusable (kept for diagnostics)
+    warnings: list[str] = field(default_factory=list)  # input problems that did not stop it
 
 
 @dataclass(frozen=True)

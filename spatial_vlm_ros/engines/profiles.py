@@ -54,8 +54,9 @@ QWEN3_VL_QUESTION_SAMPLING = SamplingParams(
 )
 QWEN3_VL_QUESTION_PRESENCE_PENALTY = 1.5
 # Grounding is greedy: boxes should be reproducible frame to frame, and sampling noise moves them.
-# 64 objects * ~20 tokens each fits in 1536 new tokens.
-GREEDY_GROUNDING_SAMPLING = SamplingParams(max_new_tokens=1536, temperature=0.0)
+# The schema allows 64 objects; Qwen3-VL's native layout costs at least 33 tokens per object
+# (bench/bench_tokens.py), so 64 * 33 + brackets needs ~2120 new tokens: 2304 leaves margin.
+GREEDY_GROUNDING_SAMPLING = SamplingParams(max_new_tokens=2304, temperature=0.0)
 # Reasoning (think) answers are longer than plain ones.
 THINKING_QUESTION_SAMPLING = replace(QWEN3_VL_QUESTION_SAMPLING, max_new_tokens=2048)
 

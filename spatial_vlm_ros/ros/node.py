@@ -55,6 +55,8 @@ MAX_QUESTION_BYTES = 4096
 MAX_DESCRIPTION_BYTES = 512
 SNAPSHOT_FRAMES = 30  # paired frames kept for SpatialQuery-by-stamp
 SCENE_CACHE = 30  # published scenes kept for snapshot reuse
+FUTURE_STAMP_TOLERANCE_NS = 5 * 10**9  # clock skew allowed between camera and node
+TIME_JUMP_BACK_NS = 5 * 10**9  # a stream going back further restarts pairing (bag loop)
 
 
 class SpatialVlmNode(LifecycleNode):
@@ -85,6 +87,7 @@ class SpatialVlmNode(LifecycleNode):
         self._errors: Counter[str] = Counter()
         self._last_error = ''
         self._last_logged_s: dict[str, float] = {}
+        self._newest_stamp_ns: dict[str, int] = {}
         self._received: Counter[str] = Counter()
         self._received_at_last_report: Counter[str] = Counter()
         self._last_report_s = time.monotonic()
@@ -354,12 +357,45 @@ class SpatialVlmNode(LifecycleNode):
             if self._pairer is None or self._scheduler is None:
                 return
             stamp_ns = conversions.stamp_to_ns(msg.header.stamp)
+            if not self._accept_stamp(stream, stamp_ns):
+                return
             for paired in self._pairer.add(stream, stamp_ns, msg):
                 with self._lock:
                     self._snapshots.append(paired)
                 self._scheduler.submit(paired.stamp_ns, paired, self._loop)
         except Exception as error:  # noqa: BLE001 - a bad message never kills the node
             self._report_error('input', f'{stream}: {type(error).__name__}: {error}')
+
+    def _accept_stamp(self, stream: str, stamp_ns: int) -> bool:
+        """Refuse stamps that would wedge the stream; reset on a time jump backwards.
+
+        A frame stamped in the future would become every watermark's newest and make each
+        correctly stamped frame after it look late; a zero stamp means the driver does not stamp.
+        A jump far backwards (a looping bag, a restarted simulator) starts the stream afresh.
+        """
+        if stamp_ns <= 0:
+            self._report_error('stamp', f'{stream}: zero stamp; the driver must set header.stamp')
+            return False
+        now_ns = self.get_clock().now().nanoseconds
+        if now_ns > 0 and stamp_ns - now_ns > FUTURE_STAMP_TOLERANCE_NS:
+            self._report_error(
+                'stamp',
+                f'{stream}: stamp {(stamp_ns - now_ns) / 1e9:.1f} s in the future of this '
+                "node's clock; check clock sync and use_sim_time",
+            )
+            return False
+        newest = self._newest_stamp_ns.get(stream, 0)
+        if newest - stamp_ns > TIME_JUMP_BACK_NS:
+            self._report_error(
+                'time_jump',
+                f'{stream}: time jumped back {(newest - stamp_ns) / 1e9:.1f} s; restarting',
+            )
+            assert self._pairer is not None and self._scheduler is not None
+            self._pairer.reset()
+            self._scheduler.reset_watermarks()
+            self._newest_stamp_ns.clear()
+        self._newest_stamp_ns[stream] = max(stamp_ns, self._newest_stamp_ns.get(stream, 0))
+        return True
 
     # ---------------------------------------------------------------- processing (worker)
 
@@ -379,9 +415,14 @@ class SpatialVlmNode(LifecycleNode):
                 self._latencies_ms.append(scene.latency_ms)
             if scene.error:
                 self._report_error('engine_output', scene.error)
+            for warning in scene.warnings:
+                self._report_error('input_warning', warning)
             self._outputs['scene'].publish(conversions.scene_to_msg(scene))
-            self._outputs['scene_json'].publish(String(data=scene_to_json(scene)))
-            self._outputs['markers'].publish(scene_markers(scene))
+            # JSON and markers cost ~10 ms per scene: only built when someone listens.
+            if self._outputs['scene_json'].get_subscription_count() > 0:
+                self._outputs['scene_json'].publish(String(data=scene_to_json(scene)))
+            if self._outputs['markers'].get_subscription_count() > 0:
+                self._outputs['markers'].publish(scene_markers(scene))
             annotated = self._outputs['annotated_image']
             if annotated.get_subscription_count() > 0 and self._pipeline is not None:
                 # Drawing costs a decode and a copy: only when someone looks.
