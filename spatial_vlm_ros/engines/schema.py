@@ -48,12 +48,10 @@ def grounding_schema(
                 },
                 # xgrammar (SGLang's grammar backend too) compiles maxLength to a character
                 # class that admits raw control characters, which strict JSON then rejects; a
-                # pattern excludes them, and carries the length bound (xgrammar ignores
-                # maxLength once a pattern is present).
+                # pattern excludes them and carries the length bound (xgrammar does not combine
+                # a pattern with minLength/maxLength, so those are left out).
                 'label': {
                     'type': 'string',
-                    'minLength': 1,
-                    'maxLength': label_max_length,
                     'pattern': f'^[^\\x00-\\x1f"\\\\]{{1,{label_max_length}}}$',
                 },
             },
