@@ -304,3 +304,46 @@ def test_node_publishes_scenes_and_answers_services_over_dds(
     finally:
         code = stop_node(process)
     assert code in (0, -signal.SIGINT), (tmp_path / 'node.log').read_text(errors='replace')
+
+
+def test_node_with_the_tiny_model_on_the_transformers_engine_over_dds(
+    ros_env: dict[str, str],
+    harness_factory: Any,
+    recording: Path,
+    stamps: list[int],
+    tmp_path: Path,
+) -> None:
+    """The real model path: Qwen3-VL class + processor + xgrammar-constrained decoding on CPU."""
+    from rclpy.qos import ReliabilityPolicy
+
+    from spatial_vlm_ros.engines.tiny_model import build_tiny_model
+    from spatial_vlm_ros.srv import SpatialQuery
+
+    model_dir = build_tiny_model('generic')
+    process = start_node(
+        dict(ros_env, FASTDDS_BUILTIN_TRANSPORTS='DEFAULT'), recording, tmp_path / 'node.log',
+        ('-p', 'engine:=transformers', '-p', f'model:={model_dir}', '-p', 'device:=cpu',
+         '-p', 'request_timeout_s:=60.0', '-p', 'max_in_flight:=2'),
+    )  # fmt: skip
+    harness = harness_factory(ReliabilityPolicy.RELIABLE)
+    try:
+        run_stream(harness, stamps, lambda: len(harness.scenes) >= 2, period_s=0.5)
+        log = (tmp_path / 'node.log').read_text(errors='replace')
+        assert len(harness.scenes) >= 2, f'no scenes from the tiny model; node log:\n{log[-3000:]}'
+        published = set(stamps)
+        for scene in harness.scenes:
+            assert scene.engine == 'transformers'
+            assert scene.header.frame_id == 'camera_color_optical_frame'
+            assert scene.header.stamp.sec * 10**9 + scene.header.stamp.nanosec in published
+            assert scene.inference_ms > 0
+            for obj in scene.objects:  # random weights: any boxes, but always inside the image
+                assert 0 <= obj.bbox_x_min < obj.bbox_x_max <= WIDTH
+                assert 0 <= obj.bbox_y_min < obj.bbox_y_max <= HEIGHT
+        answer = harness.call(
+            harness.query, SpatialQuery.Request(question='Where is the mug?'), timeout_s=90.0
+        )
+        assert answer.scene.engine == 'transformers'
+        assert answer.success or answer.message
+    finally:
+        code = stop_node(process)
+    assert code in (0, -signal.SIGINT), (tmp_path / 'node.log').read_text(errors='replace')

@@ -293,3 +293,25 @@ def test_schema_compiles_in_xgrammar_and_accepts_native_output_only():
     assert not accepts(grammar, '[{"bbox_2d": [1, 2, 3, 4], "label": ""}]')
     item = '{"bbox_2d": [1, 2, 3, 4], "label": "a"}'
     assert not accepts(grammar, f'[{item}, {item}, {item}]')  # maxItems bounds the loop
+
+
+def test_a_model_directory_can_carry_its_profile_and_budget(tmp_path) -> None:
+    import json
+
+    from spatial_vlm_ros.engines.profiles import PROFILE_FILE, UnknownProfileError, resolve_profile
+
+    plain = resolve_profile(str(tmp_path))
+    assert plain.name == 'qwen3-vl' and plain.hf_id == str(tmp_path)
+    (tmp_path / PROFILE_FILE).write_text(
+        json.dumps({'base_profile': 'spatial-ssrl-4b-fp8', 'max_pixels': 65536,
+                    'grounding_max_new_tokens': 99})
+    )  # fmt: skip
+    tuned = resolve_profile(str(tmp_path))
+    assert tuned.name == 'spatial-ssrl-4b-fp8' and tuned.hf_id == str(tmp_path)
+    assert tuned.max_pixels == 65536 and tuned.grounding_sampling.max_new_tokens == 99
+    (tmp_path / PROFILE_FILE).write_text(json.dumps({'base_profile': 'nope'}))
+    with pytest.raises(UnknownProfileError, match=PROFILE_FILE):
+        resolve_profile(str(tmp_path))
+    (tmp_path / PROFILE_FILE).write_text(json.dumps({'max_pixel': 5}))
+    with pytest.raises(UnknownProfileError, match='keys'):
+        resolve_profile(str(tmp_path))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 import enum
+import json
 import os
+from pathlib import Path
 from typing import Any
 
 from spatial_vlm_ros.core.types import SpatialVlmError
@@ -193,6 +195,50 @@ def profile_names() -> tuple[str, ...]:
     return tuple(PROFILES)
 
 
+# A local model directory may carry this file to pick a base profile and a budget, e.g.
+# {"base_profile": "qwen3-vl-4b-instruct-fp8", "min_pixels": 4096, "max_pixels": 65536,
+#  "grounding_max_new_tokens": 256, "question_max_new_tokens": 256} (every key optional).
+PROFILE_FILE = 'spatial_vlm_profile.json'
+_PROFILE_FILE_KEYS = frozenset(
+    {'base_profile', 'min_pixels', 'max_pixels', 'grounding_max_new_tokens',
+     'question_max_new_tokens'}
+)  # fmt: skip
+
+
+def profile_for_directory(model_dir: str) -> ModelProfile:
+    """The generic profile for a local checkpoint, adjusted by its ``spatial_vlm_profile.json``."""
+    overrides_path = Path(model_dir) / PROFILE_FILE
+    if not overrides_path.is_file():
+        return GENERIC_QWEN3_VL.with_model_path(model_dir)
+    try:
+        overrides = json.loads(overrides_path.read_text(encoding='utf-8'))
+        if not isinstance(overrides, dict) or set(overrides) - _PROFILE_FILE_KEYS:
+            raise ValueError(f'expected an object with keys from {sorted(_PROFILE_FILE_KEYS)}')
+        base = PROFILES[str(overrides.get('base_profile', GENERIC_QWEN3_VL.name))]
+        profile = replace(
+            base,
+            min_pixels=int(overrides.get('min_pixels', base.min_pixels)),
+            max_pixels=int(overrides.get('max_pixels', base.max_pixels)),
+            grounding_sampling=replace(
+                base.grounding_sampling,
+                max_new_tokens=int(
+                    overrides.get(
+                        'grounding_max_new_tokens', base.grounding_sampling.max_new_tokens
+                    )
+                ),
+            ),
+            question_sampling=replace(
+                base.question_sampling,
+                max_new_tokens=int(
+                    overrides.get('question_max_new_tokens', base.question_sampling.max_new_tokens)
+                ),
+            ),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UnknownProfileError(f'{overrides_path}: unusable profile file: {error}') from error
+    return profile.with_model_path(model_dir)
+
+
 def resolve_profile(name_or_path: str | ModelProfile | None = None) -> ModelProfile:
     """A profile by name, by Hugging Face id of a seed model, or the generic one for a local path.
 
@@ -215,7 +261,7 @@ def resolve_profile(name_or_path: str | ModelProfile | None = None) -> ModelProf
             return profile
     looks_like_path = key.startswith(('/', './', '../', '~')) or os.path.isdir(key)
     if looks_like_path:
-        return GENERIC_QWEN3_VL.with_model_path(os.path.expanduser(key))
+        return profile_for_directory(os.path.expanduser(key))
     raise UnknownProfileError(
         f'unknown model profile {key!r}; known profiles: {", ".join(PROFILES)}; '
         'or pass a local model directory path'

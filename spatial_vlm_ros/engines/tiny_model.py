@@ -282,6 +282,7 @@ def build_tiny_model(
     )
     stamp = read_stamp(target)
     if stamp is not None and stamp.get('hash') == digest:
+        _write_profile_file(target, variant)
         return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -299,7 +300,28 @@ def build_tiny_model(
         _move_into_place(staging, target, digest)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    _write_profile_file(target, variant)
     return target
+
+
+def _write_profile_file(model_dir: Path, variant: str) -> None:
+    """Let ``model:=<dir>`` (node, CLI) pick the seed profile with the tiny budget."""
+    from spatial_vlm_ros.engines.profiles import PROFILE_FILE
+
+    path = model_dir / PROFILE_FILE
+    content = json.dumps(
+        {
+            'base_profile': get_variant(variant).seed_profile,
+            'min_pixels': TINY_MIN_PIXELS,
+            'max_pixels': TINY_MAX_PIXELS,
+            'grounding_max_new_tokens': TINY_MAX_NEW_TOKENS,
+            'question_max_new_tokens': TINY_MAX_NEW_TOKENS,
+        },
+        indent=2,
+        sort_keys=True,
+    )
+    if not path.is_file() or path.read_text(encoding='utf-8') != content:
+        path.write_text(content, encoding='utf-8')
 
 
 def _move_into_place(staging: Path, target: Path, digest: str) -> None:
