@@ -20,6 +20,7 @@ from spatial_vlm_ros.core.camera import (
     make_rgbd_frame_with_warnings,
     rgb_box_to_depth,
 )
+from spatial_vlm_ros.core.image_decoding import decode_color_any
 from spatial_vlm_ros.core.lifting import LiftingConfig, lift_box
 from spatial_vlm_ros.core.pairing import RgbdSet
 from spatial_vlm_ros.core.relations import RelationConfig, compute_relations, transform_objects
@@ -46,6 +47,11 @@ class TransformLookup(Protocol):
     def lookup(self, target: str, source: str, stamp_ns: int) -> Any: ...
 
 
+def normalize_vocabulary(value: Any) -> tuple[str, ...]:
+    """[] / [''] mean "ground everything"; entries are stripped and deduplicated in order."""
+    return tuple(dict.fromkeys(str(item).strip() for item in value or () if str(item).strip()))
+
+
 @dataclass(frozen=True)
 class PipelineConfig:
     vocabulary: tuple[str, ...] = ()  # empty: ground every salient object
@@ -69,9 +75,7 @@ class PipelineSettings:
 
     @classmethod
     def from_parameters(cls, values: dict[str, Any]) -> PipelineSettings:
-        vocabulary = tuple(
-            str(v).strip() for v in values.get('vocabulary') or () if str(v).strip()
-        )
+        vocabulary = normalize_vocabulary(values.get('vocabulary'))
         depth_scale = float(values.get('depth_scale', 0.0))
         config = PipelineConfig(
             vocabulary=vocabulary,
@@ -214,12 +218,22 @@ class SpatialPipeline:
         transforms: TransformLookup | None = None,
     ) -> Scene:
         """Decode (off the event loop), look up transforms at the image stamp, perceive."""
+        _, scene = await self._perceive_paired_frame(paired, vocabulary, now_ns, transforms)
+        return scene
+
+    async def _perceive_paired_frame(
+        self,
+        paired: RgbdSet,
+        vocabulary: Sequence[str] | None,
+        now_ns: Callable[[], int] | int | None,
+        transforms: TransformLookup | None,
+    ) -> tuple[RgbdFrame, Scene]:
         loop = asyncio.get_running_loop()
         frame, warnings = await loop.run_in_executor(None, self.decode_with_warnings, paired)
         target, relation = await loop.run_in_executor(
             None, self._frames_for, frame, transforms, warnings
         )
-        return await self.perceive(
+        scene = await self.perceive(
             frame,
             vocabulary=vocabulary,
             now_ns=now_ns,
@@ -229,6 +243,7 @@ class SpatialPipeline:
             relation_from_camera=relation[1],
             warnings=warnings,
         )
+        return frame, scene
 
     def _frames_for(
         self, frame: RgbdFrame, transforms: TransformLookup | None, warnings: list[str]
@@ -257,15 +272,19 @@ class SpatialPipeline:
     ) -> Answer:
         """Answer ``question`` on one snapshot; ``scene`` reuses an already computed grounding."""
         if scene is None:
-            scene = await self.perceive_paired(
-                paired, vocabulary=vocabulary, now_ns=now_ns, transforms=transforms
+            frame, scene = await self._perceive_paired_frame(
+                paired, vocabulary, now_ns, transforms
             )
-        frame = await asyncio.get_running_loop().run_in_executor(None, self.decode, paired)
+            rgb = frame.rgb
+        else:  # the grounding exists: only the colour image is needed
+            rgb = await asyncio.get_running_loop().run_in_executor(
+                None, decode_color_any, paired.rgb.payload
+            )
         response = await self.engine.generate(
             EngineRequest(
-                images=(frame.rgb,),
+                images=(rgb,),
                 task=TaskKind.QUESTION,
-                stamp_ns=frame.stamp_ns,
+                stamp_ns=paired.stamp_ns,
                 question=question,
             )
         )

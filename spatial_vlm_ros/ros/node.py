@@ -38,6 +38,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from spatial_vlm_ros.core.annotate import annotate_scene
+from spatial_vlm_ros.core.image_decoding import decode_color_any
 from spatial_vlm_ros.core.pairing import PairingConfig, RgbdSet, StampPairer
 from spatial_vlm_ros.core.scene_json import scene_to_json
 from spatial_vlm_ros.core.scheduling import FrameScheduler, SchedulerConfig, StampedFrame
@@ -46,7 +47,7 @@ from spatial_vlm_ros.msg import SpatialScene
 from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline, find_best_match
 from spatial_vlm_ros.ros import conversions, qos
 from spatial_vlm_ros.ros.markers import scene_markers
-from spatial_vlm_ros.ros.parameters import PARAMETERS, validate, vocabulary_of
+from spatial_vlm_ros.ros.parameters import PARAMETERS, validate
 from spatial_vlm_ros.ros.tf import TransformSource
 from spatial_vlm_ros.srv import LocateObject, SpatialQuery
 
@@ -401,9 +402,9 @@ class SpatialVlmNode(LifecycleNode):
 
     async def _process_frame(self, frame: StampedFrame[RgbdSet]) -> Scene:
         assert self._pipeline is not None
+        # The vocabulary is the pipeline config's, kept current by _apply_runtime_parameters.
         return await self._pipeline.perceive_paired(
             frame.frame,
-            vocabulary=vocabulary_of(self.get_parameter('vocabulary').value),
             now_ns=lambda: self.get_clock().now().nanoseconds,
             transforms=self._tf,
         )
@@ -424,9 +425,9 @@ class SpatialVlmNode(LifecycleNode):
             if self._outputs['markers'].get_subscription_count() > 0:
                 self._outputs['markers'].publish(scene_markers(scene))
             annotated = self._outputs['annotated_image']
-            if annotated.get_subscription_count() > 0 and self._pipeline is not None:
-                # Drawing costs a decode and a copy: only when someone looks.
-                rgb = self._pipeline.decode(frame.frame).rgb
+            if annotated.get_subscription_count() > 0:
+                # Drawing costs a colour decode and a copy: only when someone looks.
+                rgb = decode_color_any(frame.frame.rgb.payload)
                 annotated.publish(conversions.rgb_to_image_msg(annotate_scene(rgb, scene), scene))
         except Exception as error:  # noqa: BLE001
             self._report_error('publish', f'{type(error).__name__}: {error}')
@@ -494,14 +495,12 @@ class SpatialVlmNode(LifecycleNode):
             return response
         timeout_s = float(self.get_parameter('request_timeout_s').value) * 2 + 1.0
         cached = self._cached_scene(frame.stamp_ns)
-        vocabulary = vocabulary_of(self.get_parameter('vocabulary').value)
         try:
             answer = self._priority(
                 lambda: pipeline.answer_paired(
                     frame,
                     question,
                     scene=cached,
-                    vocabulary=vocabulary,
                     now_ns=lambda: self.get_clock().now().nanoseconds,
                     transforms=self._tf,
                 ),

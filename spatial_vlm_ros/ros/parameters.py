@@ -227,13 +227,3 @@ def validate(values: dict[str, Any]) -> list[str]:
     if values['engine'] == 'recorded' and not values['recording']:
         problems.append('engine=recorded needs `recording` (a JSONL of raw model outputs)')
     return problems
-
-
-def vocabulary_of(value: Any) -> tuple[str, ...]:
-    """[] / [''] mean "ground everything"; entries are stripped and deduplicated in order."""
-    seen: dict[str, None] = {}
-    for item in value or ():
-        label = str(item).strip()
-        if label:
-            seen.setdefault(label, None)
-    return tuple(seen)
