@@ -319,6 +319,8 @@ def cmd_play(args: argparse.Namespace) -> int:
     )
     for topic, why in stats.skipped_topics.items():
         print(f'skipped {topic}: {why}', file=sys.stderr)
+    for topic in stats.unacknowledged_topics:
+        print(f'not acknowledged by every subscriber before exit: {topic}', file=sys.stderr)
     counts = ', '.join(f'{topic}={count}' for topic, count in sorted(stats.published.items()))
     print(
         f'published {sum(stats.published.values())} messages ({counts}); /clock: '

@@ -201,7 +201,12 @@ def test_bad_messages_over_dds_leave_the_node_alive_and_reported(
             5.0,
         ), reported()
         values = reported()
-        assert int(values['errors.frame']) >= 5
+        # Ten broken frames were paired; the latest-frame slot may replace some of them before
+        # the worker decodes them (counted as superseded, not as errors) when the machine is
+        # slow, so only a lower bound on the errors holds, plus the accounting of the rest.
+        errors = int(values['errors.frame'])
+        assert errors >= 2, values
+        assert errors + int(values.get('drops.superseded', 0)) >= 5, values
         assert int(values['published_scenes']) >= 2
         assert 'latency_p95_ms' in values and values['latency_p95_ms'] != 'n/a'
         assert any(k.startswith('pairing.') and 'dropped' in k for k in values), values

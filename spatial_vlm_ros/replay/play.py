@@ -54,6 +54,9 @@ class PlayOptions:
     qos_depth: int = 10
     topics: tuple[str, ...] = ()  # empty: every topic whose type rclpy can import
     wait_for_subscribers_s: float = 0.0  # wait up to this long for a first subscriber
+    # Before exiting, wait up to this long for RELIABLE subscribers to acknowledge what was
+    # published: destroying the publisher with samples in flight loses the last messages.
+    drain_timeout_s: float = 5.0
     node_name: str = 'spatial_vlm_bag_player'
 
     def __post_init__(self) -> None:
@@ -63,6 +66,8 @@ class PlayOptions:
             raise PlayError(f'clock rate must be > 0, got {self.clock_hz}')
         if self.qos_depth < 1:
             raise PlayError(f'QoS depth must be >= 1, got {self.qos_depth}')
+        if not self.drain_timeout_s >= 0:
+            raise PlayError(f'drain timeout must be >= 0, got {self.drain_timeout_s}')
 
 
 @dataclass
@@ -72,6 +77,8 @@ class PlayStats:
     loops: int = 0
     skipped_topics: dict[str, str] = field(default_factory=dict)  # topic -> why
     interrupted: bool = False
+    # RELIABLE topics whose last messages were not acknowledged by every subscriber before exit
+    unacknowledged_topics: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -197,10 +204,38 @@ def play_bag(
                         break
             except KeyboardInterrupt:
                 stats.interrupted = True
+            if not stats.interrupted:
+                stats.unacknowledged_topics = _drain(
+                    publishers, clock_publisher, options.drain_timeout_s
+                )
         finally:
             node.destroy_node()
             rclpy.try_shutdown(context=context)
     return stats
+
+
+def _drain(publishers: dict[str, Any], clock_publisher: Any, timeout_s: float) -> list[str]:
+    """Wait (bounded by ``timeout_s`` in all) until RELIABLE subscribers have acknowledged every
+    published message; returns the topics that still had messages in flight."""
+    from rclpy.duration import Duration
+
+    deadline = time.monotonic() + timeout_s
+    pending = list(publishers.items())
+    if clock_publisher is not None:
+        pending.append((CLOCK_TOPIC, clock_publisher))
+    unacknowledged = []
+    for topic, publisher in pending:
+        left_s = max(0.0, deadline - time.monotonic())
+        # Returns at once for BEST_EFFORT publishers, which get no acknowledgements.
+        if not publisher.wait_for_all_acked(Duration(nanoseconds=round(left_s * 1e9))):
+            unacknowledged.append(topic)
+    if unacknowledged:
+        LOGGER.warning(
+            'not acknowledged within %.1f s, the last messages may be lost: %s',
+            timeout_s,
+            ', '.join(unacknowledged),
+        )
+    return unacknowledged
 
 
 def _wait_for_subscribers(
