@@ -6,10 +6,11 @@ Run: ``.venv/bin/python bench/bench_accuracy.py [--scenes N] [--seed S]``. Print
 
 * visible-surface centroid error (median, p90) of ``lift_box`` and of the two baselines
   (centre-pixel depth, box-median depth) on clean and partially occluded targets at 1, 2, 4 m,
-  with loose detector-like boxes;
+  with loose detector-like boxes, and of ``lift_boxes`` given the occluder's box too (what the
+  pipeline does with every box of a frame);
 * how well the centroid covariance describes those errors;
 * relation accuracy (camera view) on multi-object scenes for pairs whose true separation along a
-  predicate's axis exceeds 3 combined sigma;
+  predicate's axis exceeds 3 combined sigma, lifting each box alone and all boxes together;
 * lifting time per box (20 boxes on one 640x480 frame).
 
 Scenes come from bench/synthetic_scenes.py; see its docstring for the sensor model.
@@ -39,6 +40,7 @@ from spatial_vlm_ros.core.lifting import (  # noqa: E402
     DEFAULT_LIFTING_CONFIG,
     lift_box,
     lift_box_median,
+    lift_boxes,
     lift_center_pixel,
 )
 from spatial_vlm_ros.core.relations import (  # noqa: E402
@@ -62,6 +64,7 @@ METHODS = {
     'center_pixel': lift_center_pixel,
     'box_median': lift_box_median,
 }
+TOGETHER = 'lift_boxes'  # lift_box plus occlusion resolution with the other boxes of the frame
 DISTANCES_M = (1.0, 2.0, 4.0)
 # Condition name -> fraction of the target's box an occluder covers (None: no occluder).
 CONDITIONS = {'clean': None, 'occluded': (0.15, 0.4)}
@@ -74,8 +77,12 @@ MAX_OCCLUDED_IN_RELATIONS = 0.3
 
 @dataclass
 class CellResult:
-    errors: dict[str, list[float]] = field(default_factory=lambda: {name: [] for name in METHODS})
-    failures: dict[str, int] = field(default_factory=lambda: dict.fromkeys(METHODS, 0))
+    errors: dict[str, list[float]] = field(
+        default_factory=lambda: {name: [] for name in (*METHODS, TOGETHER)}
+    )
+    failures: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys((*METHODS, TOGETHER), 0)
+    )
     occluded_fractions: list[float] = field(default_factory=list)
     within_2_sigma: list[np.ndarray] = field(default_factory=list)  # per-axis booleans
     sigmas: list[np.ndarray] = field(default_factory=list)  # per-axis sigma of lift_box
@@ -97,8 +104,17 @@ def evaluate_lifting(scenes_per_cell: int, rng: np.random.Generator) -> dict:
                 continue
             box = jitter_box(rng, target.amodal_box, scene.intrinsics)
             cell.occluded_fractions.append(target.occluded_fraction)
-            for name, method in METHODS.items():
-                lifted = method(scene.depth_m, scene.intrinsics, box)
+            other_boxes = [
+                jitter_box(rng, other.amodal_box, scene.intrinsics)
+                for other in scene.objects[1:]
+                if other.amodal_box is not None
+            ]
+            lifts = {
+                name: method(scene.depth_m, scene.intrinsics, box)
+                for name, method in METHODS.items()
+            }
+            lifts[TOGETHER] = lift_boxes(scene.depth_m, scene.intrinsics, [box, *other_boxes])[0]
+            for name, lifted in lifts.items():
                 if lifted.position is None:
                     cell.failures[name] += 1
                     continue
@@ -127,51 +143,62 @@ class RelationTally:
 
 def evaluate_relations(
     scene_count: int, rng: np.random.Generator, max_occluded: float
-) -> RelationTally:
-    tally = RelationTally()
-    min_separation = DEFAULT_RELATION_CONFIG.min_separation_m
+) -> dict[str, RelationTally]:
+    """Tallies for lifting each box alone (``lift_box``) and all together (``lift_boxes``),
+    on the same scenes and boxes."""
+    tallies = {'lift_box': RelationTally(), TOGETHER: RelationTally()}
     for _ in range(scene_count):
         scene = multi_object_scene(rng, count=5, max_occluded_fraction=max_occluded)
-        objects, truths = [], {}
-        for rendered in scene.objects:
-            if rendered.amodal_box is None or rendered.visible_centroid is None:
-                continue
-            box = jitter_box(rng, rendered.amodal_box, scene.intrinsics)
-            lifted = lift_box(scene.depth_m, scene.intrinsics, box)
-            object_id = f'obj_{rendered.instance_id}'
-            objects.append(SpatialObject(object_id, rendered.shape.label, 1.0, box, lifted))
-            truths[object_id] = (rendered.visible_centroid, lifted)
-        emitted = {
-            (relation.subject, relation.predicate, relation.object)
-            for relation in compute_relations(objects)
-        }
-        ids = sorted(truths)
-        for index, subject in enumerate(ids):
-            for other in ids[index + 1 :]:
-                truth_a, lifted_a = truths[subject]
-                truth_b, lifted_b = truths[other]
-                for axis, smaller, larger in AXES:
-                    true_separation = float(truth_b[axis] - truth_a[axis])
-                    expected = smaller if true_separation > 0 else larger
-                    converse = larger if true_separation > 0 else smaller
-                    stated = (subject, expected, other) in emitted
-                    contradicted = (subject, converse, other) in emitted
-                    tally.emitted += int(stated) + int(contradicted)
-                    tally.emitted_correct += int(stated)
-                    if lifted_a.position is None or lifted_b.position is None:
-                        continue
-                    sigma = math.sqrt(
-                        lifted_a.covariance[axis, axis] + lifted_b.covariance[axis, axis]
-                    )
-                    magnitude = abs(true_separation)
-                    if magnitude > 3.0 * sigma and magnitude >= min_separation:
-                        tally.eligible += 1
-                        tally.correct += int(stated)
-                        tally.wrong += int(contradicted)
-                    if magnitude > min_separation + 3.0 * sigma:
-                        tally.eligible_margin += 1
-                        tally.correct_margin += int(stated)
-    return tally
+        visible = [
+            rendered
+            for rendered in scene.objects
+            if rendered.amodal_box is not None and rendered.visible_centroid is not None
+        ]
+        boxes = [jitter_box(rng, rendered.amodal_box, scene.intrinsics) for rendered in visible]
+        alone = [lift_box(scene.depth_m, scene.intrinsics, box) for box in boxes]
+        together = lift_boxes(scene.depth_m, scene.intrinsics, boxes)
+        for name, lifts in (('lift_box', alone), (TOGETHER, together)):
+            _tally_relations(tallies[name], visible, boxes, lifts)
+    return tallies
+
+
+def _tally_relations(tally: RelationTally, visible: list, boxes: list, lifts: list) -> None:
+    min_separation = DEFAULT_RELATION_CONFIG.min_separation_m
+    objects, truths = [], {}
+    for rendered, box, lifted in zip(visible, boxes, lifts, strict=True):
+        object_id = f'obj_{rendered.instance_id}'
+        objects.append(SpatialObject(object_id, rendered.shape.label, 1.0, box, lifted))
+        truths[object_id] = (rendered.visible_centroid, lifted)
+    emitted = {
+        (relation.subject, relation.predicate, relation.object)
+        for relation in compute_relations(objects)
+    }
+    ids = sorted(truths)
+    for index, subject in enumerate(ids):
+        for other in ids[index + 1 :]:
+            truth_a, lifted_a = truths[subject]
+            truth_b, lifted_b = truths[other]
+            for axis, smaller, larger in AXES:
+                true_separation = float(truth_b[axis] - truth_a[axis])
+                expected = smaller if true_separation > 0 else larger
+                converse = larger if true_separation > 0 else smaller
+                stated = (subject, expected, other) in emitted
+                contradicted = (subject, converse, other) in emitted
+                tally.emitted += int(stated) + int(contradicted)
+                tally.emitted_correct += int(stated)
+                if lifted_a.position is None or lifted_b.position is None:
+                    continue
+                sigma = math.sqrt(
+                    lifted_a.covariance[axis, axis] + lifted_b.covariance[axis, axis]
+                )
+                magnitude = abs(true_separation)
+                if magnitude > 3.0 * sigma and magnitude >= min_separation:
+                    tally.eligible += 1
+                    tally.correct += int(stated)
+                    tally.wrong += int(contradicted)
+                if magnitude > min_separation + 3.0 * sigma:
+                    tally.eligible_margin += 1
+                    tally.correct_margin += int(stated)
 
 
 def print_real_frames() -> None:
@@ -235,6 +262,12 @@ def time_lifting(rng: np.random.Generator, repeats: int = 5) -> dict[str, float]
                 method(scene.depth_m, scene.intrinsics, box)
             best = min(best, time.perf_counter() - start)
         timings[name] = 1e3 * best / 20
+    best = math.inf
+    for _ in range(repeats):
+        start = time.perf_counter()
+        lift_boxes(scene.depth_m, scene.intrinsics, boxes[:20])
+        best = min(best, time.perf_counter() - start)
+    timings[TOGETHER] = 1e3 * best / 20
     return timings
 
 
@@ -255,6 +288,7 @@ def run_ablation(scenes_per_cell: int, rng: np.random.Generator) -> None:
         (2.0, 'heavily occluded', (0.4, 0.7)),
     ]
     scenes = []
+    together_scenes = []  # (condition, [target box, occluder boxes]) for lift_boxes variants
     for distance, condition, coverage in cells:
         for _ in range(scenes_per_cell):
             scene = single_object_scene(
@@ -267,6 +301,12 @@ def run_ablation(scenes_per_cell: int, rng: np.random.Generator) -> None:
             scenes.append(
                 (condition, scene.depth_m, scene.intrinsics, box, target.visible_centroid)
             )
+            others = [
+                jitter_box(rng, other.amodal_box, scene.intrinsics)
+                for other in scene.objects[1:]
+                if other.amodal_box is not None
+            ]
+            together_scenes.append((condition, [box, *others]))
     print(
         f'Ablation at 2 m ({scenes_per_cell} scenes per column): centroid error cm, median / p90'
     )
@@ -281,14 +321,45 @@ def run_ablation(scenes_per_cell: int, rng: np.random.Generator) -> None:
                 math.inf if lifted.position is None else np.linalg.norm(lifted.position - truth)
             )
             errors[condition].append(float(error))
-        print(
-            f'| {name} | '
-            + ' | '.join(
-                f'{percentile_cm(values, 50).strip()} / {percentile_cm(values, 90).strip()}'
-                for values in errors.values()
+        print_ablation_row(name, errors)
+    print()
+    print('lift_boxes (the occluder boxes given too), same scenes and boxes:')
+    print('| variant | ' + ' | '.join(condition for _, condition, _ in cells) + ' |')
+    print('|---|' + '---|' * len(cells))
+    for name, change, resolve in TOGETHER_ABLATIONS:
+        config = replace(DEFAULT_LIFTING_CONFIG, **change)
+        errors = {condition: [] for _, condition, _ in cells}
+        for (condition, depth, intrinsics, _, truth), (_, boxes) in zip(
+            scenes, together_scenes, strict=True
+        ):
+            lifted = lift_boxes(depth, intrinsics, boxes, config, resolve_occlusions=resolve)[0]
+            error = (
+                math.inf if lifted.position is None else np.linalg.norm(lifted.position - truth)
             )
-            + ' |'
+            errors[condition].append(float(error))
+        print_ablation_row(name, errors)
+
+
+TOGETHER_ABLATIONS = (
+    ('final (defaults)', {}, True),
+    (
+        'exclude only the claimed depth band (occluder_depth_factor=0)',
+        {'occluder_depth_factor': 0.0},
+        True,
+    ),
+    ('no occlusion resolution (= lift_box)', {}, False),
+)
+
+
+def print_ablation_row(name: str, errors: dict[str, list[float]]) -> None:
+    print(
+        f'| {name} | '
+        + ' | '.join(
+            f'{percentile_cm(values, 50).strip()} / {percentile_cm(values, 90).strip()}'
+            for values in errors.values()
         )
+        + ' |'
+    )
 
 
 def percentile_cm(values: list[float], q: float) -> str:
@@ -349,8 +420,8 @@ def main() -> int:
     print('Visible-surface centroid error, cm (median / p90); failures = no position returned')
     header = (
         '| distance | boxes | occluded (median) | lift_box med | p90 | center_pixel med | p90 '
-        '| box_median med | p90 | best baseline / lift_box (median) '
-        '| failures (lift/center/median) |'
+        '| box_median med | p90 | lift_boxes med | p90 | best baseline / lift_box (median) '
+        '| failures (lift/center/median/lift_boxes) |'
     )
     print(header)
     print('|' + '---|' * (header.count('|') - 1))
@@ -366,7 +437,7 @@ def main() -> int:
             )
             + f'| {best_baseline / medians["lift_box"]:.1f}x '
             f'| {cell.failures["lift_box"]}/{cell.failures["center_pixel"]}'
-            f'/{cell.failures["box_median"]} |'
+            f'/{cell.failures["box_median"]}/{cell.failures[TOGETHER]} |'
         )
     print()
     print(
@@ -391,10 +462,10 @@ def main() -> int:
         '(unordered pair, axis):'
     )
     print(
-        '| layouts | pairs | count | stated correctly | converse stated (wrong) | omitted '
-        '| precision of all emitted |'
+        '| layouts | lifting | pairs | count | stated correctly | converse stated (wrong) '
+        '| omitted | precision of all emitted |'
     )
-    print('|---|---|---|---|---|---|---|')
+    print('|---|---|---|---|---|---|---|---|')
     for name, max_occluded in (
         (
             f'every object <= {100 * MAX_OCCLUDED_IN_RELATIONS:.0f} % hidden',
@@ -402,19 +473,22 @@ def main() -> int:
         ),
         ('any occlusion', 1.0),
     ):
-        tally = evaluate_relations(args.relation_scenes, rng, max_occluded)
-        eligible = max(tally.eligible, 1)
-        omitted = tally.eligible - tally.correct - tally.wrong
-        precision = 100 * tally.emitted_correct / max(tally.emitted, 1)
-        print(
-            f'| {name} | true separation > 3 sigma and >= 5 cm | {tally.eligible} '
-            f'| {100 * tally.correct / eligible:.2f} % | {100 * tally.wrong / eligible:.2f} % '
-            f'| {100 * omitted / eligible:.2f} % | {precision:.2f} % of {tally.emitted} |'
-        )
-        print(
-            f'| {name} | true separation > 5 cm + 3 sigma | {tally.eligible_margin} '
-            f'| {100 * tally.correct_margin / max(tally.eligible_margin, 1):.2f} % | | | |'
-        )
+        tallies = evaluate_relations(args.relation_scenes, rng, max_occluded)
+        for lifter, tally in tallies.items():
+            eligible = max(tally.eligible, 1)
+            omitted = tally.eligible - tally.correct - tally.wrong
+            precision = 100 * tally.emitted_correct / max(tally.emitted, 1)
+            print(
+                f'| {name} | {lifter} | true separation > 3 sigma and >= 5 cm '
+                f'| {tally.eligible} | {100 * tally.correct / eligible:.2f} % '
+                f'| {100 * tally.wrong / eligible:.2f} % | {100 * omitted / eligible:.2f} % '
+                f'| {precision:.2f} % of {tally.emitted} |'
+            )
+            print(
+                f'| {name} | {lifter} | true separation > 5 cm + 3 sigma '
+                f'| {tally.eligible_margin} '
+                f'| {100 * tally.correct_margin / max(tally.eligible_margin, 1):.2f} % | | | |'
+            )
     print()
     print_real_frames()
     print()

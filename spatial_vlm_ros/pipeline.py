@@ -21,7 +21,7 @@ from spatial_vlm_ros.core.camera import (
     rgb_box_to_depth,
 )
 from spatial_vlm_ros.core.image_decoding import decode_color_any
-from spatial_vlm_ros.core.lifting import LiftingConfig, lift_box
+from spatial_vlm_ros.core.lifting import LiftingConfig, lift_boxes
 from spatial_vlm_ros.core.pairing import RgbdSet
 from spatial_vlm_ros.core.relations import RelationConfig, compute_relations, transform_objects
 from spatial_vlm_ros.core.types import (
@@ -347,13 +347,15 @@ def lift_detections(
 ) -> list[SpatialObject]:
     """Lift each detection and give it a stable id: ``<label>_<n>``, n in left-to-right order."""
     ordered = sorted(detections, key=lambda d: (d.label, d.box.center[0], d.box.center[1]))
+    # All boxes together, so that a box lifted to a nearer boxed object's surface is redone
+    # without that object's pixels (core/lifting.py, lift_boxes).
+    depth_boxes = [rgb_box_to_depth(detection.box, frame) for detection in ordered]
+    lifts = lift_boxes(frame.depth_m, frame.depth_intrinsics, depth_boxes, config.lifting)
     counts: dict[str, int] = {}
     objects = []
-    for detection in ordered:
+    for detection, lifted in zip(ordered, lifts, strict=True):
         index = counts.get(detection.label, 0)
         counts[detection.label] = index + 1
-        depth_box = rgb_box_to_depth(detection.box, frame)
-        lifted = lift_box(frame.depth_m, frame.depth_intrinsics, depth_box, config.lifting)
         objects.append(
             SpatialObject(
                 id=f'{detection.label.replace(" ", "_")}_{index}',

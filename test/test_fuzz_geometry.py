@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 import numpy as np
 
-from spatial_vlm_ros.core.lifting import lift_box, lift_box_median, lift_center_pixel
+from spatial_vlm_ros.core.lifting import lift_box, lift_box_median, lift_boxes, lift_center_pixel
 from spatial_vlm_ros.core.relations import compute_relations, transform_objects
 from spatial_vlm_ros.core.transforms import (
     T_BODY_FROM_OPTICAL,
@@ -115,6 +115,48 @@ def test_lifting_never_raises_on_valid_input(seed, height, width, box, focal):
         np.testing.assert_allclose(lifted.covariance, lifted.covariance.T, atol=1e-15)
         assert np.all(np.linalg.eigvalsh(lifted.covariance) >= -1e-12)
         assert np.all(lifted.size >= 0.0)
+
+
+def _check_lift(lifted: Lifted3D) -> None:
+    assert 0.0 <= lifted.valid_depth_ratio <= 1.0
+    if lifted.position is None:
+        assert lifted.covariance is None and lifted.size is None
+        return
+    assert np.all(np.isfinite(lifted.position)) and 0.1 <= lifted.position[2] <= 10.0
+    assert np.all(np.linalg.eigvalsh(lifted.covariance) >= -1e-12)
+
+
+@FUZZ_LIFTING
+@given(
+    seed=seeds,
+    boxes=st.lists(
+        st.tuples(st.floats(-5, 45), st.floats(-5, 45), st.floats(0, 40), st.floats(0, 40)),
+        min_size=1,
+        max_size=5,
+    ),
+)
+def test_lifting_boxes_together_never_raises_and_only_redoes_overlapping_boxes(seed, boxes):
+    rng = np.random.default_rng(seed)
+    depth = random_depth(rng, 40, 40)
+    intrinsics = CameraIntrinsics(50.0, 50.0, 19.5, 19.5, 40, 40)
+    pixel_boxes = [PixelBox(x, y, x + w, y + h) for x, y, w, h in boxes]
+    together = lift_boxes(depth, intrinsics, pixel_boxes)
+    assert len(together) == len(pixel_boxes)
+    for index, (lifted, box) in enumerate(zip(together, pixel_boxes, strict=True)):
+        _check_lift(lifted)
+        alone = lift_box(depth, intrinsics, box)
+        overlaps = any(
+            other.x_min < box.x_max
+            and box.x_min < other.x_max
+            and other.y_min < box.y_max
+            and box.y_min < other.y_max
+            for position, other in enumerate(pixel_boxes)
+            if position != index
+        )
+        if not overlaps:  # occlusion handling never touches a box that overlaps nothing
+            assert lifted.depth_samples == alone.depth_samples
+            if alone.position is not None:
+                np.testing.assert_array_equal(lifted.position, alone.position)
 
 
 @FUZZ_LIFTING

@@ -207,6 +207,51 @@ def test_lift_boxes_keeps_order():
     assert depths == pytest.approx([2.0, 1.0])
 
 
+def occluded_scene() -> tuple[np.ndarray, PixelBox, PixelBox]:
+    """A box at 2 m whose middle is hidden by a nearer box at 1 m that stays inside it."""
+    depth = wall(4.0)
+    target, occluder = (100, 60, 220, 180), (125, 75, 200, 165)
+    paint(depth, target, 2.0)
+    paint(depth, occluder, 1.0)
+    return depth, PixelBox(*target), PixelBox(*occluder)
+
+
+def test_lift_boxes_lifts_a_hidden_object_to_its_own_surface_not_its_occluder():
+    depth, target, occluder = occluded_scene()
+    # Alone, the target's box is won by the occluder: it fills the box centre and does not
+    # continue outside the box, exactly like an object would.
+    assert lift_box(depth, K, target).position[2] == pytest.approx(1.0, abs=0.02)
+    hidden, front = lift_boxes(depth, K, [target, occluder])
+    assert hidden.position[2] == pytest.approx(2.0, abs=0.02)
+    assert front.position[2] == pytest.approx(1.0, abs=0.02)
+    # Its visible ring spans the whole box (0.91 m at 2 m), not the occluder's 0.29 m.
+    assert hidden.size[0] == pytest.approx(120 * 2.0 / K.fx, rel=0.05)
+    # The order of the boxes does not matter.
+    front_again, hidden_again = lift_boxes(depth, K, [occluder, target])
+    np.testing.assert_allclose(hidden_again.position, hidden.position)
+    np.testing.assert_allclose(front_again.position, front.position)
+
+
+def test_lift_boxes_without_occlusion_resolution_is_lift_box_per_box():
+    depth, target, occluder = occluded_scene()
+    plain = lift_boxes(depth, K, [target, occluder], resolve_occlusions=False)
+    for lifted, box in zip(plain, [target, occluder], strict=True):
+        np.testing.assert_allclose(lifted.position, lift_box(depth, K, box).position)
+
+
+def test_lift_boxes_leaves_neighbours_at_one_depth_and_duplicate_boxes_alone():
+    depth = wall(4.0)
+    paint(depth, (60, 80, 140, 160), 1.5)
+    paint(depth, (140, 80, 220, 160), 1.5)
+    # Loose boxes of two touching objects at one depth overlap; each keeps its own surface.
+    left, right = PixelBox(55, 75, 150, 165), PixelBox(130, 75, 225, 165)
+    # The same object boxed twice (say "mug" and "cup"): one object, not an occlusion.
+    duplicate = PixelBox(58, 78, 145, 162)
+    boxes = [left, right, duplicate]
+    for lifted, box in zip(lift_boxes(depth, K, boxes), boxes, strict=True):
+        np.testing.assert_allclose(lifted.position, lift_box(depth, K, box).position)
+
+
 @pytest.mark.parametrize(
     ('depth', 'intrinsics', 'box'),
     [
@@ -241,6 +286,9 @@ def test_malformed_inputs_raise_typed_errors(depth, intrinsics, box):
         {'band_mads': float('nan')},
         {'max_samples': True},
         {'context_ring': -1.0},
+        {'occlusion_share': 0.0},
+        {'same_object_iou': 1.5},
+        {'occluder_depth_factor': -0.1},
     ],
 )
 def test_bad_configs_raise(change):

@@ -153,7 +153,7 @@ def test_bad_messages_over_dds_leave_the_node_alive_and_reported(
     harness = Harness(rclpy_session, ReliabilityPolicy.RELIABLE)
     try:
         assert spin_until(
-            harness.executor, lambda: harness.rgb_pub.get_subscription_count() > 0, 15.0
+            harness.executor, lambda: harness.rgb_pub.get_subscription_count() > 0, 60.0
         )
         time.sleep(1.5)  # let the node re-match its input QoS to our reliable publishers
         # 1) RGB and depth without any CameraInfo: nothing can be paired (they wait, bounded).
@@ -184,6 +184,7 @@ def test_bad_messages_over_dds_leave_the_node_alive_and_reported(
             harness.publish_frame(stamp)
             if spin_until(harness.executor, lambda: len(harness.scenes) >= 2, 0.2):
                 break
+        spin_until(harness.executor, lambda: len(harness.scenes) >= 2, 20.0)  # a slow machine
         log = (tmp_path / 'node.log').read_text(errors='replace')
         assert len(harness.scenes) >= 2, log[-3000:]
         assert process.poll() is None, 'the node died'
@@ -198,7 +199,7 @@ def test_bad_messages_over_dds_leave_the_node_alive_and_reported(
         assert spin_until(
             harness.executor,
             lambda: 'errors.frame' in reported() and int(reported()['published_scenes']) >= 2,
-            5.0,
+            20.0,
         ), reported()
         values = reported()
         # Ten broken frames were paired; the latest-frame slot may replace some of them before

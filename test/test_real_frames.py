@@ -16,7 +16,7 @@ import numpy as np
 from PIL import Image
 import pytest
 
-from spatial_vlm_ros.core.lifting import lift_box
+from spatial_vlm_ros.core.lifting import lift_boxes
 from spatial_vlm_ros.core.relations import compute_relations
 from spatial_vlm_ros.core.types import (
     ABOVE,
@@ -55,16 +55,14 @@ def load(frame: str) -> tuple[dict, np.ndarray, np.ndarray, CameraIntrinsics]:
 
 
 def lifted_objects(frame: str) -> list[SpatialObject]:
+    """The frame's labelled boxes, lifted together as the pipeline does (lift_boxes)."""
     labels, _, depth, intrinsics = load(frame)
+    boxes = [PixelBox(*map(float, item['bbox'])) for item in labels['objects']]
     return [
-        SpatialObject(
-            item['id'],
-            item['label'],
-            1.0,
-            PixelBox(*map(float, item['bbox'])),
-            lift_box(depth, intrinsics, PixelBox(*map(float, item['bbox']))),
+        SpatialObject(item['id'], item['label'], 1.0, box, lifted)
+        for item, box, lifted in zip(
+            labels['objects'], boxes, lift_boxes(depth, intrinsics, boxes), strict=True
         )
-        for item in labels['objects']
     ]
 
 

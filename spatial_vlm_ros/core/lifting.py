@@ -31,6 +31,12 @@ over a capped number of effective samples (pixels of one surface share their seg
 error, so the cloud does not average down like independent draws). docs/ACCURACY.md has the
 measurements behind each choice.
 
+:func:`lift_boxes` lifts all boxes of one frame together and resolves occlusions between them:
+when one box's chosen surface is really a nearer object that has its own box (most of the
+claimed pixels lie inside that other box, which that surface fills better), the box is lifted
+again without the other object's pixels (:class:`DepthExclusion`), so a partly hidden object is
+placed at its own visible surface instead of its occluder's.
+
 The two baselines the benchmark compares against are :func:`lift_center_pixel` and
 :func:`lift_box_median`.
 """
@@ -82,6 +88,16 @@ class LiftingConfig:
     border_taper: float = 0.2  # centroid weights fall to 0 over this outer fraction of the box
     effective_samples: int = 10  # cap on independent samples when averaging the point spread
     max_samples: int = 8192  # larger boxes are sampled with a stride to bound the cost
+    # lift_boxes: a box whose chosen surface lies at least this share inside another box, which
+    # that surface fills better, is lifted again without the other object's pixels.
+    occlusion_share: float = 0.5
+    # ... unless the two boxes overlap this much (intersection over union) or more: then they
+    # hold the same object (one object named twice), not an occluder and a hidden object.
+    same_object_iou: float = 0.7
+    # ... then the pixels inside the other box that are nearer than that object's far side are
+    # left out; the far side is the farthest claimed pixel plus this fraction of the object's
+    # width or height (a turned box shows a second face behind the one it was lifted to).
+    occluder_depth_factor: float = 0.5
 
     def __post_init__(self) -> None:
         numbers = {name: getattr(self, name) for name in self.__dataclass_fields__}
@@ -113,6 +129,14 @@ class LiftingConfig:
         for name in positive:
             if getattr(self, name) <= 0.0:
                 raise LiftingError(f'LiftingConfig.{name} must be > 0, got {getattr(self, name)}')
+        if not 0.0 < self.occlusion_share <= 1.0:
+            raise LiftingError(f'occlusion_share must be in (0, 1], got {self.occlusion_share}')
+        if not 0.0 < self.same_object_iou <= 1.0:
+            raise LiftingError(f'same_object_iou must be in (0, 1], got {self.same_object_iou}')
+        if self.occluder_depth_factor < 0.0:
+            raise LiftingError(
+                f'occluder_depth_factor must be >= 0, got {self.occluder_depth_factor}'
+            )
         if not 0.0 <= self.border_taper <= 1.0:
             raise LiftingError(f'border_taper must be in [0, 1], got {self.border_taper}')
         if self.pixel_sigma < 0.0:
@@ -137,6 +161,36 @@ class _BoxSamples:
     taper: npt.NDArray[np.float64]  # (n_valid,) border-taper weights in (0, 1], centroid
     context_depths: npt.NDArray[np.float64]  # valid depths of the ring around the box
     box_pixels: int  # samples in the box, valid or not
+
+
+@dataclass(frozen=True)
+class DepthExclusion:
+    """Pixels inside ``box`` whose depth lies in ``[near_m, far_m]`` belong to another object
+    (a nearer one that covers part of the box being lifted) and are left out."""
+
+    box: PixelBox
+    near_m: float
+    far_m: float
+
+
+@dataclass(frozen=True)
+class _Support:
+    """The pixels a lift used: where they are and how deep (for resolving occlusions)."""
+
+    us: npt.NDArray[np.float64]
+    vs: npt.NDArray[np.float64]
+    depths: npt.NDArray[np.float64]
+
+    def share_inside(self, box: PixelBox) -> float:
+        """Fraction of the pixels whose centres lie in ``box``."""
+        inside = _centres_inside(self.us, box.x_min, box.x_max)
+        inside &= _centres_inside(self.vs, box.y_min, box.y_max)
+        return float(np.count_nonzero(inside)) / max(self.us.size, 1)
+
+
+def _centres_inside(indices: FloatArray, low: float, high: float) -> npt.NDArray[np.bool_]:
+    """Pixel ``i`` spans ``[i, i + 1)``; it is inside ``[low, high)`` when its centre is."""
+    return (indices + 0.5 >= low) & (indices + 0.5 < high)
 
 
 def empty_lift(valid_depth_ratio: float = 0.0, depth_samples: int = 0) -> Lifted3D:
@@ -189,7 +243,10 @@ def _pixel_range(low: float, high: float, size: int) -> tuple[int, int]:
 
 
 def _box_samples(
-    depth: npt.NDArray[np.floating], box: PixelBox, config: LiftingConfig
+    depth: npt.NDArray[np.floating],
+    box: PixelBox,
+    config: LiftingConfig,
+    exclusions: Sequence[DepthExclusion] = (),
 ) -> _BoxSamples | None:
     height, width = depth.shape
     x0, x1 = _pixel_range(box.x_min, box.x_max, width)
@@ -203,6 +260,13 @@ def _box_samples(
     rows = np.arange(y0, y1, stride, dtype=np.float64)
     with np.errstate(invalid='ignore'):
         valid = np.isfinite(crop) & (crop >= config.min_depth_m) & (crop <= config.max_depth_m)
+        for exclusion in exclusions:
+            other = exclusion.box
+            in_other = (
+                _centres_inside(rows, other.y_min, other.y_max)[:, None]
+                & _centres_inside(columns, other.x_min, other.x_max)[None, :]
+            )
+            valid &= ~(in_other & (crop >= exclusion.near_m) & (crop <= exclusion.far_m))
     row_index, column_index = np.nonzero(valid)
     # Weights are centred on the box centre in index coordinates (pixel i spans [i, i + 1)).
     center_u = 0.5 * (box.x_min + box.x_max) - 0.5
@@ -386,26 +450,38 @@ def lift_box(
     intrinsics: CameraIntrinsics,
     box: PixelBox,
     config: LiftingConfig = DEFAULT_LIFTING_CONFIG,
+    exclusions: Sequence[DepthExclusion] = (),
 ) -> Lifted3D:
     """Centroid, extent and centroid covariance of the object's visible surface in ``box``.
 
     ``depth_m`` is the depth image (float metres, NaN invalid) described by ``intrinsics``;
-    ``box`` is in that image's pixels (half-open, clipped to the image here). Returns a
+    ``box`` is in that image's pixels (half-open, clipped to the image here). ``exclusions``
+    name pixels of other objects to leave out (see :func:`lift_boxes`). Returns a
     :class:`Lifted3D` in the camera optical frame, with ``position`` None when fewer than
     ``config.min_samples`` pixels or less than ``config.min_valid_ratio`` of the box supported
     the object. Raises :class:`LiftingError` for malformed inputs.
     """
     depth = _check_inputs(depth_m, intrinsics, box)
-    samples = _box_samples(depth, box, config)
+    return _lift_checked(depth, intrinsics, box, config, exclusions)[0]
+
+
+def _lift_checked(
+    depth: npt.NDArray[np.floating],
+    intrinsics: CameraIntrinsics,
+    box: PixelBox,
+    config: LiftingConfig,
+    exclusions: Sequence[DepthExclusion] = (),
+) -> tuple[Lifted3D, _Support | None]:
+    samples = _box_samples(depth, box, config, exclusions)
     if samples is None:
-        return empty_lift()
+        return empty_lift(), None
     if samples.depths.size < config.min_samples:
-        return empty_lift(samples.depths.size / samples.box_pixels, samples.depths.size)
+        return empty_lift(samples.depths.size / samples.box_pixels, samples.depths.size), None
     mask = _object_mask(samples, config)
     count = int(np.count_nonzero(mask))
     ratio = count / samples.box_pixels
     if count < config.min_samples or ratio < config.min_valid_ratio:
-        return empty_lift(ratio, count)
+        return empty_lift(ratio, count), None
     points = _back_project(samples.us[mask], samples.vs[mask], samples.depths[mask], intrinsics)
     taper = samples.taper[mask]
     total_weight = float(taper.sum())
@@ -418,13 +494,81 @@ def lift_box(
     low_rank, high_rank = int(0.02 * (count - 1)), int(math.ceil(0.98 * (count - 1)))
     ranked = np.partition(points, (low_rank, high_rank), axis=0)
     low, high = ranked[low_rank], ranked[high_rank]
-    return Lifted3D(
+    lifted = Lifted3D(
         position=centroid,
         covariance=0.5 * (covariance + covariance.T),
         size=high - low,
         valid_depth_ratio=float(ratio),
         depth_samples=count,
     )
+    return lifted, _Support(samples.us[mask], samples.vs[mask], samples.depths[mask])
+
+
+def _intersection_over_union(first: PixelBox, second: PixelBox) -> float:
+    overlap_x = max(0.0, min(first.x_max, second.x_max) - max(first.x_min, second.x_min))
+    overlap_y = max(0.0, min(first.y_max, second.y_max) - max(first.y_min, second.y_min))
+    overlap = overlap_x * overlap_y
+    union = first.width * first.height + second.width * second.height - overlap
+    return overlap / union if union > 0 else 0.0
+
+
+def _surface_band(support: _Support, config: LiftingConfig) -> tuple[float, float]:
+    """Depth range of a lifted surface, widened by the sensor noise at both ends."""
+    near = float(np.min(support.depths))
+    far = float(np.max(support.depths))
+    return (
+        near
+        - config.band_noise_sigmas
+        * float(depth_noise_sigma(near, config.depth_noise_coefficient)),
+        far
+        + config.band_noise_sigmas * float(depth_noise_sigma(far, config.depth_noise_coefficient)),
+    )
+
+
+def _took_surface_of(
+    index: int,
+    other: int,
+    boxes: Sequence[PixelBox],
+    first: Sequence[tuple[Lifted3D, _Support | None]],
+    config: LiftingConfig,
+) -> bool:
+    """Whether box ``index`` was lifted to the surface of the object in box ``other``.
+
+    That is the case when the two lifted surfaces share depths, most of the pixels box
+    ``index`` claimed lie inside box ``other``, and that surface fills box ``other`` better
+    than box ``index`` (an occluder fills its own box; the box it covers keeps the rest of
+    its area for the hidden object). Two objects side by side at one depth claim mostly
+    their own pixels and are left alone.
+    """
+    lifted, support = first[index]
+    other_lifted, other_support = first[other]
+    if support is None or other_support is None or index == other:
+        return False
+    overlap = _intersection_over_union(boxes[index], boxes[other])
+    if overlap == 0.0 or overlap >= config.same_object_iou:
+        return False  # apart, or the same object boxed twice (e.g. named twice)
+    near, far = _surface_band(support, config)
+    other_near, other_far = _surface_band(other_support, config)
+    if far < other_near or other_far < near:
+        return False
+    if support.share_inside(boxes[other]) < config.occlusion_share:
+        return False
+    return other_lifted.valid_depth_ratio > lifted.valid_depth_ratio
+
+
+def _occluder_exclusion(
+    box: PixelBox, lifted: tuple[Lifted3D, _Support | None], config: LiftingConfig
+) -> DepthExclusion:
+    """The pixels of the occluder in ``box``: everything inside its box up to its far side.
+
+    Anything nearer than the occluder's surface inside its box is not the hidden object either
+    (that object is behind the surface it was wrongly lifted to).
+    """
+    occluder, support = lifted
+    assert support is not None and occluder.size is not None  # checked by _took_surface_of
+    _, far = _surface_band(support, config)
+    depth_extra = config.occluder_depth_factor * float(max(occluder.size[0], occluder.size[1]))
+    return DepthExclusion(box, 0.0, far + depth_extra)
 
 
 def lift_boxes(
@@ -432,9 +576,31 @@ def lift_boxes(
     intrinsics: CameraIntrinsics,
     boxes: Sequence[PixelBox],
     config: LiftingConfig = DEFAULT_LIFTING_CONFIG,
+    resolve_occlusions: bool = True,
 ) -> list[Lifted3D]:
-    """:func:`lift_box` for each box of one depth image, in order."""
-    return [lift_box(depth_m, intrinsics, box, config) for box in boxes]
+    """:func:`lift_box` for each box of one depth image, in order, resolving occlusions.
+
+    Each box is lifted on its own first. A box that took the surface of another boxed object
+    (see :func:`_took_surface_of`) is lifted again with that object's pixels excluded; the
+    second result stands, including "no position" when too little of the hidden object is
+    visible, because the first one described the occluder.
+    """
+    checked = [_check_inputs(depth_m, intrinsics, box) for box in boxes]
+    first = [
+        _lift_checked(depth, intrinsics, box, config)
+        for depth, box in zip(checked, boxes, strict=True)
+    ]
+    results = [lifted for lifted, _ in first]
+    if not resolve_occlusions:
+        return results
+    for index, box in enumerate(boxes):
+        exclusions = []
+        for other in range(len(boxes)):
+            if _took_surface_of(index, other, boxes, first, config):
+                exclusions.append(_occluder_exclusion(boxes[other], first[other], config))
+        if exclusions:
+            results[index] = _lift_checked(checked[index], intrinsics, box, config, exclusions)[0]
+    return results
 
 
 def _lift_at_pixel(
