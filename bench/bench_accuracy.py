@@ -277,15 +277,16 @@ ABLATIONS = {
     'no border taper (border_taper=0)': {'border_taper': 0.0},
     'narrow MAD band (band_mads=3)': {'band_mads': 3.0},
     'no centre weighting (center_sigma=1e3)': {'center_sigma': 1e3},
+    'fewer samples per box (max_samples=2048)': {'max_samples': 2048},
 }
 
 
-def run_ablation(scenes_per_cell: int, rng: np.random.Generator) -> None:
+def run_ablation(scenes_per_cell: int, rng: np.random.Generator, distance_m: float = 2.0) -> None:
     """Centroid error of lift_box with one design choice undone at a time, same scenes."""
     cells = [
-        (2.0, 'clean', None),
-        (2.0, 'occluded', (0.15, 0.4)),
-        (2.0, 'heavily occluded', (0.4, 0.7)),
+        (distance_m, 'clean', None),
+        (distance_m, 'occluded', (0.15, 0.4)),
+        (distance_m, 'heavily occluded', (0.4, 0.7)),
     ]
     scenes = []
     together_scenes = []  # (condition, [target box, occluder boxes]) for lift_boxes variants
@@ -308,7 +309,8 @@ def run_ablation(scenes_per_cell: int, rng: np.random.Generator) -> None:
             ]
             together_scenes.append((condition, [box, *others]))
     print(
-        f'Ablation at 2 m ({scenes_per_cell} scenes per column): centroid error cm, median / p90'
+        f'Ablation at {distance_m:g} m ({scenes_per_cell} scenes per column): centroid error cm, '
+        'median / p90'
     )
     print('| variant | ' + ' | '.join(condition for _, condition, _ in cells) + ' |')
     print('|---|' + '---|' * len(cells))
@@ -401,10 +403,13 @@ def main() -> int:
     parser.add_argument(
         '--ablation', action='store_true', help='only compare lift_box variants (about 20 s)'
     )
+    parser.add_argument(
+        '--ablation-distance', type=float, default=2.0, help='target distance of --ablation, m'
+    )
     args = parser.parse_args()
     if args.ablation:
         print(machine_line())
-        run_ablation(args.scenes, np.random.default_rng(args.seed))
+        run_ablation(args.scenes, np.random.default_rng(args.seed), args.ablation_distance)
         return 0
     rng = np.random.default_rng(args.seed)
     started = time.perf_counter()
