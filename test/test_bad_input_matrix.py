@@ -692,3 +692,15 @@ def test_bad_service_request_gets_a_typed_reply(live_node: Any, case: ServiceCas
     assert good.success and good.answer == ANSWER_TEXT, good.message
     found = locate(live, 'mug')
     assert found.found and found.pose.pose.position.z == pytest.approx(1.2, abs=0.05)
+
+
+def test_query_by_stamp_reaches_back_query_buffer_frames(live_node: Any) -> None:
+    live = live_node(query_buffer_frames=2)
+    for stamp in live.stamps[:3]:
+        live.feed_good(stamp)
+    # Frames 1 and 2 are buffered; frame 0 was pushed out (2 frames kept).
+    for stamp in live.stamps[1:3]:
+        kept = query(live, 'Which is closer?', stamp)
+        assert kept.success, kept.message
+    gone = query(live, 'Which is closer?', live.stamps[0])
+    assert not gone.success and 'stamp' in gone.message

@@ -54,7 +54,6 @@ from spatial_vlm_ros.srv import LocateObject, SpatialQuery
 NODE_NAME = 'spatial_vlm'
 MAX_QUESTION_BYTES = 4096
 MAX_DESCRIPTION_BYTES = 512
-SNAPSHOT_FRAMES = 30  # paired frames kept for SpatialQuery-by-stamp
 SCENE_CACHE = 30  # published scenes kept for snapshot reuse
 FUTURE_STAMP_TOLERANCE_NS = 5 * 10**9  # clock skew allowed between camera and node
 TIME_JUMP_BACK_NS = 5 * 10**9  # a stream going back further restarts pairing (bag loop)
@@ -83,7 +82,8 @@ class SpatialVlmNode(LifecycleNode):
         self.add_post_set_parameters_callback(self._apply_runtime_parameters)
 
         self._lock = threading.Lock()
-        self._snapshots: deque[RgbdSet] = deque(maxlen=SNAPSHOT_FRAMES)
+        # Paired frames for SpatialQuery-by-stamp; resized to query_buffer_frames on configure.
+        self._snapshots: deque[RgbdSet] = deque(maxlen=1)
         self._scenes: deque[Scene] = deque(maxlen=SCENE_CACHE)
         self._errors: Counter[str] = Counter()
         self._last_error = ''
@@ -129,6 +129,8 @@ class SpatialVlmNode(LifecycleNode):
             self.get_logger().error(f'cannot configure the engine: {error}')
             return TransitionCallbackReturn.FAILURE
         self._pairer = StampPairer(PairingConfig.from_seconds(slop_s=values['sync_slop_s']))
+        with self._lock:
+            self._snapshots = deque(maxlen=int(values['query_buffer_frames']))
         self._start_worker_loop()
         try:
             self._run_in_loop(self._pipeline.start(), timeout_s=600.0)

@@ -206,6 +206,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         'Objects kept per scene (highest confidence first).',
         int_range=(1, 1024),
     ),
+    ParamSpec(
+        'query_buffer_frames',
+        30,
+        'Paired frames kept for ~/query by stamp (each holds its RGB + depth messages: 4.4 MiB '
+        'at 1280x720); 1 keeps only the newest.',
+        int_range=(1, 300),
+        read_only=True,
+    ),
 )
 
 PARAMETER_NAMES = tuple(spec.name for spec in PARAMETERS)
