@@ -32,6 +32,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.synthetic_scenes import (  # noqa: E402
+    RenderedObject,
+    SyntheticScene,
     jitter_box,
     multi_object_scene,
     single_object_scene,
@@ -51,6 +53,7 @@ from spatial_vlm_ros.core.types import (  # noqa: E402
     ABOVE,
     BEHIND,
     BELOW,
+    CONVERSE_PREDICATE,
     IN_FRONT_OF,
     LEFT_OF,
     RIGHT_OF,
@@ -89,6 +92,26 @@ class CellResult:
     mahalanobis_ok: list[bool] = field(default_factory=list)
 
 
+def draw_target(
+    rng: np.random.Generator, distance: float, coverage: tuple[float, float] | None
+) -> tuple[SyntheticScene, RenderedObject, PixelBox, list[PixelBox]] | None:
+    """A single-target scene (occluded when ``coverage`` is given) with loose boxes of the target
+    and of the other objects; None when the target is not visible."""
+    scene = single_object_scene(
+        rng, distance, coverage is not None, coverage=coverage or (0.0, 0.0)
+    )
+    target = scene.objects[0]
+    if target.amodal_box is None or target.visible_centroid is None:
+        return None
+    box = jitter_box(rng, target.amodal_box, scene.intrinsics)
+    other_boxes = [
+        jitter_box(rng, other.amodal_box, scene.intrinsics)
+        for other in scene.objects[1:]
+        if other.amodal_box is not None
+    ]
+    return scene, target, box, other_boxes
+
+
 def evaluate_lifting(scenes_per_cell: int, rng: np.random.Generator) -> dict:
     results = {}
     cells = [(d, name, coverage) for d in DISTANCES_M for name, coverage in CONDITIONS.items()]
@@ -96,19 +119,11 @@ def evaluate_lifting(scenes_per_cell: int, rng: np.random.Generator) -> dict:
     for distance, condition, coverage in cells:
         cell = CellResult()
         for _ in range(scenes_per_cell):
-            scene = single_object_scene(
-                rng, distance, coverage is not None, coverage=coverage or (0.0, 0.0)
-            )
-            target = scene.objects[0]
-            if target.amodal_box is None or target.visible_centroid is None:
+            drawn = draw_target(rng, distance, coverage)
+            if drawn is None:
                 continue
-            box = jitter_box(rng, target.amodal_box, scene.intrinsics)
+            scene, target, box, other_boxes = drawn
             cell.occluded_fractions.append(target.occluded_fraction)
-            other_boxes = [
-                jitter_box(rng, other.amodal_box, scene.intrinsics)
-                for other in scene.objects[1:]
-                if other.amodal_box is not None
-            ]
             lifts = {
                 name: method(scene.depth_m, scene.intrinsics, box)
                 for name, method in METHODS.items()
@@ -208,14 +223,6 @@ def print_real_frames() -> None:
     from PIL import Image
 
     data = Path(__file__).resolve().parents[1] / 'data' / 'rgbd'
-    converse = {
-        LEFT_OF: RIGHT_OF,
-        RIGHT_OF: LEFT_OF,
-        ABOVE: BELOW,
-        BELOW: ABOVE,
-        IN_FRONT_OF: BEHIND,
-        BEHIND: IN_FRONT_OF,
-    }
     totals = {name: [0, 0, 0] for name in METHODS}  # reproduced, contradicted, expected
     for labels_path in sorted(data.glob('*/labels.json')):
         labels = json.loads(labels_path.read_text())
@@ -237,7 +244,7 @@ def print_real_frames() -> None:
             found = {(r.subject, r.predicate, r.object) for r in compute_relations(objects)}
             for subject, predicate, other in labels['expected']:
                 totals[name][0] += (subject, predicate, other) in found
-                totals[name][1] += (subject, converse[predicate], other) in found
+                totals[name][1] += (subject, CONVERSE_PREDICATE[predicate], other) in found
                 totals[name][2] += 1
     print('Real frames (data/rgbd, 4 Kinect frames): hand-labelled visible orderings')
     print('| method | reproduced | contradicted (converse stated) |')
@@ -292,21 +299,13 @@ def run_ablation(scenes_per_cell: int, rng: np.random.Generator, distance_m: flo
     together_scenes = []  # (condition, [target box, occluder boxes]) for lift_boxes variants
     for distance, condition, coverage in cells:
         for _ in range(scenes_per_cell):
-            scene = single_object_scene(
-                rng, distance, coverage is not None, coverage=coverage or (0.0, 0.0)
-            )
-            target = scene.objects[0]
-            if target.amodal_box is None or target.visible_centroid is None:
+            drawn = draw_target(rng, distance, coverage)
+            if drawn is None:
                 continue
-            box = jitter_box(rng, target.amodal_box, scene.intrinsics)
+            scene, target, box, others = drawn
             scenes.append(
                 (condition, scene.depth_m, scene.intrinsics, box, target.visible_centroid)
             )
-            others = [
-                jitter_box(rng, other.amodal_box, scene.intrinsics)
-                for other in scene.objects[1:]
-                if other.amodal_box is not None
-            ]
             together_scenes.append((condition, [box, *others]))
     print(
         f'Ablation at {distance_m:g} m ({scenes_per_cell} scenes per column): centroid error cm, '

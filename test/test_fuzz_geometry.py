@@ -29,13 +29,8 @@ from spatial_vlm_ros.core.transforms import (
     validate_transform,
 )
 from spatial_vlm_ros.core.types import (
-    ABOVE,
-    BEHIND,
-    BELOW,
-    IN_FRONT_OF,
-    LEFT_OF,
+    CONVERSE_PREDICATE,
     NEAR,
-    RIGHT_OF,
     CameraIntrinsics,
     Lifted3D,
     PixelBox,
@@ -55,15 +50,6 @@ FUZZ = settings.get_profile('spatial_vlm_geometry')
 # file near a minute on two cores.
 FUZZ_LIFTING = settings(FUZZ, max_examples=max(EXAMPLES // 2, 25))
 
-CONVERSE = {
-    LEFT_OF: RIGHT_OF,
-    RIGHT_OF: LEFT_OF,
-    ABOVE: BELOW,
-    BELOW: ABOVE,
-    IN_FRONT_OF: BEHIND,
-    BEHIND: IN_FRONT_OF,
-    NEAR: NEAR,
-}
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False, allow_infinity=False)
@@ -267,11 +253,17 @@ def test_relations_are_symmetric_and_consistent(seed, count, quaternion, transla
         for relation in relations:
             assert relation.subject in positioned and relation.object in positioned
             assert relation.subject != relation.object
-            converse = by_triple[(relation.object, CONVERSE[relation.predicate], relation.subject)]
+            converse = by_triple[
+                (relation.object, CONVERSE_PREDICATE[relation.predicate], relation.subject)
+            ]
             assert converse.confidence == relation.confidence
             assert converse.distance == relation.distance
             if relation.predicate != NEAR:
-                contradiction = (relation.subject, CONVERSE[relation.predicate], relation.object)
+                contradiction = (
+                    relation.subject,
+                    CONVERSE_PREDICATE[relation.predicate],
+                    relation.object,
+                )
                 assert contradiction not in by_triple
             assert 0.5 <= relation.confidence <= 1.0
             offset = positioned[relation.subject] - positioned[relation.object]

@@ -19,13 +19,8 @@ import pytest
 from spatial_vlm_ros.core.lifting import lift_boxes
 from spatial_vlm_ros.core.relations import compute_relations
 from spatial_vlm_ros.core.types import (
-    ABOVE,
-    BEHIND,
-    BELOW,
-    IN_FRONT_OF,
-    LEFT_OF,
+    CONVERSE_PREDICATE,
     PREDICATES,
-    RIGHT_OF,
     CameraIntrinsics,
     PixelBox,
     SpatialObject,
@@ -33,14 +28,6 @@ from spatial_vlm_ros.core.types import (
 
 DATA = Path(__file__).resolve().parents[1] / 'data' / 'rgbd'
 FRAMES = sorted(path.parent.name for path in DATA.glob('*/labels.json'))
-CONVERSE = {
-    LEFT_OF: RIGHT_OF,
-    RIGHT_OF: LEFT_OF,
-    ABOVE: BELOW,
-    BELOW: ABOVE,
-    IN_FRONT_OF: BEHIND,
-    BEHIND: IN_FRONT_OF,
-}
 
 
 def load(frame: str) -> tuple[dict, np.ndarray, np.ndarray, CameraIntrinsics]:
@@ -124,6 +111,6 @@ def test_visible_orderings_hold(frame):
         assert (subject, predicate, other) in found, (
             f'{frame}: missing {subject} {predicate} {other}'
         )
-        assert (subject, CONVERSE[predicate], other) not in found
-        assert (other, CONVERSE[predicate], subject) in found
+        assert (subject, CONVERSE_PREDICATE[predicate], other) not in found
+        assert (other, CONVERSE_PREDICATE[predicate], subject) in found
         assert found[(subject, predicate, other)].confidence > 0.97

@@ -27,6 +27,7 @@ from spatial_vlm_ros.core.types import (
     ABOVE,
     BEHIND,
     BELOW,
+    CONVERSE_PREDICATE,
     IN_FRONT_OF,
     LEFT_OF,
     NEAR,
@@ -37,16 +38,6 @@ from spatial_vlm_ros.core.types import (
     PixelBox,
     SpatialObject,
 )
-
-CONVERSE = {
-    LEFT_OF: RIGHT_OF,
-    RIGHT_OF: LEFT_OF,
-    ABOVE: BELOW,
-    BELOW: ABOVE,
-    IN_FRONT_OF: BEHIND,
-    BEHIND: IN_FRONT_OF,
-    NEAR: NEAR,
-}
 
 
 def make_object(object_id, position, sigma=0.01, size=(0.1, 0.1, 0.1)):
@@ -88,11 +79,17 @@ def test_every_relation_comes_with_its_converse_and_the_same_numbers():
     assert relations
     by_triple = {(r.subject, r.predicate, r.object): r for r in relations}
     for relation in relations:
-        converse = by_triple[(relation.object, CONVERSE[relation.predicate], relation.subject)]
+        converse = by_triple[
+            (relation.object, CONVERSE_PREDICATE[relation.predicate], relation.subject)
+        ]
         assert converse.distance == relation.distance
         assert converse.confidence == relation.confidence
         assert relation.source == SOURCE_GEOMETRY
-        assert (relation.subject, CONVERSE[relation.predicate], relation.object) not in by_triple
+        assert (
+            relation.subject,
+            CONVERSE_PREDICATE[relation.predicate],
+            relation.object,
+        ) not in by_triple
 
 
 def test_distance_and_confidence():

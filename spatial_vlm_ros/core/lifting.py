@@ -175,11 +175,13 @@ class DepthExclusion:
 
 @dataclass(frozen=True)
 class _Support:
-    """The pixels a lift used: where they are and how deep (for resolving occlusions)."""
+    """The pixels a lift used, for resolving occlusions: where they are, and the depth range of
+    the surface (nearest and farthest pixel, widened by the sensor noise at both ends)."""
 
     us: npt.NDArray[np.float64]
     vs: npt.NDArray[np.float64]
-    depths: npt.NDArray[np.float64]
+    near_m: float
+    far_m: float
 
     def share_inside(self, box: PixelBox) -> float:
         """Fraction of the pixels whose centres lie in ``box``."""
@@ -482,7 +484,8 @@ def _lift_checked(
     ratio = count / samples.box_pixels
     if count < config.min_samples or ratio < config.min_valid_ratio:
         return empty_lift(ratio, count), None
-    points = _back_project(samples.us[mask], samples.vs[mask], samples.depths[mask], intrinsics)
+    us, vs, object_depths = samples.us[mask], samples.vs[mask], samples.depths[mask]
+    points = _back_project(us, vs, object_depths, intrinsics)
     taper = samples.taper[mask]
     total_weight = float(taper.sum())
     centroid = (taper @ points) / total_weight
@@ -501,7 +504,11 @@ def _lift_checked(
         valid_depth_ratio=float(ratio),
         depth_samples=count,
     )
-    return lifted, _Support(samples.us[mask], samples.vs[mask], samples.depths[mask])
+    near, far = float(object_depths.min()), float(object_depths.max())
+    noise = config.band_noise_sigmas * depth_noise_sigma(
+        np.array([near, far]), config.depth_noise_coefficient
+    )
+    return lifted, _Support(us, vs, near - float(noise[0]), far + float(noise[1]))
 
 
 def _intersection_over_union(first: PixelBox, second: PixelBox) -> float:
@@ -510,19 +517,6 @@ def _intersection_over_union(first: PixelBox, second: PixelBox) -> float:
     overlap = overlap_x * overlap_y
     union = first.width * first.height + second.width * second.height - overlap
     return overlap / union if union > 0 else 0.0
-
-
-def _surface_band(support: _Support, config: LiftingConfig) -> tuple[float, float]:
-    """Depth range of a lifted surface, widened by the sensor noise at both ends."""
-    near = float(np.min(support.depths))
-    far = float(np.max(support.depths))
-    return (
-        near
-        - config.band_noise_sigmas
-        * float(depth_noise_sigma(near, config.depth_noise_coefficient)),
-        far
-        + config.band_noise_sigmas * float(depth_noise_sigma(far, config.depth_noise_coefficient)),
-    )
 
 
 def _took_surface_of(
@@ -547,9 +541,7 @@ def _took_surface_of(
     overlap = _intersection_over_union(boxes[index], boxes[other])
     if overlap == 0.0 or overlap >= config.same_object_iou:
         return False  # apart, or the same object boxed twice (e.g. named twice)
-    near, far = _surface_band(support, config)
-    other_near, other_far = _surface_band(other_support, config)
-    if far < other_near or other_far < near:
+    if support.far_m < other_support.near_m or other_support.far_m < support.near_m:
         return False
     if support.share_inside(boxes[other]) < config.occlusion_share:
         return False
@@ -566,7 +558,7 @@ def _occluder_exclusion(
     """
     occluder, support = lifted
     assert support is not None and occluder.size is not None  # checked by _took_surface_of
-    _, far = _surface_band(support, config)
+    far = support.far_m
     depth_extra = config.occluder_depth_factor * float(max(occluder.size[0], occluder.size[1]))
     return DepthExclusion(box, 0.0, far + depth_extra)
 

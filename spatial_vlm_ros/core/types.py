@@ -110,6 +110,16 @@ IN_FRONT_OF = 'in_front_of'
 BEHIND = 'behind'
 NEAR = 'near'
 PREDICATES = (LEFT_OF, RIGHT_OF, ABOVE, BELOW, IN_FRONT_OF, BEHIND, NEAR)
+# What each predicate states when subject and object swap places (`near` is symmetric).
+CONVERSE_PREDICATE = {
+    LEFT_OF: RIGHT_OF,
+    RIGHT_OF: LEFT_OF,
+    ABOVE: BELOW,
+    BELOW: ABOVE,
+    IN_FRONT_OF: BEHIND,
+    BEHIND: IN_FRONT_OF,
+    NEAR: NEAR,
+}
 
 SOURCE_GEOMETRY = 'geometry'
 SOURCE_MODEL = 'model'
