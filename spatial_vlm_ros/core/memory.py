@@ -105,7 +105,7 @@ class MemoryConfig:
 
     gate_chi2: float = CHI2_3DOF_99  # Mahalanobis^2 gate of an association (3 dof)
     min_gate_sigma_m: float = 0.05  # isotropic term always added (lifting bias, pose error)
-    shift_fraction: float = 0.25  # visible-surface shift sigma, fraction of the largest extent
+    shift_fraction: float = 0.35  # visible-surface shift sigma, fraction of the largest extent
     max_shift_sigma_m: float = 0.3  # ... capped here (a bad lift must not open a huge gate)
     process_sigma_m: float = 0.02  # random walk of a position per sighting
     confirm_sightings: int = 3  # sightings before an object is confirmed
@@ -116,8 +116,11 @@ class MemoryConfig:
     tentative_ttl_s: float = 30.0  # unconfirmed objects not seen for this long are removed
     max_age_s: float = 0.0  # any object not seen for this long is removed; 0 = never
     max_objects: int = 256  # bound on remembered objects
-    relocate_unseen: bool = True  # an unmatched observation may take a missed object's id
-    max_relocation_m: float = 3.0  # ... if it is at most this far from where it was
+    relocate_unseen: bool = True  # an object missed at its place may be found moved elsewhere
+    relocate_min_misses: int = (
+        2  # ... after this many misses in a row (one may be a detector miss)
+    )
+    max_relocation_m: float = 3.0  # ... at most this far from where it was
     view_margin_px: float = 10.0  # a projection this close to the image border is out of view
     max_view_depth_m: float = 8.0  # farther than this counts as out of view (too small/noisy)
     min_view_depth_m: float = 0.1  # nearer than this (or behind) counts as out of view
@@ -151,7 +154,7 @@ class MemoryConfig:
                 'MemoryConfig.forget_existence must be in (0, existence after one sighting = '
                 f'{_probability(self.hit_log_odds):.2f}), got {self.forget_existence}'
             )
-        for name in ('confirm_sightings', 'max_objects', 'depth_patch_px'):
+        for name in ('confirm_sightings', 'max_objects', 'depth_patch_px', 'relocate_min_misses'):
             value = getattr(self, name)
             if int(value) != value or value < 1:
                 raise ObjectMemoryError(
@@ -240,7 +243,8 @@ class MemoryUpdate:
     ids: tuple[str, ...]
     objects: tuple[Any, ...] = ()
     created: tuple[str, ...] = ()  # new remembered objects
-    relocated: tuple[str, ...] = ()  # remembered objects that moved (taken by a far observation)
+    relocated: tuple[str, ...] = ()  # remembered objects found moved (see the module doc)
+    merged: tuple[str, ...] = ()  # young objects merged into the moved object they were
     unstored: tuple[str, ...] = ()  # fresh ids of observations that are not remembered
     missed: tuple[str, ...] = ()  # objects that should have been seen and were not
     removed: tuple[str, ...] = ()  # objects the expiry rules removed
@@ -260,6 +264,8 @@ class _Track:
     misses: int = 0
     log_odds: float = 0.0
     state: ObjectState = ObjectState.VISIBLE
+    missing_since_ns: int = 0  # image stamp of the first miss of the current run of misses
+    miss_streak: int = 0  # misses since the last sighting
 
     def snapshot(self, confirm_sightings: int) -> RememberedObject:
         return RememberedObject(
@@ -297,6 +303,7 @@ class _FrameWork:
     matched: set[str] = field(default_factory=set)
     created: list[str] = field(default_factory=list)
     relocated: list[str] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)
     unstored: list[str] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
@@ -434,8 +441,11 @@ class ObjectMemory:
             self._associate(placed, stamp_ns, work)
             # Misses first, so that an object missing from its place in this very frame can be
             # recognized as moved by an observation elsewhere.
-            self._classify_unmatched(observations, labels, placed, camera_from_memory, view, work)
+            self._classify_unmatched(
+                observations, labels, placed, camera_from_memory, view, stamp_ns, work
+            )
             self._take_new_positions(placed, stamp_ns, work)
+            self._merge_moved(work)
             self._identify_unplaced(observations, labels, camera_from_memory, view, stamp_ns, work)
             removed = self._expire(stamp_ns, work)
             self._last_stamp_ns = max(self._last_stamp_ns, stamp_ns)
@@ -462,6 +472,7 @@ class ObjectMemory:
             objects=objects,
             created=tuple(work.created),
             relocated=tuple(work.relocated),
+            merged=tuple(work.merged),
             unstored=tuple(work.unstored),
             missed=tuple(work.missed),
             removed=tuple(removed),
@@ -562,34 +573,47 @@ class ObjectMemory:
         track.last_seen_ns = max(track.last_seen_ns, stamp_ns)
         track.log_odds = min(track.log_odds + config.hit_log_odds, config.max_log_odds)
         track.state = ObjectState.VISIBLE
+        track.miss_streak = 0
+
+    def _missing_here(self, track: _Track, work: _FrameWork) -> bool:
+        """Whether negative evidence says ``track`` has left its place: missed at least
+        ``relocate_min_misses`` times since it was last seen (frames out of view or occluded in
+        between do not count either way)."""
+        return (
+            self.config.relocate_unseen
+            and track.id not in work.matched
+            and track.miss_streak >= self.config.relocate_min_misses
+        )
+
+    def _nearest_moved(
+        self, label: str, position: FloatArray, work: _FrameWork, seen_after_ns: int | None = None
+    ) -> _Track | None:
+        """The nearest missing object of ``label`` within ``max_relocation_m`` (that went missing
+        no later than ``seen_after_ns``, when given), or None."""
+        best, best_distance = None, self.config.max_relocation_m
+        for track in self._tracks.values():
+            if not self._missing_here(track, work) or not labels_compatible(track.label, label):
+                continue
+            if seen_after_ns is not None and track.missing_since_ns > seen_after_ns:
+                continue
+            distance = float(np.linalg.norm(track.position - position))
+            if distance <= best_distance:
+                best, best_distance = track, distance
+        return best
 
     def _take_new_positions(self, placed: list[_Placed], stamp_ns: int, work: _FrameWork) -> None:
-        """Unmatched observations: a moved object (relocation) or a new one."""
-        config = self.config
+        """Unmatched observations: a missing object found elsewhere (moved), or a new one."""
         for observation in placed:
             if work.ids[observation.index]:
                 continue
-            moved = None
-            if config.relocate_unseen:
-                candidates = [
-                    track
-                    for track in self._tracks.values()
-                    if track.state == ObjectState.UNSEEN
-                    and track.id not in work.matched
-                    and labels_compatible(track.label, observation.label)
-                    and float(np.linalg.norm(track.position - observation.position))
-                    <= config.max_relocation_m
-                ]
-                if candidates:
-                    moved = min(
-                        candidates,
-                        key=lambda track: float(
-                            np.linalg.norm(track.position - observation.position)
-                        ),
-                    )
+            moved = self._nearest_moved(observation.label, observation.position, work)
+            # One view places the visible surface, not the object: its centre is uncertain by
+            # the viewpoint shift too (later views from other sides average it out).
+            shift = self._shift_sigma(observation.size)
+            covariance = observation.covariance + (shift * shift) * np.eye(3)
             if moved is not None:
                 moved.position = observation.position.copy()
-                moved.covariance = observation.covariance.copy()
+                moved.covariance = covariance
                 moved.size = observation.size.copy()
                 self._hit(moved, stamp_ns)
                 work.relocated.append(moved.id)
@@ -599,16 +623,40 @@ class ObjectMemory:
                     id=self._fresh_id(observation.label),
                     label=observation.label,
                     position=observation.position.copy(),
-                    covariance=observation.covariance.copy(),
+                    covariance=covariance,
                     size=observation.size.copy(),
                     first_seen_ns=stamp_ns,
                     last_seen_ns=stamp_ns,
-                    log_odds=config.hit_log_odds,
+                    log_odds=self.config.hit_log_odds,
                 )
                 self._tracks[track.id] = track
                 work.created.append(track.id)
             work.ids[observation.index] = track.id
             work.matched.add(track.id)
+
+    def _merge_moved(self, work: _FrameWork) -> None:
+        """A young object that first appeared after a remembered one went missing, seen while
+        that one keeps being missed, is that object moved: it takes the old id back (the young
+        id is dropped and never reused)."""
+        young = [
+            track
+            for track in self._tracks.values()
+            if track.id in work.matched and track.sightings < self.config.confirm_sightings
+        ]
+        for track in sorted(young, key=lambda track: track.first_seen_ns):
+            moved = self._nearest_moved(track.label, track.position, work, track.first_seen_ns)
+            if moved is None:
+                continue
+            moved.position, moved.covariance = track.position, track.covariance
+            moved.size = np.maximum(moved.size, track.size)
+            moved.sightings += track.sightings - 1  # _hit adds the current sighting
+            self._hit(moved, track.last_seen_ns)
+            del self._tracks[track.id]
+            work.ids = [moved.id if key == track.id else key for key in work.ids]
+            work.matched.discard(track.id)
+            work.matched.add(moved.id)
+            work.merged.append(track.id)
+            work.relocated.append(moved.id)
 
     def _identify_unplaced(
         self,
@@ -660,6 +708,7 @@ class ObjectMemory:
         placed: list[_Placed],
         camera_from_memory: FloatArray,
         view: CameraView,
+        stamp_ns: int,
         work: _FrameWork,
     ) -> None:
         for track in self._tracks.values():
@@ -674,7 +723,10 @@ class ObjectMemory:
             ):
                 track.state = ObjectState.OCCLUDED
                 continue
+            if track.miss_streak == 0:
+                track.missing_since_ns = stamp_ns
             track.misses += 1
+            track.miss_streak += 1
             track.log_odds -= self.config.miss_log_odds
             track.state = ObjectState.UNSEEN
             work.missed.append(track.id)
@@ -802,6 +854,8 @@ class ObjectMemory:
                         'sightings': track.sightings,
                         'misses': track.misses,
                         'log_odds': track.log_odds,
+                        'missing_since_ns': track.missing_since_ns,
+                        'miss_streak': track.miss_streak,
                         'position': track.position.tolist(),
                         'covariance': track.covariance.tolist(),
                         'size': track.size.tolist(),
@@ -911,4 +965,6 @@ def _track_from_dict(item: dict[str, Any]) -> _Track:
         misses=int(item['misses']),
         log_odds=float(item['log_odds']),
         state=state,
+        missing_since_ns=int(item.get('missing_since_ns', 0)),
+        miss_streak=int(item.get('miss_streak', 0)),
     )
