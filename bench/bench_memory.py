@@ -40,7 +40,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.bench_accuracy import machine_line  # noqa: E402
 from spatial_vlm_ros.core.lifting import lift_boxes  # noqa: E402
-from spatial_vlm_ros.core.memory import CameraView, ObjectMemory, RememberedObject  # noqa: E402
+from spatial_vlm_ros.core.memory import (  # noqa: E402
+    CameraView,
+    MemoryConfig,
+    ObjectMemory,
+    RememberedObject,
+)
 from spatial_vlm_ros.core.tf_buffer import TransformBuffer  # noqa: E402
 from spatial_vlm_ros.core.transforms import apply_transform  # noqa: E402
 from spatial_vlm_ros.core.types import CameraIntrinsics, PixelBox, SpatialObject  # noqa: E402
@@ -259,19 +264,64 @@ class RunResult:
     labelled: dict[int, set[str]]  # frame -> true identities labelled there
 
 
-def run_memory(root: Path, memory: ObjectMemory) -> RunResult:
-    frames, buffer, intrinsics = load_sequence(root)
+@dataclass(frozen=True)
+class DetectorNoise:
+    """Detector-like degradations of the hand boxes: each edge moves by N(0, jitter_px) and each
+    box is dropped (not reported at all) with probability drop_probability."""
+
+    jitter_px: float = 0.0
+    drop_probability: float = 0.0
+    seed: int = 0
+
+    def apply(
+        self, boxes: Sequence[tuple[str, PixelBox, bool]], rng: np.random.Generator, size: tuple
+    ) -> list[tuple[str, PixelBox, bool]]:
+        kept = []
+        width, height = size
+        for truth, box, partial in boxes:
+            if rng.random() < self.drop_probability:
+                continue
+            x0, y0, x1, y1 = np.array(box.as_list()) + rng.normal(0.0, self.jitter_px, 4)
+            x0, x1 = sorted((float(np.clip(x0, 0, width)), float(np.clip(x1, 0, width))))
+            y0, y1 = sorted((float(np.clip(y0, 0, height)), float(np.clip(y1, 0, height))))
+            if x1 - x0 >= 2 and y1 - y0 >= 2:
+                kept.append((truth, PixelBox(x0, y0, x1, y1), partial))
+        return kept
+
+
+@dataclass
+class Sequence7Scenes:
+    """The labelled frames with their depth images, loaded once."""
+
+    frames: list[LabelledFrame]
+    depths: list[np.ndarray]
+    buffer: TransformBuffer
+    intrinsics: CameraIntrinsics
+
+    @classmethod
+    def load(cls, root: Path) -> Sequence7Scenes:
+        frames, buffer, intrinsics = load_sequence(root)
+        return cls(frames, [read_depth_m(f.depth_path) for f in frames], buffer, intrinsics)
+
+
+def run_memory(
+    data: Sequence7Scenes, memory: ObjectMemory, noise: DetectorNoise | None = None
+) -> RunResult:
+    """Feed every labelled frame to ``memory``; time lifting and the memory update apart."""
+    rng = np.random.default_rng(noise.seed if noise else 0)
+    intrinsics = data.intrinsics
     result = RunResult([], [], [], [], [], {})
-    for frame in frames:
-        depth = read_depth_m(frame.depth_path)
-        boxes = [box for _, box, _ in frame.boxes]
+    for frame, depth in zip(data.frames, data.depths, strict=True):
+        boxes = list(frame.boxes)
+        if noise is not None:
+            boxes = noise.apply(boxes, rng, (intrinsics.width, intrinsics.height))
         started = time.perf_counter()
-        lifts = lift_boxes(depth, intrinsics, boxes)
+        lifts = lift_boxes(depth, intrinsics, [box for _, box, _ in boxes])
         lifted_at = time.perf_counter()
-        world_from_camera = buffer.lookup_matrix(WORLD_FRAME, CAMERA_FRAME, frame.stamp_ns)
+        world_from_camera = data.buffer.lookup_matrix(WORLD_FRAME, CAMERA_FRAME, frame.stamp_ns)
         observations = [
             SpatialObject('', CLASS_OF[truth], 1.0, box, lifted)
-            for (truth, box, _), lifted in zip(frame.boxes, lifts, strict=True)
+            for (truth, box, _), lifted in zip(boxes, lifts, strict=True)
         ]
         view = CameraView(world_from_camera, intrinsics, depth, intrinsics)
         memory_started = time.perf_counter()
@@ -281,7 +331,7 @@ def run_memory(root: Path, memory: ObjectMemory) -> RunResult:
         result.memory_ms.append(1e3 * (finished - memory_started))
         result.labelled[frame.index] = {truth for truth, _, _ in frame.boxes}
         result.missed.extend((frame.index, key) for key in update.missed)
-        for (truth, _, _), lifted, key in zip(frame.boxes, lifts, update.ids, strict=True):
+        for (truth, _, _), lifted, key in zip(boxes, lifts, update.ids, strict=True):
             world = None
             if lifted.position is not None:
                 world = tuple(apply_transform(world_from_camera, lifted.position).tolist())
@@ -290,19 +340,75 @@ def run_memory(root: Path, memory: ObjectMemory) -> RunResult:
     return result
 
 
-def print_misses(result: RunResult, score: MemoryScore) -> None:
-    """How many misses hit objects that were labelled (really in view) in that frame."""
+def run_ordinal_baseline(
+    data: Sequence7Scenes, noise: DetectorNoise | None = None
+) -> list[Sighting]:
+    """Ids as the pipeline gives them without a memory (pipeline.lift_detections: per-frame
+    ``<label>_<n>``, n in left-to-right order), on the same (perturbed) boxes."""
+    from spatial_vlm_ros.core.types import Detection, RgbdFrame
+    from spatial_vlm_ros.pipeline import PipelineConfig, lift_detections
+
+    rng = np.random.default_rng(noise.seed if noise else 0)
+    sightings = []
+    intrinsics = data.intrinsics
+    blank = np.zeros((intrinsics.height, intrinsics.width, 3), np.uint8)
+    for frame, depth in zip(data.frames, data.depths, strict=True):
+        boxes = list(frame.boxes)
+        if noise is not None:
+            boxes = noise.apply(boxes, rng, (intrinsics.width, intrinsics.height))
+        rgbd = RgbdFrame(frame.stamp_ns, CAMERA_FRAME, blank, depth, intrinsics, intrinsics)
+        detections = [Detection(CLASS_OF[truth], box) for truth, box, _ in boxes]
+        objects = lift_detections(rgbd, detections, PipelineConfig())
+        for truth, box, _ in boxes:
+            (match,) = [obj for obj in objects if obj.box == box and obj.label == CLASS_OF[truth]]
+            sightings.append(Sighting(frame.index, truth, match.id, None))
+    return sightings
+
+
+def false_misses(result: RunResult, score: MemoryScore) -> list[tuple[int, str]]:
+    """Misses of objects that were labelled (really in view) in that frame."""
     owner = {s.majority_id: s.truth for s in score.objects.values()}
-    wrong = [(f, key) for f, key in result.missed if owner.get(key) in result.labelled[f]]
-    print(
-        f'Misses (object should have been seen and was not): {len(result.missed)}, of which '
-        f'{len(wrong)} hit an object labelled in that frame {wrong or ""}'
+    return [(f, key) for f, key in result.missed if owner.get(key) in result.labelled[f]]
+
+
+def summary_row(name: str, runs: Sequence[tuple[MemoryScore, RunResult | None]]) -> str:
+    """One table row over one or more runs (seeds): purity mean (min), totals of the rest."""
+    purities = [100 * score.majority_sightings / max(score.sightings, 1) for score, _ in runs]
+    purity = f'{np.mean(purities):.1f} %'
+    if len(runs) > 1:
+        purity += f' (min {min(purities):.1f} %)'
+    else:
+        purity += f' ({runs[0][0].majority_sightings}/{runs[0][0].sightings})'
+    switches = sum(s.switches for score, _ in runs for s in score.objects.values())
+    same_frame = sum(score.same_frame_collisions for score, _ in runs)
+    shared = sum(len(score.shared_ids) for score, _ in runs)
+    returns = sum(s.returns for score, _ in runs for s in score.objects.values())
+    returns_same = sum(s.returns_same_id for score, _ in runs for s in score.objects.values())
+    memory_runs = [(score, result) for score, result in runs if result is not None]
+    misses = lost = remembered = '-'
+    if memory_runs:
+        misses = str(sum(len(result.missed) for _, result in memory_runs))
+        lost = str(sum(objects_lost(score, result) for score, result in memory_runs))
+        counts = sorted({len(result.remembered) for _, result in memory_runs})
+        remembered = '-'.join(str(count) for count in (counts[0], counts[-1]) if count) or '0'
+        if counts[0] == counts[-1]:
+            remembered = str(counts[0])
+    return (
+        f'| {name} | {purity} | {switches} | {same_frame} / {shared} | {returns_same}/{returns} '
+        f'| {misses} | {lost} | {remembered} |'
     )
+
+
+def objects_lost(score: MemoryScore, result: RunResult) -> int:
+    """True objects whose majority id is no longer remembered at the end."""
+    kept = {item.id for item in result.remembered}
+    return sum(row.majority_id not in kept for row in score.objects.values())
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--sequence', default=None, help='sequence directory (labels.json, ...)')
+    parser.add_argument('--seeds', type=int, default=5, help='seeds of each detector-noise row')
     args = parser.parse_args()
     root = find_sequence(args.sequence)
     if root is None:
@@ -310,14 +416,26 @@ def main() -> int:
         print(f'bench_memory: no sequence at {wanted}; skipped')
         return 0
     print(machine_line())
-    print(f'command: .venv/bin/python bench/bench_memory.py --sequence {root}')
+    print(
+        f'command: .venv/bin/python bench/bench_memory.py --sequence {root} --seeds {args.seeds}'
+    )
+    data = Sequence7Scenes.load(root)
+    labelled_frames = [frame.index for frame in data.frames]
     memory = ObjectMemory(WORLD_FRAME)
     print(f'config: {memory.config}')
-    result = run_memory(root, memory)
-    score = score_sightings(result.sightings, list(result.labelled))
+    result = run_memory(data, memory)
+    score = score_sightings(result.sightings, labelled_frames)
     print()
-    print_report(score, result.remembered, f'{root.name}: {len(result.labelled)} labelled frames')
-    print_misses(result, score)
+    title = (
+        f'{root.name}: {len(data.frames)} labelled frames, hand boxes with class-only labels, '
+        'default MemoryConfig'
+    )
+    print_report(score, result.remembered, title)
+    wrong = false_misses(result, score)
+    print(
+        f'Misses (should have been seen and was not): {len(result.missed)}, of which '
+        f'{len(wrong)} hit an object labelled in that frame {wrong or ""}'
+    )
     ratios = np.array(result.memory_ms) / np.maximum(np.array(result.lift_ms), 1e-9)
     print(
         f'Memory update per frame: median {np.median(result.memory_ms):.2f} ms, lifting the same '
@@ -334,6 +452,35 @@ def main() -> int:
             f'| {item.existence:.2f} | {np.round(item.position, 2).tolist()} '
             f'| {np.round(item.size, 2).tolist()} |'
         )
+    print()
+    print(f'Variants (same frames; detector-noise rows: {args.seeds} seeds together)')
+    print(
+        '| variant | sightings with their majority id | id switches | id collisions (same '
+        'frame / ids given to two objects) | returns with the same id | misses counted '
+        '| objects lost | objects remembered |'
+    )
+    print('|---|---|---|---|---|---|---|---|')
+    print(summary_row('memory, default', [(score, result)]))
+    ordinal = score_sightings(run_ordinal_baseline(data), labelled_frames)
+    print(summary_row('no memory: per-frame left-to-right ordinals (v0.1)', [(ordinal, None)]))
+    no_shift = run_memory(data, ObjectMemory(WORLD_FRAME, MemoryConfig(shift_fraction=0.0)))
+    print(
+        summary_row(
+            'memory without the visible-surface shift term (shift_fraction 0)',
+            [(score_sightings(no_shift.sightings, labelled_frames), no_shift)],
+        )
+    )
+    for jitter, drop in ((8.0, 0.0), (0.0, 0.2), (8.0, 0.2)):
+        memory_runs, baseline_runs = [], []
+        for seed in range(args.seeds):
+            noise = DetectorNoise(jitter, drop, seed)
+            variant = run_memory(data, ObjectMemory(WORLD_FRAME), noise)
+            memory_runs.append((score_sightings(variant.sightings, labelled_frames), variant))
+            baseline = run_ordinal_baseline(data, noise)
+            baseline_runs.append((score_sightings(baseline, labelled_frames), None))
+        condition = f'boxes jittered {jitter:.0f} px, {100 * drop:.0f} % of boxes dropped'
+        print(summary_row(f'memory, {condition}', memory_runs))
+        print(summary_row(f'no memory, {condition}', baseline_runs))
     if not math.isfinite(float(np.median(ratios))):
         return 1
     return 0

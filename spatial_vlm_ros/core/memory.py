@@ -10,8 +10,9 @@ frame (label, RGB pixel box, position + covariance + size, or no position), the 
 1. maps each observation into the memory frame;
 2. associates observations with remembered objects one-to-one (the Hungarian method) with a
    Mahalanobis gate on position. The gate adds to both covariances an isotropic term for the
-   shift of the visible-surface centroid between viewpoints (a quarter of the object's largest
-   extent, at least ``min_gate_sigma_m``, at most ``max_shift_sigma_m``), and pairs only
+   shift of the visible-surface centroid between viewpoints (``shift_fraction`` of the object's
+   typical largest extent, at least ``min_gate_sigma_m``, at most ``max_shift_sigma_m``), and
+   pairs only
    compatible labels. Two identical objects side by side stay apart because each observation
    goes to at most one object and the nearest consistent one wins;
 3. fuses a matched observation into the object's position (information filter, the shift term
@@ -73,6 +74,7 @@ from spatial_vlm_ros.core.types import (
 
 MEMORY_FILE_FORMAT = 'spatial_vlm_ros.object_memory'
 MEMORY_FILE_VERSION = 1
+_EXTENT_MEMORY = 10  # the gate's extent averages about this many recent sightings
 CHI2_3DOF_99 = 11.345  # 99 % quantile of the chi-square distribution with 3 degrees of freedom
 _ID_PATTERN = re.compile(r'^(?P<stem>.+)_(?P<number>\d+)$')
 
@@ -260,6 +262,7 @@ class _Track:
     size: FloatArray
     first_seen_ns: int
     last_seen_ns: int
+    extent: float = 0.0  # mean over sightings of the largest visible extent, metres (gating)
     sightings: int = 1
     misses: int = 0
     log_odds: float = 0.0
@@ -293,6 +296,10 @@ class _Placed:
     position: FloatArray
     covariance: FloatArray
     size: FloatArray
+
+    @property
+    def extent(self) -> float:
+        return float(np.max(self.size))
 
 
 @dataclass
@@ -522,14 +529,14 @@ class ObjectMemory:
 
     # ------------------------------------------------------------------ association
 
-    def _shift_sigma(self, *sizes: FloatArray) -> float:
-        extent = max(float(np.max(size)) for size in sizes)
+    def _shift_sigma(self, *extents: float) -> float:
+        extent = max(extents)
         config = self.config
         shift = min(config.shift_fraction * extent, config.max_shift_sigma_m)
         return max(shift, config.min_gate_sigma_m)
 
     def _mahalanobis2(self, track: _Track, placed: _Placed) -> float:
-        sigma = self._shift_sigma(track.size, placed.size)
+        sigma = self._shift_sigma(track.extent, placed.extent)
         innovation = placed.position - track.position
         combined = track.covariance + placed.covariance + (sigma * sigma) * np.eye(3)
         try:
@@ -558,7 +565,7 @@ class ObjectMemory:
     def _fuse(self, track: _Track, observation: _Placed) -> None:
         """Information-filter update; the viewpoint shift is part of the observation noise."""
         config = self.config
-        sigma = self._shift_sigma(track.size, observation.size)
+        sigma = self._shift_sigma(track.extent, observation.extent)
         prior = track.covariance + (config.process_sigma_m**2) * np.eye(3)
         noise = observation.covariance + (sigma * sigma) * np.eye(3)
         gain = prior @ np.linalg.inv(prior + noise)
@@ -566,6 +573,10 @@ class ObjectMemory:
         covariance = (np.eye(3) - gain) @ prior
         track.covariance = 0.5 * (covariance + covariance.T)
         track.size = np.maximum(track.size, observation.size)
+        # The gate uses the mean largest extent per view, not the maximum: one lift that took
+        # some background along must not widen the gate for good.
+        weight = 1.0 / min(track.sightings + 1, _EXTENT_MEMORY)
+        track.extent += weight * (observation.extent - track.extent)
 
     def _hit(self, track: _Track, stamp_ns: int) -> None:
         config = self.config
@@ -609,12 +620,13 @@ class ObjectMemory:
             moved = self._nearest_moved(observation.label, observation.position, work)
             # One view places the visible surface, not the object: its centre is uncertain by
             # the viewpoint shift too (later views from other sides average it out).
-            shift = self._shift_sigma(observation.size)
+            shift = self._shift_sigma(observation.extent)
             covariance = observation.covariance + (shift * shift) * np.eye(3)
             if moved is not None:
                 moved.position = observation.position.copy()
                 moved.covariance = covariance
                 moved.size = observation.size.copy()
+                moved.extent = observation.extent
                 self._hit(moved, stamp_ns)
                 work.relocated.append(moved.id)
                 track = moved
@@ -625,6 +637,7 @@ class ObjectMemory:
                     position=observation.position.copy(),
                     covariance=covariance,
                     size=observation.size.copy(),
+                    extent=observation.extent,
                     first_seen_ns=stamp_ns,
                     last_seen_ns=stamp_ns,
                     log_odds=self.config.hit_log_odds,
@@ -649,6 +662,7 @@ class ObjectMemory:
                 continue
             moved.position, moved.covariance = track.position, track.covariance
             moved.size = np.maximum(moved.size, track.size)
+            moved.extent = track.extent
             moved.sightings += track.sightings - 1  # _hit adds the current sighting
             self._hit(moved, track.last_seen_ns)
             del self._tracks[track.id]
@@ -763,7 +777,7 @@ class ObjectMemory:
         if valid.size < max(1, patch.size // 4):
             return ObjectState.OCCLUDED  # no measurement there: no evidence
         measured = float(np.median(valid))
-        tolerance = max(config.occlusion_margin_m, 0.5 * float(np.max(track.size)))
+        tolerance = max(config.occlusion_margin_m, 0.5 * track.extent)
         tolerance += 3.0 * config.depth_noise_coefficient * depth * depth
         if measured < depth - tolerance:
             return ObjectState.OCCLUDED
@@ -859,6 +873,7 @@ class ObjectMemory:
                         'position': track.position.tolist(),
                         'covariance': track.covariance.tolist(),
                         'size': track.size.tolist(),
+                        'extent': track.extent,
                     }
                     for track in sorted(self._tracks.values(), key=lambda track: track.id)
                 ],
@@ -959,6 +974,7 @@ def _track_from_dict(item: dict[str, Any]) -> _Track:
         position=position,
         covariance=covariance,
         size=size,
+        extent=float(item.get('extent', float(np.max(size)))),
         first_seen_ns=int(item['first_seen_ns']),
         last_seen_ns=int(item['last_seen_ns']),
         sightings=int(item['sightings']),
