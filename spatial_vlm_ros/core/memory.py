@@ -296,10 +296,7 @@ class _Placed:
     position: FloatArray
     covariance: FloatArray
     size: FloatArray
-
-    @property
-    def extent(self) -> float:
-        return float(np.max(self.size))
+    extent: float = 0.0  # largest of ``size``
 
 
 @dataclass
@@ -325,8 +322,32 @@ def normalize_label(label: str) -> str:
 def labels_compatible(first: str, second: str) -> bool:
     """Same normalized label, or one names the other's kind with more words in front
     (``office chair`` and ``chair``); ``chair`` and ``armchair`` are different."""
-    a, b = normalize_label(first), normalize_label(second)
+    return _normalized_compatible(normalize_label(first), normalize_label(second))
+
+
+def _normalized_compatible(a: str, b: str) -> bool:
     return bool(a) and (a == b or a.endswith(' ' + b) or b.endswith(' ' + a))
+
+
+def _compatibility(first: list[str], second: list[str]) -> npt.NDArray[np.bool_]:
+    """(len(first), len(second)) label compatibility of normalized labels, computed once per
+    distinct pair."""
+    first_kinds, first_index = np.unique(np.array(first, dtype=object), return_inverse=True)
+    second_kinds, second_index = np.unique(np.array(second, dtype=object), return_inverse=True)
+    table = np.array(
+        [[_normalized_compatible(a, b) for b in second_kinds] for a in first_kinds], dtype=bool
+    ).reshape(len(first_kinds), len(second_kinds))
+    return table[np.ix_(first_index.ravel(), second_index.ravel())]
+
+
+@dataclass
+class _Gates:
+    """Pairwise association data of one frame: observations with a position (rows) against the
+    objects remembered before it (columns)."""
+
+    tracks: list[_Track]
+    distance2: FloatArray  # (n_placed, n_tracks) Mahalanobis^2, inf where labels differ
+    columns: dict[str, int]  # track id -> column
 
 
 def id_stem(label: str) -> str:
@@ -445,11 +466,12 @@ class ObjectMemory:
                 return self._result(stamp_ns, observations, work, [])
             memory_from_camera, camera_from_memory = self._check_view(view)
             placed = self._place(observations, labels, memory_from_camera, work)
-            self._associate(placed, stamp_ns, work)
+            gates = self._gates(placed)
+            self._associate(placed, gates, stamp_ns, work)
             # Misses first, so that an object missing from its place in this very frame can be
             # recognized as moved by an observation elsewhere.
             self._classify_unmatched(
-                observations, labels, placed, camera_from_memory, view, stamp_ns, work
+                observations, labels, gates, camera_from_memory, view, stamp_ns, work
             )
             self._take_new_positions(placed, stamp_ns, work)
             self._merge_moved(work)
@@ -524,7 +546,8 @@ class ObjectMemory:
             if lifted.size is not None and np.all(np.isfinite(lifted.size)):
                 # Extent of the camera-axis-aligned box along the memory frame's axes.
                 size = np.abs(rotation) @ np.abs(np.asarray(lifted.size, dtype=np.float64))
-            placed.append(_Placed(index, label, position, 0.5 * (covariance + covariance.T), size))
+            symmetric = 0.5 * (covariance + covariance.T)
+            placed.append(_Placed(index, label, position, symmetric, size, float(np.max(size))))
         return placed
 
     # ------------------------------------------------------------------ association
@@ -535,6 +558,41 @@ class ObjectMemory:
         shift = min(config.shift_fraction * extent, config.max_shift_sigma_m)
         return max(shift, config.min_gate_sigma_m)
 
+    def _gates(self, placed: list[_Placed]) -> _Gates:
+        """Mahalanobis^2 of every (observation, remembered object) pair, in one batch."""
+        tracks = list(self._tracks.values())
+        columns = {track.id: column for column, track in enumerate(tracks)}
+        distance2 = np.full((len(placed), len(tracks)), math.inf)
+        if not placed or not tracks:
+            return _Gates(tracks, distance2, columns)
+        compatible = _compatibility(
+            [observation.label for observation in placed], [track.label for track in tracks]
+        )
+        rows, cols = np.nonzero(compatible)
+        if rows.size:
+            config = self.config
+            placed_extent = np.array([o.extent for o in placed])
+            track_extent = np.array([t.extent for t in tracks])
+            extents = np.maximum(placed_extent[rows], track_extent[cols])
+            sigma = np.maximum(
+                np.minimum(config.shift_fraction * extents, config.max_shift_sigma_m),
+                config.min_gate_sigma_m,
+            )
+            placed_cov = np.stack([o.covariance for o in placed])
+            track_cov = np.stack([t.covariance for t in tracks])
+            combined = placed_cov[rows] + track_cov[cols]
+            combined += (sigma * sigma)[:, None, None] * np.eye(3)
+            placed_pos = np.stack([o.position for o in placed])
+            track_pos = np.stack([t.position for t in tracks])
+            innovation = placed_pos[rows] - track_pos[cols]
+            try:
+                solved = np.linalg.solve(combined, innovation[..., None])[..., 0]
+                distance2[rows, cols] = np.einsum('ij,ij->i', innovation, solved)
+            except np.linalg.LinAlgError:  # a singular pair: fall back to one at a time
+                for r, c in zip(rows, cols, strict=True):
+                    distance2[r, c] = self._mahalanobis2(tracks[c], placed[r])
+        return _Gates(tracks, distance2, columns)
+
     def _mahalanobis2(self, track: _Track, placed: _Placed) -> float:
         sigma = self._shift_sigma(track.extent, placed.extent)
         innovation = placed.position - track.position
@@ -544,19 +602,14 @@ class ObjectMemory:
         except np.linalg.LinAlgError:
             return math.inf
 
-    def _associate(self, placed: list[_Placed], stamp_ns: int, work: _FrameWork) -> None:
-        tracks = list(self._tracks.values())
-        if not placed or not tracks:
+    def _associate(
+        self, placed: list[_Placed], gates: _Gates, stamp_ns: int, work: _FrameWork
+    ) -> None:
+        if not placed or not gates.tracks:
             return
-        cost = np.full((len(placed), len(tracks)), math.inf)
-        for row, observation in enumerate(placed):
-            for column, track in enumerate(tracks):
-                if labels_compatible(observation.label, track.label):
-                    distance2 = self._mahalanobis2(track, observation)
-                    if distance2 <= self.config.gate_chi2:
-                        cost[row, column] = distance2
+        cost = np.where(gates.distance2 <= self.config.gate_chi2, gates.distance2, math.inf)
         for row, column in optimal_assignment(cost, unmatched_cost=self.config.gate_chi2):
-            observation, track = placed[row], tracks[column]
+            observation, track = placed[row], gates.tracks[column]
             self._fuse(track, observation)
             self._hit(track, stamp_ns)
             work.ids[observation.index] = track.id
@@ -696,7 +749,7 @@ class ObjectMemory:
             u, v = _project(point, intrinsics)
             for row, index in enumerate(rows):
                 box = observations[index].box
-                if labels_compatible(labels[index], track.label) and _box_contains(
+                if _normalized_compatible(labels[index], track.label) and _box_contains(
                     box, u, v, self.config.box_margin
                 ):
                     center_u, center_v = box.center
@@ -719,22 +772,22 @@ class ObjectMemory:
         self,
         observations: Sequence[Observation],
         labels: list[str],
-        placed: list[_Placed],
+        gates: _Gates,
         camera_from_memory: FloatArray,
         view: CameraView,
         stamp_ns: int,
         work: _FrameWork,
     ) -> None:
-        for track in self._tracks.values():
+        boxes = np.array([item.box.as_list() for item in observations], dtype=np.float64)
+        boxes = boxes.reshape(-1, 4)
+        for track in gates.tracks:
             if track.id in work.matched:
                 continue
             state = self._visibility(track, camera_from_memory, view)
             if state is not None:
                 track.state = state
                 continue
-            if self._label_detected_near(
-                track, observations, labels, placed, camera_from_memory, view
-            ):
+            if self._label_detected_near(track, gates, labels, boxes, camera_from_memory, view):
                 track.state = ObjectState.OCCLUDED
                 continue
             if track.miss_streak == 0:
@@ -786,25 +839,28 @@ class ObjectMemory:
     def _label_detected_near(
         self,
         track: _Track,
-        observations: Sequence[Observation],
+        gates: _Gates,
         labels: list[str],
-        placed: list[_Placed],
+        boxes: FloatArray,
         camera_from_memory: FloatArray,
         view: CameraView,
     ) -> bool:
         """A detection of the object's label near it (in 3D within the gate, or a box around its
         projection) means the frame does not show it missing."""
-        for observation in placed:
-            if labels_compatible(observation.label, track.label):
-                if self._mahalanobis2(track, observation) <= self.config.gate_chi2:
-                    return True
+        column = gates.columns[track.id]
+        if np.any(gates.distance2[:, column] <= self.config.gate_chi2):
+            return True  # (labels that differ have an infinite distance)
+        same_label = np.array([_normalized_compatible(label, track.label) for label in labels])
+        if not same_label.any():
+            return False
         point = camera_from_memory[:3, :3] @ track.position + camera_from_memory[:3, 3]
         u, v = _project(point, view.rgb_intrinsics or view.depth_intrinsics)
-        return any(
-            labels_compatible(label, track.label)
-            and _box_contains(item.box, u, v, self.config.box_margin)
-            for item, label in zip(observations, labels, strict=True)
-        )
+        margin = self.config.box_margin
+        grow_x = margin * (boxes[:, 2] - boxes[:, 0]) + 4.0
+        grow_y = margin * (boxes[:, 3] - boxes[:, 1]) + 4.0
+        inside = (boxes[:, 0] - grow_x <= u) & (u < boxes[:, 2] + grow_x)
+        inside &= (boxes[:, 1] - grow_y <= v) & (v < boxes[:, 3] + grow_y)
+        return bool(np.any(inside & same_label))
 
     # ------------------------------------------------------------------ expiry
 
