@@ -9,23 +9,23 @@ frame (label, RGB pixel box, position + covariance + size, or no position), the 
 
 1. maps each observation into the memory frame;
 2. associates observations with remembered objects one-to-one (the Hungarian method) with a
-   Mahalanobis gate on position. The gate adds to both covariances an isotropic term for the
+   Mahalanobis gate on position and compatible labels. The gate adds an isotropic term for the
    shift of the visible-surface centroid between viewpoints (``shift_fraction`` of the object's
-   typical largest extent, at least ``min_gate_sigma_m``, at most ``max_shift_sigma_m``), and
-   pairs only
-   compatible labels. Two identical objects side by side stay apart because each observation
-   goes to at most one object and the nearest consistent one wins;
+   typical largest extent, at least ``min_gate_sigma_m``, at most ``max_shift_sigma_m``).
+   Identical objects side by side stay apart: each observation goes to at most one object, and
+   the assignment with the least total distance wins;
 3. fuses a matched observation into the object's position (information filter, the shift term
    counted as observation noise, ``process_sigma_m`` of random walk per sighting so the estimate
    keeps following slow drift);
-4. gives an unmatched observation the id of a remembered object of its label that negative
-   evidence says is no longer where it was (state UNSEEN): the object moved. Otherwise it starts
-   a new object with a fresh id ``<label>_<n>``; n is a per-label counter never reused;
-5. classifies every remembered object that was not matched: projected into the depth image it is
+4. classifies every remembered object that was not matched: projected into the depth image it is
    OUT_OF_VIEW (behind the camera, outside the image or beyond ``max_view_depth_m``), OCCLUDED
    (nearer depth covers it, its pixels have no valid depth, or a detection of its label is near
    it) or should have been seen: then it takes a miss and becomes UNSEEN. Out of view and
    occluded are no evidence either way;
+5. gives an unmatched observation the id of a remembered object of its label that was missed
+   ``relocate_min_misses`` times in a row (it moved), else a fresh id ``<label>_<n>`` (n: a
+   per-label counter never reused); a young object first seen after such an object went missing
+   is merged back into it;
 6. keeps an existence probability in log-odds (hits raise it, misses lower it) and removes an
    object whose existence falls below ``forget_existence``, a tentative object (fewer than
    ``confirm_sightings`` sightings) not seen for ``tentative_ttl_s``, any object not seen for
