@@ -16,7 +16,10 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=[package_name, f'{package_name}.*']),
-    package_data={package_name: ['py.typed']},
+    # The replay report inlines its script and style sheet from these files.
+    package_data={
+        package_name: ['py.typed', 'replay/report_assets/*.js', 'replay/report_assets/*.css']
+    },
     # The replay registers the custom message types from their .msg text (no ROS needed).
     data_files=[(f'share/{package_name}/msg', sorted(glob('msg/*.msg')))],
     install_requires=[
