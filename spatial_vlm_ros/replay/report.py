@@ -353,9 +353,9 @@ class ReportBuilder:
                 self._first_stamp_ns / 1e9, datetime.timezone.utc
             )
             rows.append(('first image stamp (t = 0)', start.isoformat(timespec='milliseconds')))
-        rows.extend(meta.outputs)
-        body = ''.join(f'<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>' for k, v in rows)
-        return f'<section id="summary"><table class="summary">{body}</table></section>'
+        rows.extend((f'{what} (output)', where) for what, where in meta.outputs)
+        body = ''.join(f'<div><dt>{_e(k)}</dt><dd>{_e(v)}</dd></div>' for k, v in rows)
+        return f'<section id="summary"><dl class="summary">{body}</dl></section>'
 
     def _overview_section(self) -> str:
         def chips(counts: Counter[str], colored: bool) -> str:

@@ -85,10 +85,10 @@
     const frames = run.frames;
     const labels = run.labels.slice(0, 16);
     const width = Math.max(canvas.parentElement.clientWidth - 4, 320);
-    const latencyH = 170;
-    const countH = 50;
+    const latencyH = 130;
+    const countH = 40;
     const rowH = 8;
-    const left = 52;
+    const left = 68;
     const right = 12;
     const top = 10;
     const height = top + latencyH + 22 + countH + 14 + labels.length * rowH + 24;
@@ -146,7 +146,7 @@
       ctx.fillStyle = '#444';
       ctx.textAlign = 'right';
       ctx.font = '9px system-ui, sans-serif';
-      ctx.fillText(label.slice(0, 10), left - 4, y + rowH - 1);
+      ctx.fillText(label.slice(0, 13), left - 4, y + rowH - 1);
       ctx.fillStyle = run.label_colors[row];
       frames.forEach((frame, i) => {
         if (frame.lc.some(([index]) => index === row)) {
@@ -466,7 +466,7 @@
           const small = document.createElement('canvas');
           small.width = grid.w;
           small.height = grid.h;
-          const smallCtx = small.getContext('2d');
+          const smallCtx = small.getContext('2d', { willReadFrequently: true });
           smallCtx.drawImage(image, 0, 0, grid.w, grid.h);
           pixels = smallCtx.getImageData(0, 0, grid.w, grid.h).data;
         } catch (error) {
@@ -546,10 +546,14 @@
       }
       // Frame axes at the origin of the positions' frame (x red, y green, z blue).
       const axisLength = Math.max(0.2, niceStep(this.radius, 4));
+      ctx.font = '10px system-ui, sans-serif';
       ['#d62728', '#2ca02c', '#1f77b4'].forEach((color, k) => {
+        const tip = v3d.axes.map((row) => row[k] * axisLength);
         ctx.strokeStyle = color;
         ctx.lineWidth = 2;
-        line([0, 0, 0], v3d.axes.map((row) => row[k] * axisLength));
+        line([0, 0, 0], tip);
+        const q = project(tip);
+        if (q) haloText(ctx, 'xyz'[k], q[0] + 2, q[1] - 2, color);
       });
       // Camera frustum.
       if (v3d.camera) {
