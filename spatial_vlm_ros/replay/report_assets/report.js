@@ -485,12 +485,47 @@
             M[0][0] * p[0] + M[0][1] * p[1] + M[0][2] * p[2] + M[0][3],
             M[1][0] * p[0] + M[1][1] * p[1] + M[1][2] * p[2] + M[1][3],
             M[2][0] * p[0] + M[2][1] * p[1] + M[2][2] * p[2] + M[2][3]);
-          colors.push(pixels ? 'rgb(' + pixels[4 * i] + ',' + pixels[4 * i + 1] + ',' + pixels[4 * i + 2] + ')'
-            : 'rgb(' + colormap((z - grid.lo) / (grid.hi - grid.lo)).join(',') + ')');
+          const [r, g, b] = pixels ? [pixels[4 * i], pixels[4 * i + 1], pixels[4 * i + 2]]
+            : colormap((z - grid.lo) / (grid.hi - grid.lo));
+          colors.push((255 << 24 | b << 16 | g << 8 | r) >>> 0);  // RGBA bytes, little-endian
         }
       }
-      this.points = points;
-      this.colors = colors;
+      this.points = Float32Array.from(points);
+      this.colors = Uint32Array.from(colors);
+    }
+
+    // Thousands of points as pixels of one image layer: far faster than a fillRect each.
+    drawPoints(eye, right, up, forward, focal) {
+      const { canvas, ctx, size } = this;
+      const width = canvas.width;
+      const height = canvas.height;
+      if (!this.layer) {
+        this.layer = document.createElement('canvas');
+        this.layer.width = width;
+        this.layer.height = height;
+        this.layerCtx = this.layer.getContext('2d');
+        this.layerData = this.layerCtx.createImageData(width, height);
+      }
+      const pixels = new Uint32Array(this.layerData.data.buffer);
+      pixels.fill(0);
+      const pts = this.points;
+      const dot = Math.max(1, Math.round(2 * DPR));
+      for (let i = 0, k = 0; i < pts.length; i += 3, k++) {
+        const dx = pts[i] - eye[0];
+        const dy = pts[i + 1] - eye[1];
+        const dz = pts[i + 2] - eye[2];
+        const z = dx * forward[0] + dy * forward[1] + dz * forward[2];
+        if (z < 0.05) continue;
+        const x = Math.round((size / 2 + focal * (dx * right[0] + dy * right[1] + dz * right[2]) / z) * DPR);
+        const y = Math.round((size / 2 - focal * (dx * up[0] + dy * up[1] + dz * up[2]) / z) * DPR);
+        if (x < 0 || y < 0 || x + dot > width || y + dot > height) continue;
+        for (let row = 0; row < dot; row++) pixels.fill(this.colors[k], (y + row) * width + x, (y + row) * width + x + dot);
+      }
+      this.layerCtx.putImageData(this.layerData, 0, 0);
+      ctx.save();
+      ctx.setTransform(1, 0, 0, 1, 0, 0);
+      ctx.drawImage(this.layer, 0, 0);
+      ctx.restore();
     }
 
     draw() {
@@ -534,16 +569,7 @@
         line([gx + d, gy - reach, floor], [gx + d, gy + reach, floor]);
         line([gx - reach, gy + d, floor], [gx + reach, gy + d, floor]);
       }
-      // Depth points.
-      if (this.points) {
-        const pts = this.points;
-        for (let i = 0, k = 0; i < pts.length; i += 3, k++) {
-          const q = project([pts[i], pts[i + 1], pts[i + 2]]);
-          if (!q) continue;
-          ctx.fillStyle = this.colors[k];
-          ctx.fillRect(q[0] - 1, q[1] - 1, 2.2, 2.2);
-        }
-      }
+      if (this.points) this.drawPoints(eye, right, up, forward, focal);
       // Frame axes at the origin of the positions' frame (x red, y green, z blue).
       const axisLength = Math.max(0.2, niceStep(this.radius, 4));
       ctx.font = '10px system-ui, sans-serif';
@@ -714,6 +740,7 @@
     await view.loadPoints(image);
     view.draw();
     section.dataset.rendered = 'true';
+    if (!performance.getEntriesByName('report-first-card').length) performance.mark('report-first-card');
   }
 
   function observeCards() {
@@ -742,6 +769,7 @@
     if (run && run.memory) drawMap(document.getElementById('memory-map'), run.memory, 560, true);
     observeCards();
     document.body.dataset.ready = 'true';
+    performance.mark('report-ready');  // read by bench/bench_report.py
   }
 
   main();
