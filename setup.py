@@ -21,7 +21,12 @@ setup(
         package_name: ['py.typed', 'replay/report_assets/*.js', 'replay/report_assets/*.css']
     },
     # The replay registers the custom message types from their .msg text (no ROS needed).
-    data_files=[(f'share/{package_name}/msg', sorted(glob('msg/*.msg')))],
+    # RViz config and Foxglove layout for the node's topics and the replay's MCAP.
+    data_files=[
+        (f'share/{package_name}/msg', sorted(glob('msg/*.msg'))),
+        (f'share/{package_name}/rviz', sorted(glob('rviz/*.rviz'))),
+        (f'share/{package_name}/foxglove', sorted(glob('foxglove/*.json'))),
+    ],
     install_requires=[
         'numpy>=1.26',
         'opencv-python-headless>=4.9',

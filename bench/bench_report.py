@@ -8,7 +8,7 @@ read from ../shared/data; never committed), looped to ``--frames`` frames. The l
 frame distinct from the previous one, so no card is collapsed: the worst case for size. Each
 frame is lifted with the project's own lifting (hand boxes stand in for the model, and a frame
 without labels reuses the previous labelled frame's boxes), its relations computed, and its
-objects moved into the world frame with the recorded pose, as ``--target-frame`` would.
+objects moved into the (z-up) world frame with the recorded pose, as ``--target-frame`` would.
 The memory map is fed the sequence's ``objects_world_derived.json`` (positions derived from the
 labels, depth and poses; a stand-in until the object memory lands, named as such).
 
@@ -59,8 +59,12 @@ _SEQUENCE_CANDIDATES = [
     for parent in Path(__file__).resolve().parents[2:4]
 ]
 DEFAULT_SEQUENCE = next((p for p in _SEQUENCE_CANDIDATES if p.is_dir()), _SEQUENCE_CANDIDATES[0])
-WORLD = 'world'
+WORLD = 'world_z_up'
 CAMERA = 'kinect_optical'
+# 7-Scenes' world frame points +y roughly down; turn it z-up (x, z, -y) like a REP 103 map frame.
+Z_UP_FROM_WORLD = np.array(
+    [[1.0, 0.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)
 
 
 @dataclass
@@ -75,7 +79,7 @@ class SequenceFrame:
     index: int
     rgb: np.ndarray
     depth_m: np.ndarray
-    pose: np.ndarray  # T_world_from_camera
+    pose: np.ndarray  # T_world_z_up_from_camera
     boxes: list[tuple[str, PixelBox]]
 
 
@@ -93,7 +97,7 @@ def load_sequence(root: Path) -> tuple[list[SequenceFrame], CameraIntrinsics, di
     for line in (root / 'poses.txt').read_text().splitlines():
         if line.strip() and not line.startswith('#'):
             index, *values = line.split()
-            poses[int(index)] = transform_from_translation_quaternion(
+            poses[int(index)] = Z_UP_FROM_WORLD @ transform_from_translation_quaternion(
                 [float(v) for v in values[:3]], [float(v) for v in values[3:]]
             )
     labels = json.loads((root / 'labels.json').read_text())
@@ -157,7 +161,11 @@ def build_report(
         add_s += time.perf_counter() - started
     builder.set_memory(
         [
-            {'id': name, 'label': name, 'position': item['median_world_xyz_m']}
+            {
+                'id': name,
+                'label': name,
+                'position': Z_UP_FROM_WORLD[:3, :3] @ np.asarray(item['median_world_xyz_m']),
+            }
             for name, item in derived['objects'].items()
         ],
         WORLD,
