@@ -49,7 +49,13 @@ setup(
             'qwen-vl-utils>=0.0.14',
             'tokenizers',
         ],
-        'test': ['pytest>=8', 'pytest-timeout>=2.3', 'hypothesis>=6.100', 'ruff>=0.6'],
+        'test': [
+            'pytest>=8',
+            'pytest-timeout>=2.3',
+            'hypothesis>=6.100',
+            'ruff>=0.6',
+            'selenium>=4.20',
+        ],
     },
     entry_points={
         'console_scripts': [

@@ -235,7 +235,7 @@ def test_replay_hands_the_raw_model_output_to_the_report_not_to_the_scenes(tmp_p
     assert pipeline.engine is engine  # the replay gives the pipeline its own engine back
     _, run, cards = parse_report((out / 'report.html').read_text(encoding='utf-8'))
     for first, _last in run['cards']:
-        stamp = run['frames'][first]['stamp']
+        stamp = int(run['frames'][first]['stamp'])
         assert cards[run['frames'][first]['card']]['raw'] == texts[stamp]
     # Each of the two images came twice with the same labels: two cards of two frames each.
     assert run['cards'] == [[0, 1], [2, 3]]

@@ -37,6 +37,7 @@ import numpy.typing as npt
 from spatial_vlm_ros.core.types import RgbdFrame, Scene, SpatialObject
 from spatial_vlm_ros.replay.report_views import (
     depth_grid,
+    finite_or_none,
     label_hex,
     memory_view,
     scene_frames,
@@ -181,7 +182,7 @@ class ReportBuilder:
         labels = Counter(self._label_index(obj.label) for obj in scene.objects)
         return {
             't': round((int(scene.stamp_ns) - self._first_stamp_ns) / 1e9, 6),
-            'stamp': int(scene.stamp_ns),
+            'stamp': str(int(scene.stamp_ns)),  # a string: JSON numbers lose ns in JavaScript
             'n': len(scene.objects),
             'lat': round(float(scene.latency_ms), 3),
             'st': stage_timings(scene),
@@ -226,8 +227,8 @@ class ReportBuilder:
                     relation.subject,
                     relation.predicate,
                     relation.object,
-                    _finite_or_none(relation.distance, 3),
-                    _finite_or_none(relation.confidence, 3),
+                    finite_or_none(relation.distance, 3),
+                    finite_or_none(relation.confidence, 3),
                     str(getattr(relation, 'source', '')),
                 ]
                 for relation in scene.relations
@@ -448,14 +449,6 @@ def _content_key(
     return repr(content)
 
 
-def _finite_or_none(value: Any, digits: int) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return round(number, digits) if math.isfinite(number) else None
-
-
 def _object_row(obj: SpatialObject) -> list[Any]:
     """id, label, confidence, bbox px, position m (or None), range m, 1-sigma m, valid depth."""
     lifted = obj.lifted
@@ -475,12 +468,12 @@ def _object_row(obj: SpatialObject) -> list[Any]:
     return [
         obj.id,
         obj.label,
-        _finite_or_none(obj.confidence, 3),
+        finite_or_none(obj.confidence, 3),
         [round(float(v), 1) for v in obj.box.as_list()],
         position,
         distance,
         sigma,
-        _finite_or_none(lifted.valid_depth_ratio, 3),
+        finite_or_none(lifted.valid_depth_ratio, 3),
     ]
 
 

@@ -380,7 +380,8 @@ def _vector3(value: Any) -> FloatArray | None:
     return _finite_matrix(value, (3,))
 
 
-def _finite_rounded(value: Any, digits: int) -> float | None:
+def finite_or_none(value: Any, digits: int) -> float | None:
+    """``value`` rounded to ``digits``; None when it is not a finite number (JSON has no NaN)."""
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -428,7 +429,7 @@ def memory_view(
                 'fp': None,
                 'state': str(state),
                 'sightings': int(_field(item, 'sightings', 0) or 0),
-                'existence': _finite_rounded(_field(item, 'existence'), 3),
+                'existence': finite_or_none(_field(item, 'existence'), 3),
             }
         )
     path = [
@@ -457,6 +458,7 @@ __all__ = [
     'decode_depth_grid',
     'label_hex',
     'depth_grid',
+    'finite_or_none',
     'memory_view',
     'scene_frames',
     'stage_timings',

@@ -101,7 +101,7 @@
     const barW = plotW / n;
     const stageNames = Object.keys(STAGES).filter((s) => frames.some((f) => s in f.st));
     const totals = frames.map((f) => Object.values(f.st).reduce((a, b) => a + b, 0));
-    const peak = Math.max(...totals, 1);
+    const peak = totals.reduce((a, b) => Math.max(a, b), 1);  // no spread: runs can be long
     const scaleMs = niceStep(peak, 4);
     const topMs = Math.ceil(peak / scaleMs) * scaleMs;
     // Latency axis and grid.
@@ -129,7 +129,7 @@
     });
     // Objects per frame.
     const countTop = top + latencyH + 22;
-    const maxCount = Math.max(...frames.map((f) => f.n), 1);
+    const maxCount = frames.reduce((a, f) => Math.max(a, f.n), 1);
     ctx.textAlign = 'right';
     ctx.fillStyle = '#444';
     ctx.fillText(maxCount + ' obj', left - 4, countTop + 8);
