@@ -224,6 +224,7 @@ def chromium_load_times(report: Path, loads: int) -> dict[str, float] | None:
                         break
                     time.sleep(0.02)
         # Scroll through every card once: how long drawing all of them takes in total.
+        driver.set_script_timeout(600)
         started = time.perf_counter()
         driver.execute_async_script(
             """
