@@ -16,9 +16,17 @@ setup(
     license='Apache-2.0',
     python_requires='>=3.10',
     packages=find_packages(include=[package_name, f'{package_name}.*']),
-    package_data={package_name: ['py.typed']},
+    # The replay report inlines its script and style sheet from these files.
+    package_data={
+        package_name: ['py.typed', 'replay/report_assets/*.js', 'replay/report_assets/*.css']
+    },
     # The replay registers the custom message types from their .msg text (no ROS needed).
-    data_files=[(f'share/{package_name}/msg', sorted(glob('msg/*.msg')))],
+    # RViz config and Foxglove layout for the node's topics and the replay's MCAP.
+    data_files=[
+        (f'share/{package_name}/msg', sorted(glob('msg/*.msg'))),
+        (f'share/{package_name}/rviz', sorted(glob('rviz/*.rviz'))),
+        (f'share/{package_name}/foxglove', sorted(glob('foxglove/*.json'))),
+    ],
     install_requires=[
         'numpy>=1.26',
         'opencv-python-headless>=4.9',
@@ -41,7 +49,13 @@ setup(
             'qwen-vl-utils>=0.0.14',
             'tokenizers',
         ],
-        'test': ['pytest>=8', 'pytest-timeout>=2.3', 'hypothesis>=6.100', 'ruff>=0.6'],
+        'test': [
+            'pytest>=8',
+            'pytest-timeout>=2.3',
+            'hypothesis>=6.100',
+            'ruff>=0.6',
+            'selenium>=4.20',
+        ],
     },
     entry_points={
         'console_scripts': [

@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 HEADER_MARK = 'SPDX-License-Identifier: Apache-2.0'
-CHECKED_SUFFIXES = {'.py', '.sh'}
+CHECKED_SUFFIXES = {'.py', '.sh', '.js', '.css'}
 CHECKED_NAMES = {'Makefile', 'CMakeLists.txt', 'run'}
 
 

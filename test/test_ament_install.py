@@ -58,6 +58,8 @@ def test_full_ament_cmake_build_installs_a_working_package(tmp_path: Path) -> No
     assert (share / 'launch' / 'spatial_vlm.launch.py').is_file()
     assert (share / 'config' / 'spatial_vlm.yaml').is_file()
     assert (share / 'package.xml').is_file()
+    assert (share / 'rviz' / 'spatial_vlm.rviz').is_file()
+    assert (share / 'foxglove' / 'spatial_vlm_layout.json').is_file()
     executables = install / 'lib' / 'spatial_vlm_ros'
     for name in ('spatial_vlm_node', 'spatial-vlm'):
         assert os.access(executables / name, os.X_OK), f'{name} is not installed executable'
@@ -65,6 +67,7 @@ def test_full_ament_cmake_build_installs_a_working_package(tmp_path: Path) -> No
     site = site / 'site-packages'
     assert (site / 'spatial_vlm_ros' / 'msg' / '__init__.py').is_file()
     assert (site / 'spatial_vlm_ros' / 'ros' / 'node.py').is_file()
+    assert (site / 'spatial_vlm_ros' / 'replay' / 'report_assets' / 'report.js').is_file()
 
     # What `source install/setup.bash` provides, then the installed package must win and work.
     run_env = dict(

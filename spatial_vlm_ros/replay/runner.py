@@ -60,10 +60,11 @@ from spatial_vlm_ros.core.pairing import (
     header_stamp_ns,
 )
 from spatial_vlm_ros.core.scene_json import scene_to_json
-from spatial_vlm_ros.core.types import Scene, SpatialVlmError
+from spatial_vlm_ros.core.types import RgbdFrame, Scene, SpatialVlmError
 from spatial_vlm_ros.pipeline import SpatialPipeline
 from spatial_vlm_ros.replay import msgs
 from spatial_vlm_ros.replay.bag_io import BagError, BagMessage, BagReader, CameraTopics
+from spatial_vlm_ros.replay.raw_outputs import RawOutputTap
 from spatial_vlm_ros.replay.report import ReportBuilder, ReportMeta
 
 LOGGER = logging.getLogger(__name__)
@@ -220,12 +221,14 @@ class _Outputs:
             )
         self._writer.write(connection, message.log_time_ns, message.raw)
 
-    def write_scene(self, scene: Scene, rgb: Any, log_time_ns: int) -> None:
+    def write_scene(
+        self, scene: Scene, frame: RgbdFrame, log_time_ns: int, raw_text: str | None = None
+    ) -> None:
         assert self._scenes is not None
         self._scenes.write(scene_to_json(scene) + '\n')
         self._scenes.flush()
-        annotated = annotate_scene(rgb, scene)
-        self.report.add(scene, annotated)
+        annotated = annotate_scene(frame.rgb, scene)
+        self.report.add(scene, annotated, frame=frame, raw_text=raw_text)
         if self._writer is None:
             return
         store = msgs.typestore()
@@ -317,7 +320,7 @@ async def replay_bag(
                 _note(summary, warnings_seen, warning)
             scene = await pipeline.perceive(frame)
             log_time_ns = log_times.pop(paired.stamp_ns, paired.stamp_ns)
-            outputs.write_scene(scene, frame.rgb, log_time_ns)
+            outputs.write_scene(scene, frame, log_time_ns, raw_outputs.take(frame.stamp_ns))
             summary.frames_processed += 1
             summary.objects += len(scene.objects)
             summary.relations += len(scene.relations)
@@ -329,6 +332,9 @@ async def replay_bag(
                 on_scene(scene)
             return not (options.max_frames and summary.frames_processed >= options.max_frames)
 
+        # The report shows each frame's raw model output; the tap keeps it for the report.
+        raw_outputs = RawOutputTap(pipeline.engine)
+        pipeline.engine = raw_outputs
         try:
             await pipeline.start()
             keep_going = True
@@ -367,6 +373,7 @@ async def replay_bag(
                         outputs.report_path, _report_meta(summary, pipeline)
                     )
                 await _shutdown_quietly(pipeline)
+                pipeline.engine = raw_outputs.inner
     return summary
 
 
