@@ -16,7 +16,12 @@ from hypothesis import strategies as st
 import numpy as np
 
 from spatial_vlm_ros.core.lifting import lift_box, lift_box_median, lift_boxes, lift_center_pixel
-from spatial_vlm_ros.core.relations import compute_relations, transform_objects
+from spatial_vlm_ros.core.relations import (
+    FULL,
+    RelationConfig,
+    compute_relations,
+    transform_objects,
+)
 from spatial_vlm_ros.core.transforms import (
     T_BODY_FROM_OPTICAL,
     apply_transform,
@@ -29,7 +34,11 @@ from spatial_vlm_ros.core.transforms import (
     validate_transform,
 )
 from spatial_vlm_ros.core.types import (
+    ABOVE,
+    BELOW,
     CONVERSE_PREDICATE,
+    IN_FRONT_OF,
+    LEFT_OF,
     NEAR,
     CameraIntrinsics,
     Lifted3D,
@@ -244,10 +253,12 @@ def test_relations_are_symmetric_and_consistent(seed, count, quaternion, transla
     objects = random_objects(rng, count)
     body_from_camera = transform_from_translation_quaternion(translation, quaternion)
     positioned = {item.id: item.position for item in objects if item.position is not None}
-    camera_view = compute_relations(objects)
+    full = RelationConfig(mode=FULL)
+    camera_view = compute_relations(objects, full)
     # A level camera at the body origin: the body frame reads exactly like the camera view.
-    assert compute_relations(objects, T_ref_from_camera=T_BODY_FROM_OPTICAL) == camera_view
-    for relations in (camera_view, compute_relations(objects, T_ref_from_camera=body_from_camera)):
+    assert compute_relations(objects, full, T_ref_from_camera=T_BODY_FROM_OPTICAL) == camera_view
+    body_view = compute_relations(objects, full, T_ref_from_camera=body_from_camera)
+    for relations in (camera_view, body_view):
         by_triple = {(r.subject, r.predicate, r.object): r for r in relations}
         assert len(by_triple) == len(relations)
         for relation in relations:
@@ -268,6 +279,19 @@ def test_relations_are_symmetric_and_consistent(seed, count, quaternion, transla
             assert 0.5 <= relation.confidence <= 1.0
             offset = positioned[relation.subject] - positioned[relation.object]
             assert math.isclose(relation.distance, math.hypot(*offset), rel_tol=1e-9)
+    # The compact set: a subset of the full one, one statement per pair and axis, no
+    # converses, and in the camera view no above/below (the level body frame adds only those).
+    compact_camera = compute_relations(objects)
+    compact_level = compute_relations(objects, T_ref_from_camera=T_BODY_FROM_OPTICAL)
+    assert compact_camera == [r for r in compact_level if r.predicate not in (ABOVE, BELOW)]
+    for compact, full_set in ((compact_camera, camera_view), (compact_level, camera_view)):
+        full_triples = {(r.subject, r.predicate, r.object) for r in full_set}
+        keys = [(frozenset((r.subject, r.object)), r.predicate) for r in compact]
+        assert len(keys) == len(set(keys))
+        for relation in compact:
+            assert relation.predicate in (LEFT_OF, ABOVE, IN_FRONT_OF, NEAR)
+            assert (relation.subject, relation.predicate, relation.object) in full_triples
+    assert not {r.predicate for r in compact_camera} & {ABOVE, BELOW}
 
 
 def close(actual, expected, tolerance: float) -> bool:

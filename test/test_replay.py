@@ -10,6 +10,7 @@ sample bag is exercised in test_sample_bag.py.
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 import json
 from pathlib import Path
 import xml.etree.ElementTree as ElementTree
@@ -362,11 +363,15 @@ def test_output_bag_custom_messages_deserialize_with_rclpy(tmp_path):
         scene = deserialize_message(raw, SpatialScene)
         assert scene.header.frame_id == record['frame_id']
         assert [o.label for o in scene.objects] == [o['label'] for o in record['objects']]
+        assert [o.id for o in scene.objects_without_position] == [
+            o['id'] for o in record['objects_without_position']
+        ]
         for obj, obj_record in zip(scene.objects, record['objects'], strict=True):
-            assert obj.has_position
-            assert [obj.position.x, obj.position.y, obj.position.z] == pytest.approx(
+            position = obj.pose.position
+            assert [position.x, position.y, position.z] == pytest.approx(
                 obj_record['position'], abs=1e-4
             )
+            assert obj.range == pytest.approx(obj_record['range'], abs=1e-4)
         assert {(r.subject_id, r.predicate, r.object_id) for r in scene.relations} == {
             (r['subject'], r['predicate'], r['object']) for r in record['relations']
         }
@@ -461,9 +466,8 @@ def test_captions_show_range_in_the_camera_frame_and_coordinates_elsewhere():
 
 def test_report_is_self_contained_and_summarises_scenes(tmp_path):
     builder = ReportBuilder()
-    first, second = make_scene(), make_scene()
-    first.latency_ms, second.latency_ms = 10.0, 30.0
-    second.error = 'model output not usable: <script>'
+    first = replace(make_scene(), latency_ms=10.0)
+    second = replace(make_scene(), latency_ms=30.0, error='model output not usable: <script>')
     builder.add(first, np.zeros((480, 640, 3), dtype=np.uint8))
     builder.add(second, None)
     path = builder.write(tmp_path / 'r' / 'report.html', ReportMeta(engine='recorded'))
@@ -493,4 +497,6 @@ def test_scene_records_round_trip_through_scene_from_dict(tmp_path):
     )
     for record in read_scenes(tmp_path / 'out' / 'scenes.jsonl'):
         scene = scene_from_dict(record)
-        assert [o.id for o in scene.objects] == [o['id'] for o in record['objects']]
+        listed = [*record['objects'], *record['objects_without_position']]
+        assert [o.id for o in scene.objects] == sorted(o['id'] for o in listed)
+        assert [o.id for o in scene.positioned_objects] == [o['id'] for o in record['objects']]

@@ -107,7 +107,7 @@ class ReportBuilder:
         parts.extend(f'<p class="note">{_e(note)}</p>' for note in meta.notes)
         parts.append(_summary_table(meta, records))
         parts.append('<h2>Latency</h2>')
-        parts.append(latency_histogram_svg([float(r.get('latency_ms', 0.0)) for r in records]))
+        parts.append(latency_histogram_svg(_measured(records, 'latency_ms')))
         parts.append(_counts_tables(records))
         parts.append('<h2>Frames</h2>')
         for index, entry in enumerate(self._entries):
@@ -133,18 +133,26 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def _measured(records: list[dict[str, Any]], key: str) -> list[float]:
+    """The records' values of ``key`` that were measured (``null`` when not)."""
+    return [float(r[key]) for r in records if r.get(key) is not None]
+
+
+def _all_objects(record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Objects with a position, then those without (schema 2 lists them apart)."""
+    return [*record.get('objects', []), *record.get('objects_without_position', [])]
+
+
 def _percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=float), q)) if values else math.nan
 
 
 def _summary_table(meta: ReportMeta, records: list[dict[str, Any]]) -> str:
-    latencies = [float(r.get('latency_ms', 0.0)) for r in records]
-    inference = [float(r.get('inference_ms', 0.0)) for r in records]
+    latencies = _measured(records, 'latency_ms')
+    inference = _measured(records, 'inference_ms')
     with_error = sum(1 for r in records if r.get('error'))
-    objects = sum(len(r.get('objects', [])) for r in records)
-    located = sum(
-        1 for r in records for obj in r.get('objects', []) if obj.get('position') is not None
-    )
+    objects = sum(len(_all_objects(r)) for r in records)
+    located = sum(1 for r in records for obj in _all_objects(r) if obj.get('position') is not None)
     relations = sum(len(r.get('relations', [])) for r in records)
     rows: list[tuple[str, str]] = [
         ('bag', meta.bag),
@@ -251,7 +259,7 @@ def latency_histogram_svg(latencies_ms: list[float], bins: int = 20) -> str:
 def _frame_section(index: int, entry: _Entry) -> str:
     record = entry.record
     stamp_ns = int(record['stamp_ns'])
-    object_count = len(record.get('objects', []))
+    object_count = len(_all_objects(record))
     heading = (
         f'#{index} · stamp {stamp_ns // 1_000_000_000}.{stamp_ns % 1_000_000_000:09d} s · '
         f'{object_count} objects · latency {_fmt(record.get("latency_ms"), 1)} ms'
@@ -273,7 +281,7 @@ def _frame_section(index: int, entry: _Entry) -> str:
 
 
 def _objects_table(record: dict[str, Any]) -> str:
-    objects = record.get('objects', [])
+    objects = _all_objects(record)
     if not objects:
         return '<p>no objects</p>'
     frame = record.get('frame_id', '')
@@ -288,7 +296,7 @@ def _objects_table(record: dict[str, Any]) -> str:
             coords = ['–', '–', '–', '–']
         else:
             coords = [_fmt(float(v), 3) for v in position]
-            coords.append(_fmt(math.sqrt(sum(float(v) ** 2 for v in position)), 2))
+            coords.append(_fmt(obj.get('range'), 2))
         bbox = ', '.join(f'{float(v):.0f}' for v in obj.get('bbox', []))
         cells = [
             obj.get('id', ''),

@@ -60,7 +60,7 @@ from spatial_vlm_ros.core.pairing import (
     header_stamp_ns,
 )
 from spatial_vlm_ros.core.scene_json import scene_to_json
-from spatial_vlm_ros.core.types import Scene, SpatialVlmError
+from spatial_vlm_ros.core.types import Scene, SpatialVlmError, StageTimings
 from spatial_vlm_ros.pipeline import SpatialPipeline
 from spatial_vlm_ros.replay import msgs
 from spatial_vlm_ros.replay.bag_io import BagError, BagMessage, BagReader, CameraTopics
@@ -300,6 +300,7 @@ async def replay_bag(
                 summary.frames_skipped_by_rate += 1
                 log_times.pop(paired.stamp_ns, None)
                 return True
+            decode_started_s = time.perf_counter()
             try:
                 frame, frame_warnings = make_rgbd_frame_with_warnings(
                     paired.rgb.payload,
@@ -315,7 +316,8 @@ async def replay_bag(
                 return True
             for warning in frame_warnings:
                 _note(summary, warnings_seen, warning)
-            scene = await pipeline.perceive(frame)
+            decode_ms = 1e3 * (time.perf_counter() - decode_started_s)
+            scene = await pipeline.perceive(frame, timings=StageTimings(decode_ms=decode_ms))
             log_time_ns = log_times.pop(paired.stamp_ns, paired.stamp_ns)
             outputs.write_scene(scene, frame.rgb, log_time_ns)
             summary.frames_processed += 1
