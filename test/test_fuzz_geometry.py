@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 import numpy as np
 
-from spatial_vlm_ros.core.lifting import lift_box, lift_box_median, lift_boxes, lift_center_pixel
+from bench.lifting_baselines import lift_box_median, lift_center_pixel
+from spatial_vlm_ros.core.lifting import DEFAULT_LIFTING_CONFIG, lift_box, lift_boxes
 from spatial_vlm_ros.core.relations import (
     FULL,
     RelationConfig,
@@ -100,10 +101,14 @@ def test_lifting_never_raises_on_valid_input(seed, height, width, box, focal):
     for lifter in (lift_box, lift_box_median, lift_center_pixel):
         lifted = lifter(depth, intrinsics, pixel_box)
         assert 0.0 <= lifted.valid_depth_ratio <= 1.0
-        assert lifted.depth_samples >= 0
+        # Samples are pixels of the box, so never more than the image has.
+        assert 0 <= lifted.depth_samples <= height * width
         if lifted.position is None:
             assert lifted.covariance is None and lifted.size is None
             continue
+        if lifter is lift_box:  # a position needs enough support (the baselines need one pixel)
+            assert lifted.depth_samples >= DEFAULT_LIFTING_CONFIG.min_samples
+            assert lifted.valid_depth_ratio >= DEFAULT_LIFTING_CONFIG.min_valid_ratio
         assert np.all(np.isfinite(lifted.position))
         assert 0.1 <= lifted.position[2] <= 10.0
         assert np.all(np.isfinite(lifted.covariance))

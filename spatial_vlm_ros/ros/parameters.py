@@ -205,8 +205,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         'relations_per_object',
         3,
-        'Compact relations: each object is related to this many nearest others (0 = every '
-        'pair).',
+        'Compact relations: each object is related to this many nearest others (0 = every pair).',
         int_range=(0, 64),
     ),
     ParamSpec(
