@@ -283,3 +283,19 @@ def test_detection3d_array_mapping() -> None:
     assert [chair['bbox']['center']['position'][k] for k in 'xyz'] == pytest.approx(obj.position)
     assert [chair['bbox']['size'][k] for k in 'xyz'] == pytest.approx(obj.lifted.size)
     assert chair['header'] == fields['header']
+
+
+def test_fields_left_out_get_the_same_defaults_from_both_factories() -> None:
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.serialization import serialize_message
+
+    from spatial_vlm_ros.ros.conversions import to_message
+
+    # Quaternion.w defaults to 1 in ROS 2 messages; rosbags keeps no defaults, so the replay's
+    # factory supplies it.
+    fields = {'header': message_fields.header_fields(5, 'map'), 'pose': {'position': {'x': 1.0}}}
+    assert_same_cdr(
+        serialize_message(to_message(PoseStamped, fields)),
+        msgs.serialize(msgs.build('geometry_msgs/msg/PoseStamped', fields)),
+        'geometry_msgs/msg/PoseStamped',
+    )

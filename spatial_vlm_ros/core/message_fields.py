@@ -185,7 +185,7 @@ def scene_fields(scene: Scene) -> Fields:
         'header': header_fields(scene.stamp_ns, scene.frame_id),
         'camera_frame_id': scene.camera_frame_id,
         'relation_frame_id': scene.relation_frame_id,
-        'camera_pose': pose_fields(scene.camera_origin, orientation),
+        'camera_pose': camera_pose_fields(scene),
         'objects': [
             spatial_object_fields(obj, scene, orientation) for obj in scene.positioned_objects
         ],

@@ -109,10 +109,6 @@ def typestore() -> Typestore:
     return store
 
 
-def _msg(name: str) -> Any:
-    return typestore().types[name]
-
-
 def _base_value(base: str, value: Any) -> Any:
     if base in ('string', 'wstring'):
         return '' if value is None else str(value)
@@ -169,11 +165,6 @@ def build(msgtype: str, fields: Mapping[str, Any]) -> Any:
         for name, desc in field_descs
     }
     return store.types[msgtype](**values)
-
-
-def time_msg(stamp_ns: int) -> Any:
-    """builtin_interfaces/msg/Time."""
-    return build('builtin_interfaces/msg/Time', message_fields.time_fields(stamp_ns))
 
 
 def header_msg(stamp_ns: int, frame_id: str) -> Any:

@@ -57,9 +57,9 @@ from spatial_vlm_ros.core.pairing import (
     PairingConfig,
     RgbdSet,
     StampPairer,
-    header_stamp_ns,
 )
 from spatial_vlm_ros.core.scene_json import scene_to_json
+from spatial_vlm_ros.core.stamps import header_stamp_ns
 from spatial_vlm_ros.core.types import Scene, SpatialVlmError, StageTimings
 from spatial_vlm_ros.pipeline import SpatialPipeline
 from spatial_vlm_ros.replay import msgs
