@@ -369,3 +369,53 @@ def test_node_with_the_tiny_model_on_the_transformers_engine_over_dds(
     finally:
         code = stop_node(process)
     assert code in (0, -signal.SIGINT), (tmp_path / 'node.log').read_text(errors='replace')
+
+
+def _vision_msgs_missing() -> bool:
+    try:
+        import vision_msgs.msg  # noqa: F401
+    except ImportError:
+        return True
+    return False
+
+
+@pytest.mark.skipif(
+    _vision_msgs_missing(), reason='vision_msgs is not installed (no PyPI wheel; a ROS install)'
+)
+def test_node_publishes_detections_where_vision_msgs_is_installed(
+    ros_env: dict[str, str],
+    harness_factory: Any,
+    recording: Path,
+    stamps: list[int],
+    tmp_path: Path,
+) -> None:
+    from rclpy.qos import ReliabilityPolicy
+    from vision_msgs.msg import Detection3DArray
+
+    process = start_node(dict(ros_env, FASTDDS_BUILTIN_TRANSPORTS='DEFAULT'), recording,
+                         tmp_path / 'node.log')  # fmt: skip
+    harness = harness_factory(ReliabilityPolicy.RELIABLE)
+    detections: list[Any] = []
+    harness.node.create_subscription(
+        Detection3DArray, f'{NAMESPACE}/spatial_vlm/detections', detections.append, 10
+    )
+    try:
+        run_stream(harness, stamps, lambda: bool(detections) and bool(harness.scenes))
+        assert detections, (tmp_path / 'node.log').read_text(errors='replace')[-3000:]
+        array = detections[-1]
+        scene = next(s for s in harness.scenes if s.header.stamp == array.header.stamp)
+        assert array.header.frame_id == scene.header.frame_id
+        by_id = {d.id: d for d in array.detections}
+        assert set(by_id) == {o.id for o in scene.objects}
+        for obj in scene.objects:
+            detection = by_id[obj.id]
+            (result,) = detection.results
+            assert result.hypothesis.class_id == obj.label
+            assert result.hypothesis.score == pytest.approx(obj.confidence)
+            assert detection.bbox.center == obj.pose and result.pose.pose == obj.pose
+            assert detection.bbox.size == obj.size
+            covariance = np.array(result.pose.covariance).reshape(6, 6)
+            np.testing.assert_allclose(covariance[:3, :3].ravel(), obj.position_covariance)
+    finally:
+        code = stop_node(process)
+    assert code in (0, -signal.SIGINT), (tmp_path / 'node.log').read_text(errors='replace')
