@@ -83,16 +83,16 @@ def _floats(values: Iterable[Any]) -> list[float]:
 
 
 def xyz_fields(values: Iterable[float]) -> Fields:
-    """geometry_msgs/Point or Vector3 of three numbers."""
-    x, y, z = _floats(values)
-    return {'x': x, 'y': y, 'z': z}
+    """geometry_msgs/Point or Vector3 of three numbers (a sequence or a (3,) array)."""
+    x, y, z = values
+    return {'x': float(x), 'y': float(y), 'z': float(z)}
 
 
 def quaternion_fields(xyzw: Iterable[float]) -> Fields:
     """geometry_msgs/Quaternion ``(x, y, z, w)``. Always written in full: the factories'
     defaults differ for ``w`` (1 in ROS 2 messages)."""
-    x, y, z, w = _floats(xyzw)
-    return {'x': x, 'y': y, 'z': z, 'w': w}
+    x, y, z, w = xyzw
+    return {'x': float(x), 'y': float(y), 'z': float(z), 'w': float(w)}
 
 
 def pose_fields(
@@ -263,10 +263,11 @@ def detection3d_array_fields(scene: Scene) -> Fields:
 # ----------------------------------------------------------------------------- markers
 
 
-def marker_fields(spec: MarkerSpec, marker_set: MarkerSet) -> Fields:
-    """visualization_msgs/Marker of one :class:`MarkerSpec`."""
+def marker_fields(spec: MarkerSpec, marker_set: MarkerSet, header: Fields | None = None) -> Fields:
+    """visualization_msgs/Marker of one :class:`MarkerSpec` (``header``: the set's, when the
+    caller built it already)."""
     fields: Fields = {
-        'header': header_fields(marker_set.stamp_ns, marker_set.frame_id),
+        'header': header or header_fields(marker_set.stamp_ns, marker_set.frame_id),
         'ns': spec.namespace,
         'id': int(spec.marker_id),
         'pose': pose_fields((0.0, 0.0, 0.0)),
@@ -297,7 +298,8 @@ def marker_fields(spec: MarkerSpec, marker_set: MarkerSet) -> Fields:
 
 def marker_array_fields(marker_set: MarkerSet) -> Fields:
     """visualization_msgs/MarkerArray of a :class:`MarkerSet`."""
-    return {'markers': [marker_fields(spec, marker_set) for spec in marker_set.markers]}
+    header = header_fields(marker_set.stamp_ns, marker_set.frame_id)
+    return {'markers': [marker_fields(spec, marker_set, header) for spec in marker_set.markers]}
 
 
 # ----------------------------------------------------------------------------- images

@@ -11,6 +11,7 @@ CDR bytes.
 from __future__ import annotations
 
 from collections.abc import Mapping
+import functools
 import importlib
 from typing import Any
 
@@ -42,30 +43,42 @@ def _message_class(namespaced: NamespacedType) -> type:
     return getattr(module, namespaced.name)
 
 
-def _field_value(field_type: Any, value: Any) -> Any:
-    if isinstance(field_type, NamespacedType):
-        return to_message(_message_class(field_type), value)
-    if isinstance(field_type, AbstractNestedType) and isinstance(
-        field_type.value_type, NamespacedType
-    ):
-        item_class = _message_class(field_type.value_type)
-        return [to_message(item_class, item) for item in value]
-    return value
+@functools.cache
+def _field_table(msg_class: type) -> dict[str, tuple[type | None, bool]]:
+    """For each field of ``msg_class``: its message class (None for a primitive or primitive
+    array) and whether it is a sequence of messages. Built once per class."""
+    table: dict[str, tuple[type | None, bool]] = {}
+    names = msg_class.get_fields_and_field_types()
+    for name, field_type in zip(names, msg_class.SLOT_TYPES, strict=True):
+        if isinstance(field_type, NamespacedType):
+            table[name] = (_message_class(field_type), False)
+        elif isinstance(field_type, AbstractNestedType) and isinstance(
+            field_type.value_type, NamespacedType
+        ):
+            table[name] = (_message_class(field_type.value_type), True)
+        else:
+            table[name] = (None, False)
+    return table
 
 
 def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
     """An instance of the rclpy message class ``msg_class`` with ``fields`` (plain values;
     dicts for nested messages, lists of dicts for message sequences). Unnamed fields keep their
     defaults; an unknown field name raises ``AttributeError`` naming it."""
-    msg = msg_class()
-    slot_types = dict(
-        zip(msg_class.get_fields_and_field_types(), msg_class.SLOT_TYPES, strict=True)
-    )
+    table = _field_table(msg_class)
+    values: dict[str, Any] = {}
     for name, value in fields.items():
-        if name not in slot_types:
+        if name not in table:
             raise AttributeError(f'{msg_class.__name__} has no field {name!r}')
-        setattr(msg, name, _field_value(slot_types[name], value))
-    return msg
+        nested, is_sequence = table[name]
+        if nested is None:
+            values[name] = value
+        elif is_sequence:
+            values[name] = [to_message(nested, item) for item in value]
+        else:
+            values[name] = to_message(nested, value)
+    # Through the constructor: fields given are not first built as defaults.
+    return msg_class(**values)
 
 
 def object_to_msg(obj: SpatialObject, scene: Scene) -> SpatialObjectMsg:
