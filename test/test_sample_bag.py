@@ -236,6 +236,26 @@ def test_scenes_agree_with_the_labelled_relations_that_are_clear_in_the_image(re
         assert stated, f'{name}: no labelled relation among the compact pairs'
 
 
+def test_replayed_objects_have_the_depth_of_an_object_of_their_size(replayed):
+    """An independent check of the golden positions: each object's box, back-projected at its
+    lifted depth, has the physical size of its class (test_real_frames.CLASS_EXTENT_M)."""
+    from test_real_frames import CLASS_EXTENT_M
+
+    _, scenes = replayed
+    for index, name in enumerate(FRAME_NAMES):
+        intrinsics = labels_of(name)['intrinsics']
+        scene = scenes[index * SAMPLE_LAYOUT.repeats]
+        assert scene['objects'] and not scene['objects_without_position']
+        for obj in scene['objects']:
+            x_min, y_min, x_max, y_max = obj['bbox']
+            z = obj['position'][2]
+            extent = max(
+                (x_max - x_min) * z / intrinsics['fx'], (y_max - y_min) * z / intrinsics['fy']
+            )
+            low, high = CLASS_EXTENT_M[obj['label']]
+            assert low <= extent <= high, (name, obj['id'], z, extent)
+
+
 def test_output_bag_scenes_deserialize_with_rclpy_and_match_the_jsonl(replayed):
     from rclpy.serialization import deserialize_message
 
