@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.lifting_baselines import lift_box_median, lift_center_pixel  # noqa: E402
 from bench.synthetic_scenes import (  # noqa: E402
     RenderedObject,
     SyntheticScene,
@@ -41,9 +42,7 @@ from bench.synthetic_scenes import (  # noqa: E402
 from spatial_vlm_ros.core.lifting import (  # noqa: E402
     DEFAULT_LIFTING_CONFIG,
     lift_box,
-    lift_box_median,
     lift_boxes,
-    lift_center_pixel,
 )
 from spatial_vlm_ros.core.relations import (  # noqa: E402
     DEFAULT_RELATION_CONFIG,

@@ -47,7 +47,7 @@ from rclpy.serialization import deserialize_message, serialize_message  # noqa: 
 from sensor_msgs.msg import CameraInfo, Image  # noqa: E402
 
 from bench.synthetic_scenes import multi_object_scene  # noqa: E402
-from spatial_vlm_ros.core.camera import make_rgbd_frame  # noqa: E402
+from spatial_vlm_ros.core.camera import make_rgbd_frame_with_warnings  # noqa: E402
 from spatial_vlm_ros.core.pairing import PairingConfig, StampPairer  # noqa: E402
 from spatial_vlm_ros.core.relations import compute_relations  # noqa: E402
 from spatial_vlm_ros.core.scene_json import scene_to_json  # noqa: E402
@@ -171,7 +171,9 @@ def measure(inputs: FrameInputs, repeats: int) -> tuple[float, dict[str, float],
         (paired,) = pairer.add('rgb', stamp, inputs.rgb)
 
     def decode() -> Any:
-        return make_rgbd_frame(inputs.rgb, inputs.depth, inputs.info, config.depth)
+        return make_rgbd_frame_with_warnings(inputs.rgb, inputs.depth, inputs.info, config.depth)[
+            0
+        ]
 
     frame = decode()
     width, height = frame.rgb.shape[1], frame.rgb.shape[0]
@@ -242,11 +244,13 @@ def profile_frame(inputs: FrameInputs) -> str:
         pairer.add('info', stamp, inputs.info)
         pairer.add('depth', stamp, inputs.depth)
         pairer.add('rgb', stamp, inputs.rgb)
-        frame = make_rgbd_frame(inputs.rgb, inputs.depth, inputs.info, config.depth)
+        frame, _ = make_rgbd_frame_with_warnings(
+            inputs.rgb, inputs.depth, inputs.info, config.depth
+        )
         parsed = parse_grounding(inputs.model_text, frame.rgb.shape[1], frame.rgb.shape[0])
         objects = lift_detections(frame, list(parsed.detections), config)
-        scene = Scene(frame.stamp_ns, frame.frame_id, frame.frame_id, objects)
-        scene.relations = compute_relations(objects, config.relations)
+        relations = compute_relations(objects, config.relations)
+        scene = Scene(frame.stamp_ns, frame.frame_id, frame.frame_id, objects, relations)
         scene_to_msg(scene)
         scene_markers(scene)
         scene_to_json(scene)

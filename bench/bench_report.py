@@ -67,13 +67,6 @@ Z_UP_FROM_WORLD = np.array(
 )
 
 
-@dataclass
-class PosedScene(Scene):
-    """A v0.1 Scene plus the camera pose v0.2 scenes carry (``T_frame_from_camera``)."""
-
-    T_frame_from_camera: np.ndarray | None = None  # noqa: N815 (transform naming convention)
-
-
 @dataclass(frozen=True)
 class SequenceFrame:
     index: int
@@ -137,7 +130,7 @@ def build_report(
         detections = [Detection(label, box) for label, box in source.boxes]
         camera_objects = lift_detections(frame, detections, config)
         relations = compute_relations(camera_objects, config.relations)
-        scene = PosedScene(
+        scene = Scene(
             stamp_ns=stamp_ns,
             frame_id=WORLD,
             camera_frame_id=CAMERA,

@@ -9,11 +9,17 @@ subscription callback) and the replay feeds it rosbags messages; both get the sa
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 import difflib
+import math
+import threading
 import time
 from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
 
 from spatial_vlm_ros.core.camera import (
     DepthConfig,
@@ -30,6 +36,7 @@ from spatial_vlm_ros.core.types import (
     RgbdFrame,
     Scene,
     SpatialObject,
+    StageTimings,
 )
 from spatial_vlm_ros.engines.base import (
     ERROR_FLAGS,
@@ -89,7 +96,10 @@ class PipelineSettings:
                 max_depth_m=float(values.get('max_depth_m', 10.0)),
             ),
             relations=replace(
-                RelationConfig(), near_threshold_m=float(values.get('near_threshold_m', 0.5))
+                RelationConfig(),
+                near_threshold_m=float(values.get('near_threshold_m', 0.5)),
+                mode=str(values.get('relations', RelationConfig.mode)),
+                per_object=int(values.get('relations_per_object', RelationConfig.per_object)),
             ),
             max_objects=int(values.get('max_objects', 64)),
             target_frame=str(values.get('target_frame', '')),
@@ -126,6 +136,11 @@ class Answer:
     message: str = ''
 
 
+# Decoded frames kept for the annotated image and ~/query on a published scene, so the colour
+# image is decoded once per frame (the newest few frames suffice: both follow the scene closely).
+DECODED_FRAMES_KEPT = 4
+
+
 class SpatialPipeline:
     """Turns one RGB-D frame into a :class:`Scene` with one engine call."""
 
@@ -133,6 +148,8 @@ class SpatialPipeline:
         self.engine = engine
         self.model_id = model_id
         self.config = config
+        self._decoded: OrderedDict[int, RgbdFrame] = OrderedDict()
+        self._decoded_lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: PipelineSettings) -> SpatialPipeline:
@@ -156,14 +173,29 @@ class SpatialPipeline:
 
     # -------------------------------------------------------------- decoding
 
-    def decode(self, paired: RgbdSet) -> RgbdFrame:
-        return self.decode_with_warnings(paired)[0]
-
     def decode_with_warnings(self, paired: RgbdSet) -> tuple[RgbdFrame, list[str]]:
-        """Decode one paired set; the warnings name input problems (units, frames, sizes)."""
-        return make_rgbd_frame_with_warnings(
+        """Decode one paired set; the warnings name input problems (units, frames, sizes).
+
+        The frame is kept (the newest :data:`DECODED_FRAMES_KEPT`) for :meth:`rgb_of`.
+        """
+        frame, warnings = make_rgbd_frame_with_warnings(
             paired.rgb.payload, paired.depth.payload, paired.info.payload, self.config.depth
         )
+        with self._decoded_lock:
+            self._decoded[paired.stamp_ns] = frame
+            self._decoded.move_to_end(paired.stamp_ns)
+            while len(self._decoded) > DECODED_FRAMES_KEPT:
+                self._decoded.popitem(last=False)
+        return frame, warnings
+
+    def rgb_of(self, paired: RgbdSet) -> npt.NDArray[np.uint8]:
+        """The decoded colour image of ``paired``: the one perception decoded when it is still
+        kept, else decoded now (only the colour image)."""
+        with self._decoded_lock:
+            frame = self._decoded.get(paired.stamp_ns)
+        if frame is not None:
+            return frame.rgb
+        return decode_color_any(paired.rgb.payload)
 
     # -------------------------------------------------------------- perception
 
@@ -178,11 +210,14 @@ class SpatialPipeline:
         relation_frame: str = '',
         relation_from_camera: FloatArray | None = None,
         warnings: Sequence[str] = (),
+        timings: StageTimings | None = None,
     ) -> Scene:
         """Ground, lift and relate one frame.
 
         ``now_ns`` gives the clock that latency is measured against (ROS time in the node);
         None measures the wall time spent here (bag time does not advance in a replay).
+        ``timings`` carries the stages measured before this call (receive, pair, queue,
+        decode); the engine, lift and relations stages are measured here.
         """
         started_s = time.perf_counter()
         words = tuple(vocabulary) if vocabulary is not None else self.config.vocabulary
@@ -194,7 +229,8 @@ class SpatialPipeline:
                 vocabulary=words,
             )
         )
-        scene = build_scene(
+        engine_ms = 1e3 * (time.perf_counter() - started_s)
+        return build_scene(
             frame,
             response,
             self.config,
@@ -203,11 +239,11 @@ class SpatialPipeline:
             target_from_camera=target_from_camera,
             relation_frame=relation_frame,
             relation_from_camera=relation_from_camera,
+            warnings=warnings,
+            timings=replace(timings or StageTimings(), engine_ms=engine_ms),
+            inference_ms=_inference_ms(response, started_s),
+            latency_ms=lambda: _latency_ms(frame.stamp_ns, now_ns, started_s),
         )
-        scene.warnings = [*warnings, *scene.warnings]
-        scene.inference_ms = _inference_ms(response, started_s)
-        scene.latency_ms = _latency_ms(frame.stamp_ns, now_ns, started_s)
-        return scene
 
     async def perceive_paired(
         self,
@@ -216,9 +252,15 @@ class SpatialPipeline:
         vocabulary: Sequence[str] | None = None,
         now_ns: Callable[[], int] | int | None = None,
         transforms: TransformLookup | None = None,
+        timings: StageTimings | None = None,
     ) -> Scene:
-        """Decode (off the event loop), look up transforms at the image stamp, perceive."""
-        _, scene = await self._perceive_paired_frame(paired, vocabulary, now_ns, transforms)
+        """Decode (off the event loop), look up transforms at the image stamp, perceive.
+
+        ``timings`` may carry the receive, pair and queue stages the caller measured.
+        """
+        _, scene = await self._perceive_paired_frame(
+            paired, vocabulary, now_ns, transforms, timings
+        )
         return scene
 
     async def _perceive_paired_frame(
@@ -227,9 +269,12 @@ class SpatialPipeline:
         vocabulary: Sequence[str] | None,
         now_ns: Callable[[], int] | int | None,
         transforms: TransformLookup | None,
+        timings: StageTimings | None = None,
     ) -> tuple[RgbdFrame, Scene]:
         loop = asyncio.get_running_loop()
+        decode_started_s = time.perf_counter()
         frame, warnings = await loop.run_in_executor(None, self.decode_with_warnings, paired)
+        decode_ms = 1e3 * (time.perf_counter() - decode_started_s)
         target, relation = await loop.run_in_executor(
             None, self._frames_for, frame, transforms, warnings
         )
@@ -242,6 +287,7 @@ class SpatialPipeline:
             relation_frame=relation[0],
             relation_from_camera=relation[1],
             warnings=warnings,
+            timings=replace(timings or StageTimings(), decode_ms=decode_ms),
         )
         return frame, scene
 
@@ -276,10 +322,8 @@ class SpatialPipeline:
                 paired, vocabulary, now_ns, transforms
             )
             rgb = frame.rgb
-        else:  # the grounding exists: only the colour image is needed
-            rgb = await asyncio.get_running_loop().run_in_executor(
-                None, decode_color_any, paired.rgb.payload
-            )
+        else:  # the grounding exists: only the colour image is needed (usually still kept)
+            rgb = await asyncio.get_running_loop().run_in_executor(None, self.rgb_of, paired)
         response = await self.engine.generate(
             EngineRequest(
                 images=(rgb,),
@@ -306,8 +350,18 @@ def build_scene(
     target_from_camera: FloatArray | None = None,
     relation_frame: str = '',
     relation_from_camera: FloatArray | None = None,
+    warnings: Sequence[str] = (),
+    timings: StageTimings | None = None,
+    inference_ms: float = math.nan,
+    latency_ms: float | Callable[[], float] = math.nan,
 ) -> Scene:
-    """Pure: detections of one response + the frame's depth → objects, relations, frames."""
+    """Detections of one response + the frame's depth → objects, relations, frames: the whole
+    :class:`Scene`, built once.
+
+    Pure apart from timing: ``timings`` holds the stages measured before (their lift and
+    relations entries are measured here), and a callable ``latency_ms`` is read just before
+    the scene is built, so the age includes lifting and relations.
+    """
     parsed = response.parsed
     error = ''
     detections: list[Detection] = []
@@ -323,12 +377,22 @@ def build_scene(
     if error_flags:
         error = (error + '; ' if error else '') + ','.join(error_flags)
     detections = sorted(detections, key=lambda d: -d.confidence)[: config.max_objects]
+    lift_started_s = time.perf_counter()
     objects = lift_detections(frame, detections, config)
+    relations_started_s = time.perf_counter()
     relations = compute_relations(objects, config.relations, relation_from_camera)
+    relations_done_s = time.perf_counter()
     positions_frame = frame.frame_id
-    if target_from_camera is not None and target_frame:
+    transform = None
+    if target_from_camera is not None and target_frame and target_frame != frame.frame_id:
         objects = transform_objects(objects, target_from_camera)
         positions_frame = target_frame
+        transform = target_from_camera
+    stages = replace(
+        timings or StageTimings(),
+        lift_ms=1e3 * (relations_started_s - lift_started_s),
+        relations_ms=1e3 * (relations_done_s - relations_started_s),
+    )
     return Scene(
         stamp_ns=frame.stamp_ns,
         frame_id=positions_frame,
@@ -338,33 +402,57 @@ def build_scene(
         relation_frame_id=relation_frame if relation_from_camera is not None else frame.frame_id,
         model_id=model_id or response.model_id,
         engine=response.engine,
+        latency_ms=latency_ms() if callable(latency_ms) else float(latency_ms),
+        inference_ms=float(inference_ms),
         error=error,
+        warnings=list(warnings),
+        timings=stages,
+        T_frame_from_camera=transform,
     )
+
+
+def assign_ids(detections: Sequence[Detection]) -> list[str]:
+    """Object ids of one frame's detections, in the given order: ``<label>_<n>`` with spaces
+    in the label replaced by ``_`` and n counting that label's instances left to right (box
+    centre x, then y), from 0. Per-frame ordinals: the object memory replaces them with
+    persistent ids."""
+    order = sorted(
+        range(len(detections)),
+        key=lambda i: (
+            detections[i].label,
+            detections[i].box.center[0],
+            detections[i].box.center[1],
+        ),
+    )
+    ids = [''] * len(detections)
+    counts: dict[str, int] = {}
+    for index in order:
+        label = detections[index].label
+        ids[index] = f'{label.replace(" ", "_")}_{counts.get(label, 0)}'
+        counts[label] = counts.get(label, 0) + 1
+    return ids
 
 
 def lift_detections(
     frame: RgbdFrame, detections: Sequence[Detection], config: PipelineConfig
 ) -> list[SpatialObject]:
-    """Lift each detection and give it a stable id: ``<label>_<n>``, n in left-to-right order."""
-    ordered = sorted(detections, key=lambda d: (d.label, d.box.center[0], d.box.center[1]))
+    """Lift each detection and give it an id (:func:`assign_ids`); sorted by id."""
     # All boxes together, so that a box lifted to a nearer boxed object's surface is redone
     # without that object's pixels (core/lifting.py, lift_boxes).
-    depth_boxes = [rgb_box_to_depth(detection.box, frame) for detection in ordered]
+    depth_boxes = [rgb_box_to_depth(detection.box, frame) for detection in detections]
     lifts = lift_boxes(frame.depth_m, frame.depth_intrinsics, depth_boxes, config.lifting)
-    counts: dict[str, int] = {}
-    objects = []
-    for detection, lifted in zip(ordered, lifts, strict=True):
-        index = counts.get(detection.label, 0)
-        counts[detection.label] = index + 1
-        objects.append(
-            SpatialObject(
-                id=f'{detection.label.replace(" ", "_")}_{index}',
-                label=detection.label,
-                confidence=detection.confidence,
-                box=detection.box,
-                lifted=lifted,
-            )
+    objects = [
+        SpatialObject(
+            id=object_id,
+            label=detection.label,
+            confidence=detection.confidence,
+            box=detection.box,
+            lifted=lifted,
         )
+        for object_id, detection, lifted in zip(
+            assign_ids(detections), detections, lifts, strict=True
+        )
+    ]
     return sorted(objects, key=lambda obj: obj.id)
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from spatial_vlm_ros.core import camera as cam
 from spatial_vlm_ros.core.image_decoding import ImageDecodeError
+from spatial_vlm_ros.core.lifting import _pixel_range
 from spatial_vlm_ros.core.types import CameraIntrinsics, PixelBox, SpatialVlmError
 
 
@@ -53,16 +54,9 @@ class Info:
     header: Header = field(default_factory=Header)
 
 
-@dataclass
-class Ros1Info:
-    """rosbags' ROS 1 CameraInfo spells the matrices in capitals."""
-
-    width: int = 640
-    height: int = 480
-    K: Any = (600.0, 0.0, 319.5, 0.0, 600.0, 239.5, 0.0, 0.0, 1.0)
-    P: Any = (580.0, 0.0, 321.0, 0.0, 0.0, 580.0, 241.0, 0.0, 0.0, 0.0, 1.0, 0.0)
-    D: Any = ()
-    distortion_model: str = ''
+def make_rgbd_frame(*args: Any, **kwargs: Any) -> Any:
+    """The frame of :func:`cam.make_rgbd_frame_with_warnings`, without the warnings."""
+    return cam.make_rgbd_frame_with_warnings(*args, **kwargs)[0]
 
 
 @dataclass
@@ -106,12 +100,11 @@ def test_k_is_the_default_and_p_is_used_for_rectified_images():
     assert k_model.source == cam.IntrinsicsSource.K
     assert k_model.intrinsics == CameraIntrinsics(600.0, 600.0, 319.5, 239.5, 640, 480)
     assert k_model.warnings == ()
-    p_intrinsics = cam.intrinsics_from_camera_info(Info(), 'P')
+    p_intrinsics = cam.camera_model_from_info(Info(), 'P').intrinsics
     assert (p_intrinsics.fx, p_intrinsics.cx, p_intrinsics.cy) == (580.0, 321.0, 241.0)
 
 
-def test_ros1_capitalised_fields_and_numpy_or_array_values_work():
-    assert cam.intrinsics_from_camera_info(Ros1Info()).fx == 600.0
+def test_numpy_or_array_values_work():
     info = Info(k=np.array(Info.k), p=list(Info.p), d=array.array('d', [0.01, 0.0]))
     assert cam.camera_model_from_info(info, cam.IntrinsicsSource.P).intrinsics.fy == 580.0
 
@@ -167,14 +160,14 @@ def test_implausible_but_usable_intrinsics_give_warnings():
 
 
 def test_binning_and_roi_describe_the_transmitted_image():
-    binned = cam.intrinsics_from_camera_info(Info(binning_x=2, binning_y=2))
+    binned = cam.camera_model_from_info(Info(binning_x=2, binning_y=2)).intrinsics
     assert (binned.width, binned.height) == (320, 240)
     assert (binned.fx, binned.fy) == (300.0, 300.0)
     # the centre of the full sensor stays the centre of the binned image
     assert (binned.cx, binned.cy) == ((320 - 1) / 2, (240 - 1) / 2)
-    cropped = cam.intrinsics_from_camera_info(
+    cropped = cam.camera_model_from_info(
         Info(roi=Roi(x_offset=100, y_offset=40, width=400, height=300))
-    )
+    ).intrinsics
     assert (cropped.width, cropped.height) == (400, 300)
     assert (cropped.cx, cropped.cy) == (219.5, 199.5)
     assert cropped.fx == 600.0
@@ -220,20 +213,16 @@ def test_boxes_map_between_resolutions_by_their_edges():
         cam.map_box_to_image(box, (640, 480), (640, 360))
 
 
-def test_box_pixel_bounds_select_pixels_whose_centres_are_inside():
-    assert cam.box_pixel_bounds(PixelBox(0, 0, 10, 5), 640, 480) == (0, 0, 10, 5)
-    # pixel centres are at i + 0.5: x in [2.4, 3.6) holds pixels 2 and 3, y in [2.6, 3.6) only 3
-    assert cam.box_pixel_bounds(PixelBox(2.4, 2.6, 3.6, 3.6), 640, 480) == (2, 3, 4, 4)
-    # y in [2.6, 3.4) holds no pixel centre at all
-    _, row_start, _, row_stop = cam.box_pixel_bounds(PixelBox(2.4, 2.6, 3.6, 3.4), 640, 480)
-    assert row_start == row_stop
-    assert cam.box_pixel_bounds(PixelBox(-50, -5, 700, 500), 640, 480) == (0, 0, 640, 480)
-    col_start, row_start, col_stop, row_stop = cam.box_pixel_bounds(
-        PixelBox(700, 10, 800, 20), 640, 480
-    )
-    assert col_start == col_stop  # entirely outside: empty
-    nan_box = PixelBox(float('nan'), 0, 10, 10)
-    assert cam.box_pixel_bounds(nan_box, 640, 480)[0] == cam.box_pixel_bounds(nan_box, 640, 480)[2]
+def test_boxes_select_the_pixels_whose_centres_are_inside():
+    # The lifter's pixel range: pixel i spans [i, i + 1), its centre i + 0.5 must be in the box.
+    assert _pixel_range(0, 10, 640) == (0, 10)
+    assert _pixel_range(2.4, 3.6, 640) == (2, 4)  # pixels 2 and 3
+    assert _pixel_range(2.6, 3.6, 480) == (3, 4)  # only 3
+    first, stop = _pixel_range(2.6, 3.4, 480)
+    assert first == stop  # no pixel centre at all
+    assert _pixel_range(-50, 700, 640) == (0, 640)
+    first, stop = _pixel_range(700, 800, 640)
+    assert first == stop  # entirely outside: empty
 
 
 # ----------------------------------------------------------------------------- depth
@@ -294,7 +283,7 @@ def test_make_rgbd_frame_registers_half_resolution_depth():
     assert frame.depth_intrinsics == CameraIntrinsics(300.0, 300.0, 159.5, 119.5, 320, 240)
     box = cam.rgb_box_to_depth(PixelBox(100, 50, 300, 250), frame)
     assert box == PixelBox(50, 25, 150, 125)
-    assert cam.make_rgbd_frame(rgb_msg, image_message(depth_mm, '16UC1'), Info()).stamp_ns == (
+    assert make_rgbd_frame(rgb_msg, image_message(depth_mm, '16UC1'), Info()).stamp_ns == (
         frame.stamp_ns
     )
 
@@ -311,7 +300,7 @@ def test_make_rgbd_frame_accepts_compressed_messages_and_p():
         k=(60.0, 0, 31.5, 0, 60, 23.5, 0, 0, 1),
         p=(58.0, 0, 32, 0, 0, 58, 24, 0, 0, 0, 1, 0),
     )
-    frame = cam.make_rgbd_frame(
+    frame = make_rgbd_frame(
         Compressed('rgb8; jpeg compressed bgr8', jpeg.tobytes(), Header(frame_id='cam')),
         Compressed('16UC1; compressedDepth png', struct.pack('<iff', 0, 0, 0) + png.tobytes()),
         info,
@@ -338,8 +327,8 @@ def test_make_rgbd_frame_refuses_depth_with_another_aspect_ratio():
     rgb_msg = image_message(np.zeros((480, 640, 3), np.uint8), 'rgb8')
     depth_msg = image_message(np.full((360, 640), 1000, np.uint16), '16UC1')
     with pytest.raises(cam.ResolutionMismatchError):
-        cam.make_rgbd_frame(rgb_msg, depth_msg, Info())
-    frame = cam.make_rgbd_frame(
+        make_rgbd_frame(rgb_msg, depth_msg, Info())
+    frame = make_rgbd_frame(
         rgb_msg, depth_msg, Info(), cam.DepthConfig(allow_aspect_mismatch=True)
     )
     assert frame.depth_intrinsics.height == 360
@@ -348,14 +337,14 @@ def test_make_rgbd_frame_refuses_depth_with_another_aspect_ratio():
 def test_make_rgbd_frame_passes_decode_errors_through_typed():
     rgb_msg = image_message(np.zeros((4, 4, 3), np.uint8), 'rgb8')
     with pytest.raises(ImageDecodeError):
-        cam.make_rgbd_frame(rgb_msg, rgb_msg, Info())  # color where depth belongs
+        make_rgbd_frame(rgb_msg, rgb_msg, Info())  # color where depth belongs
 
 
 def test_make_rgbd_frame_refuses_frames_without_any_frame_id() -> None:
     rgb = np.zeros((480, 640, 3), dtype=np.uint8)
     depth = np.full((480, 640), 1000, dtype=np.uint16)
     with pytest.raises(cam.MissingFrameIdError, match='frame_id'):
-        cam.make_rgbd_frame(
+        make_rgbd_frame(
             image_message(rgb, 'rgb8', frame_id=''),
             image_message(depth, '16UC1', frame_id=''),
             Info(),

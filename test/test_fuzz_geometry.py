@@ -15,8 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 import numpy as np
 
-from spatial_vlm_ros.core.lifting import lift_box, lift_box_median, lift_boxes, lift_center_pixel
-from spatial_vlm_ros.core.relations import compute_relations, transform_objects
+from bench.lifting_baselines import lift_box_median, lift_center_pixel
+from spatial_vlm_ros.core.lifting import DEFAULT_LIFTING_CONFIG, lift_box, lift_boxes
+from spatial_vlm_ros.core.relations import (
+    FULL,
+    RelationConfig,
+    compute_relations,
+    transform_objects,
+)
 from spatial_vlm_ros.core.transforms import (
     T_BODY_FROM_OPTICAL,
     apply_transform,
@@ -29,7 +35,11 @@ from spatial_vlm_ros.core.transforms import (
     validate_transform,
 )
 from spatial_vlm_ros.core.types import (
+    ABOVE,
+    BELOW,
     CONVERSE_PREDICATE,
+    IN_FRONT_OF,
+    LEFT_OF,
     NEAR,
     CameraIntrinsics,
     Lifted3D,
@@ -91,10 +101,14 @@ def test_lifting_never_raises_on_valid_input(seed, height, width, box, focal):
     for lifter in (lift_box, lift_box_median, lift_center_pixel):
         lifted = lifter(depth, intrinsics, pixel_box)
         assert 0.0 <= lifted.valid_depth_ratio <= 1.0
-        assert lifted.depth_samples >= 0
+        # Samples are pixels of the box, so never more than the image has.
+        assert 0 <= lifted.depth_samples <= height * width
         if lifted.position is None:
             assert lifted.covariance is None and lifted.size is None
             continue
+        if lifter is lift_box:  # a position needs enough support (the baselines need one pixel)
+            assert lifted.depth_samples >= DEFAULT_LIFTING_CONFIG.min_samples
+            assert lifted.valid_depth_ratio >= DEFAULT_LIFTING_CONFIG.min_valid_ratio
         assert np.all(np.isfinite(lifted.position))
         assert 0.1 <= lifted.position[2] <= 10.0
         assert np.all(np.isfinite(lifted.covariance))
@@ -244,10 +258,12 @@ def test_relations_are_symmetric_and_consistent(seed, count, quaternion, transla
     objects = random_objects(rng, count)
     body_from_camera = transform_from_translation_quaternion(translation, quaternion)
     positioned = {item.id: item.position for item in objects if item.position is not None}
-    camera_view = compute_relations(objects)
+    full = RelationConfig(mode=FULL)
+    camera_view = compute_relations(objects, full)
     # A level camera at the body origin: the body frame reads exactly like the camera view.
-    assert compute_relations(objects, T_ref_from_camera=T_BODY_FROM_OPTICAL) == camera_view
-    for relations in (camera_view, compute_relations(objects, T_ref_from_camera=body_from_camera)):
+    assert compute_relations(objects, full, T_ref_from_camera=T_BODY_FROM_OPTICAL) == camera_view
+    body_view = compute_relations(objects, full, T_ref_from_camera=body_from_camera)
+    for relations in (camera_view, body_view):
         by_triple = {(r.subject, r.predicate, r.object): r for r in relations}
         assert len(by_triple) == len(relations)
         for relation in relations:
@@ -268,6 +284,19 @@ def test_relations_are_symmetric_and_consistent(seed, count, quaternion, transla
             assert 0.5 <= relation.confidence <= 1.0
             offset = positioned[relation.subject] - positioned[relation.object]
             assert math.isclose(relation.distance, math.hypot(*offset), rel_tol=1e-9)
+    # The compact set: a subset of the full one, one statement per pair and axis, no
+    # converses, and in the camera view no above/below (the level body frame adds only those).
+    compact_camera = compute_relations(objects)
+    compact_level = compute_relations(objects, T_ref_from_camera=T_BODY_FROM_OPTICAL)
+    assert compact_camera == [r for r in compact_level if r.predicate not in (ABOVE, BELOW)]
+    for compact, full_set in ((compact_camera, camera_view), (compact_level, camera_view)):
+        full_triples = {(r.subject, r.predicate, r.object) for r in full_set}
+        keys = [(frozenset((r.subject, r.object)), r.predicate) for r in compact]
+        assert len(keys) == len(set(keys))
+        for relation in compact:
+            assert relation.predicate in (LEFT_OF, ABOVE, IN_FRONT_OF, NEAR)
+            assert (relation.subject, relation.predicate, relation.object) in full_triples
+    assert not {r.predicate for r in compact_camera} & {ABOVE, BELOW}
 
 
 def close(actual, expected, tolerance: float) -> bool:

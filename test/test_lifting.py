@@ -9,14 +9,13 @@ import dataclasses
 import numpy as np
 import pytest
 
+from bench.lifting_baselines import lift_box_median, lift_center_pixel
 from spatial_vlm_ros.core.lifting import (
     DEFAULT_LIFTING_CONFIG,
     LiftingConfig,
     LiftingError,
     lift_box,
-    lift_box_median,
     lift_boxes,
-    lift_center_pixel,
 )
 from spatial_vlm_ros.core.types import CameraIntrinsics, PixelBox, SpatialVlmError
 

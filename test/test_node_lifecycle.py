@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+import re
+import signal
 import time
 from typing import Any
 
@@ -164,10 +166,12 @@ def test_bad_messages_over_dds_leave_the_node_alive_and_reported(
             spin_until(harness.executor, lambda: False, 0.2)
         assert not harness.scenes, 'a scene was published without CameraInfo'
         # 2) Frames whose RGB has an unknown encoding, and whose depth is truncated.
+        # Alternating by index (the stamps are 200 ms apart, so their parity never alternates).
+        weird_encoding = set(stamps[5:15:2])
         for stamp in stamps[5:15]:
             bad_rgb, bad_depth = make_messages(stamp)[0], make_messages(stamp)[1]
             _, _, info = make_messages(stamp)
-            if stamp % 2:
+            if stamp in weird_encoding:
                 bad_rgb.encoding = 'yuv422_weird'
             else:
                 bad_depth.data = bytes(100)
@@ -204,18 +208,27 @@ def test_bad_messages_over_dds_leave_the_node_alive_and_reported(
         values = reported()
         # Ten broken frames were paired; the latest-frame slot may replace some of them before
         # the worker decodes them (counted as superseded, not as errors) when the machine is
-        # slow, so only a lower bound on the errors holds, plus the accounting of the rest.
+        # slow, so only a lower bound on the errors holds.
         errors = int(values['errors.frame'])
         assert errors >= 2, values
-        assert errors + int(values.get('drops.superseded', 0)) >= 5, values
         assert int(values['published_scenes']) >= 2
         assert 'latency_p95_ms' in values and values['latency_p95_ms'] != 'n/a'
         assert any(k.startswith('pairing.') and 'dropped' in k for k in values), values
-        assert 'yuv422_weird' in log or 'ImageSizeError' in log or 'Decode' in log
+        # The first frame error is logged (then rate-limited): it names the broken frame and
+        # exactly what was wrong with it.
+        logged = re.search(r'\[frame\] frame (\d+): (\w+): (.*)', log)
+        assert logged, log[-3000:]
+        stamp, error_type, message = int(logged[1]), logged[2], logged[3]
+        assert stamp in broken
+        if stamp in weird_encoding:
+            assert (error_type, 'yuv422_weird' in message) == ('UnknownEncodingError', True)
+        else:
+            assert (error_type, 'has 100 bytes' in message) == ('ImageSizeError', True), message
     finally:
         harness.close()
         code = stop_node(process)
-    assert code == 0 or code < 0
+    # SIGINT: a clean exit (0) or the interrupt (-2); a hang (SIGKILL, -9) or a crash fails.
+    assert code in (0, -signal.SIGINT), code
 
 
 def test_node_process_runs_from_yaml_and_exits_cleanly(

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import pytest
 
 from spatial_vlm_ros.core import pairing as pr
+from spatial_vlm_ros.core.stamps import StampError, header_stamp_ns
 
 MS = 1_000_000
 
@@ -31,26 +32,26 @@ def stamps_of(sets: list[pr.RgbdSet]) -> list[tuple[int, int]]:
 
 def test_identical_stamps_are_emitted_at_once():
     sync = pairer()
-    assert sync.add_info(0, 'info') == []
-    assert sync.add_rgb(100 * MS, 'rgb') == []
-    sets = sync.add_depth(100 * MS, 'depth')
+    assert sync.add('info', 0, 'info') == []
+    assert sync.add('rgb', 100 * MS, 'rgb') == []
+    sets = sync.add('depth', 100 * MS, 'depth')
     assert len(sets) == 1
     assert (sets[0].rgb.payload, sets[0].depth.payload, sets[0].info.payload) == (
         'rgb',
         'depth',
         'info',
     )
-    assert sets[0].stamp_ns == 100 * MS and sets[0].depth_skew_ns == 0
+    assert sets[0].stamp_ns == 100 * MS and sets[0].depth.stamp_ns == sets[0].rgb.stamp_ns
 
 
 def test_a_match_waits_until_no_closer_depth_can_arrive():
     sync = pairer(slop_ns=20 * MS)
-    sync.add_info(0, 'info')
-    assert sync.add_rgb(100 * MS, 'rgb') == []
-    assert sync.add_depth(95 * MS, 'd95') == []  # 96..104 ms may still come and be closer
-    assert sync.add_depth(99 * MS, 'd99') == []  # 99..101 ms may still come
+    sync.add('info', 0, 'info')
+    assert sync.add('rgb', 100 * MS, 'rgb') == []
+    assert sync.add('depth', 95 * MS, 'd95') == []  # 96..104 ms may still come and be closer
+    assert sync.add('depth', 99 * MS, 'd99') == []  # 99..101 ms may still come
     # 102 ms: later in-order depth is at least 2 ms off, so 99 ms (1 ms off) is final
-    sets = sync.add_depth(102 * MS, 'd102')
+    sets = sync.add('depth', 102 * MS, 'd102')
     assert stamps_of(sets) == [(100 * MS, 99 * MS)]
     stats = sync.stats()
     assert stats.dropped['depth'] == {pr.UNMATCHED: 1}  # d95 was passed over
@@ -59,18 +60,18 @@ def test_a_match_waits_until_no_closer_depth_can_arrive():
 
 def test_depth_before_rgb_also_pairs():
     sync = pairer(slop_ns=10 * MS)
-    sync.add_info(0, 'info')
-    sync.add_depth(100 * MS, 'd100')
-    sync.add_depth(133 * MS, 'd133')
-    sets = sync.add_rgb(101 * MS, 'rgb')
+    sync.add('info', 0, 'info')
+    sync.add('depth', 100 * MS, 'd100')
+    sync.add('depth', 133 * MS, 'd133')
+    sets = sync.add('rgb', 101 * MS, 'rgb')
     assert stamps_of(sets) == [(101 * MS, 100 * MS)]
 
 
 def test_rgb_without_depth_in_slop_is_dropped_as_no_depth():
     sync = pairer(slop_ns=10 * MS)
-    sync.add_info(0, 'info')
-    sync.add_rgb(100 * MS, 'rgb')
-    assert sync.add_depth(150 * MS, 'far') == []
+    sync.add('info', 0, 'info')
+    sync.add('rgb', 100 * MS, 'rgb')
+    assert sync.add('depth', 150 * MS, 'far') == []
     stats = sync.stats()
     assert stats.dropped['rgb'] == {pr.NO_DEPTH: 1}
     assert stats.emitted == 0 and stats.pending['rgb'] == 0
@@ -78,28 +79,28 @@ def test_rgb_without_depth_in_slop_is_dropped_as_no_depth():
 
 def test_latched_camera_info_is_reused_for_every_frame():
     sync = pairer()
-    sync.add_info(0, 'latched')
+    sync.add('info', 0, 'latched')
     emitted = []
     for frame in range(5):
-        sync.add_rgb(frame * 33 * MS, f'rgb{frame}')
-        emitted += sync.add_depth(frame * 33 * MS, f'depth{frame}')
+        sync.add('rgb', frame * 33 * MS, f'rgb{frame}')
+        emitted += sync.add('depth', frame * 33 * MS, f'depth{frame}')
     assert len(emitted) == 5
     assert {matched.info.payload for matched in emitted} == {'latched'}
 
 
 def test_frames_wait_for_the_first_camera_info_then_flow():
     sync = pairer(max_wait_ns=1000 * MS)
-    sync.add_rgb(0, 'rgb0')
-    assert sync.add_depth(0, 'depth0') == []
-    sets = sync.add_info(5 * MS, 'info')
+    sync.add('rgb', 0, 'rgb0')
+    assert sync.add('depth', 0, 'depth0') == []
+    sets = sync.add('info', 5 * MS, 'info')
     assert stamps_of(sets) == [(0, 0)]
 
 
 def test_no_camera_info_drops_frames_after_max_wait():
     sync = pairer(max_wait_ns=100 * MS, queue_size=50)
     for frame in range(6):
-        sync.add_rgb(frame * 30 * MS, frame)
-        sync.add_depth(frame * 30 * MS, frame)
+        sync.add('rgb', frame * 30 * MS, frame)
+        sync.add('depth', frame * 30 * MS, frame)
     stats = sync.stats()
     assert stats.dropped['rgb'] == {pr.NO_INFO: 2}  # 0 and 30 ms are more than 100 ms old
     assert stats.emitted == 0
@@ -107,13 +108,13 @@ def test_no_camera_info_drops_frames_after_max_wait():
 
 def test_strict_info_mode_matches_info_by_stamp():
     sync = pairer(info_mode='strict', slop_ns=5 * MS)
-    sync.add_info(0, 'info0')
-    sync.add_rgb(0, 'rgb0')
-    sets = sync.add_depth(0, 'depth0')
+    sync.add('info', 0, 'info0')
+    sync.add('rgb', 0, 'rgb0')
+    sets = sync.add('depth', 0, 'depth0')
     assert [matched.info.payload for matched in sets] == ['info0']
-    sync.add_rgb(100 * MS, 'rgb1')
-    sync.add_depth(100 * MS, 'depth1')
-    sync.add_info(200 * MS, 'info2')  # no info within 5 ms of 100 ms can come any more
+    sync.add('rgb', 100 * MS, 'rgb1')
+    sync.add('depth', 100 * MS, 'depth1')
+    sync.add('info', 200 * MS, 'info2')  # no info within 5 ms of 100 ms can come any more
     stats = sync.stats()
     assert stats.dropped['rgb'] == {pr.NO_INFO: 1}
     assert stats.emitted == 1
@@ -121,10 +122,10 @@ def test_strict_info_mode_matches_info_by_stamp():
 
 def test_stalled_depth_releases_rgb_after_max_wait():
     sync = pairer(max_wait_ns=100 * MS, slop_ns=10 * MS)
-    sync.add_info(0, 'info')
-    sync.add_depth(0, 'd0')  # depth then stalls: newest depth stays at 0
+    sync.add('info', 0, 'info')
+    sync.add('depth', 0, 'd0')  # depth then stalls: newest depth stays at 0
     for frame in range(1, 6):
-        sync.add_rgb(frame * 30 * MS, frame)
+        sync.add('rgb', frame * 30 * MS, frame)
     # only the rgb at 30 ms is >= 100 ms older than the newest rgb (150 ms)
     assert sync.stats().dropped['rgb'] == {pr.NO_DEPTH: 1}
     assert sync.stats().pending['rgb'] == 4
@@ -132,10 +133,10 @@ def test_stalled_depth_releases_rgb_after_max_wait():
 
 def test_flush_decides_everything_pending():
     sync = pairer(slop_ns=10 * MS)
-    sync.add_info(0, 'info')
-    sync.add_rgb(100 * MS, 'a')
-    sync.add_depth(98 * MS, 'd')
-    sync.add_rgb(200 * MS, 'b')
+    sync.add('info', 0, 'info')
+    sync.add('rgb', 100 * MS, 'a')
+    sync.add('depth', 98 * MS, 'd')
+    sync.add('rgb', 200 * MS, 'b')
     assert stamps_of(sync.flush()) == [(100 * MS, 98 * MS)]
     stats = sync.stats()
     assert stats.pending['rgb'] == 0
@@ -147,21 +148,21 @@ def test_flush_decides_everything_pending():
 
 def test_out_of_order_rgb_within_the_window_is_sorted():
     sync = pairer(slop_ns=5 * MS)
-    sync.add_info(0, 'info')
-    sync.add_rgb(200 * MS, 'b')
-    sync.add_rgb(100 * MS, 'a')
-    emitted = sync.add_depth(100 * MS, 'd100')
-    emitted += sync.add_depth(200 * MS, 'd200')
+    sync.add('info', 0, 'info')
+    sync.add('rgb', 200 * MS, 'b')
+    sync.add('rgb', 100 * MS, 'a')
+    emitted = sync.add('depth', 100 * MS, 'd100')
+    emitted += sync.add('depth', 200 * MS, 'd200')
     assert stamps_of(emitted) == [(100 * MS, 100 * MS), (200 * MS, 200 * MS)]
 
 
 def test_never_emits_a_set_older_than_one_already_emitted():
     sync = pairer(slop_ns=5 * MS)
-    sync.add_info(0, 'info')
-    sync.add_rgb(200 * MS, 'new')
-    assert len(sync.add_depth(200 * MS, 'd200')) == 1
-    assert sync.add_rgb(100 * MS, 'old') == []
-    assert sync.add_depth(100 * MS, 'd100') == []
+    sync.add('info', 0, 'info')
+    sync.add('rgb', 200 * MS, 'new')
+    assert len(sync.add('depth', 200 * MS, 'd200')) == 1
+    assert sync.add('rgb', 100 * MS, 'old') == []
+    assert sync.add('depth', 100 * MS, 'd100') == []
     stats = sync.stats()
     assert stats.dropped['rgb'] == {pr.LATE: 1}
     assert stats.dropped['depth'] == {pr.LATE: 1}
@@ -170,11 +171,11 @@ def test_never_emits_a_set_older_than_one_already_emitted():
 def test_reorder_margin_waits_for_a_late_closer_depth():
     def run(margin_ns):
         sync = pairer(slop_ns=20 * MS, reorder_margin_ns=margin_ns)
-        sync.add_info(0, 'info')
-        sync.add_rgb(100 * MS, 'rgb')
-        out = sync.add_depth(110 * MS, 'd110')
-        out += sync.add_depth(112 * MS, 'd112')
-        out += sync.add_depth(101 * MS, 'd101 (late)')
+        sync.add('info', 0, 'info')
+        sync.add('rgb', 100 * MS, 'rgb')
+        out = sync.add('depth', 110 * MS, 'd110')
+        out += sync.add('depth', 112 * MS, 'd112')
+        out += sync.add('depth', 101 * MS, 'd101 (late)')
         return stamps_of(out + sync.flush())
 
     assert run(0) == [(100 * MS, 110 * MS)]
@@ -183,10 +184,10 @@ def test_reorder_margin_waits_for_a_late_closer_depth():
 
 def test_duplicates_and_overflow_are_counted():
     sync = pairer(queue_size=3)
-    sync.add_rgb(10, 'a')
-    sync.add_rgb(10, 'again')
+    sync.add('rgb', 10, 'a')
+    sync.add('rgb', 10, 'again')
     for stamp in (20, 30, 40):
-        sync.add_rgb(stamp, stamp)
+        sync.add('rgb', stamp, stamp)
     stats = sync.stats()
     assert stats.dropped['rgb'] == {pr.DUPLICATE: 1, pr.QUEUE_OVERFLOW: 1}
     assert stats.pending['rgb'] == 3
@@ -194,17 +195,17 @@ def test_duplicates_and_overflow_are_counted():
     assert flat['rgb.received'] == 5
     assert flat['rgb.dropped.queue_overflow'] == 1
     assert flat['emitted'] == 0
-    assert stats.dropped_total('rgb') == 2
+    assert sum(stats.dropped['rgb'].values()) == 2
 
 
 def test_reset_forgets_everything():
     sync = pairer()
-    sync.add_rgb(10, 'a')
+    sync.add('rgb', 10, 'a')
     sync.reset()
     assert sync.stats().received == {'rgb': 0, 'depth': 0, 'info': 0}
-    sync.add_info(0, 'i')
-    sync.add_rgb(5, 'b')  # older than before the reset: accepted
-    assert len(sync.add_depth(5, 'd')) == 1
+    sync.add('info', 0, 'i')
+    sync.add('rgb', 5, 'b')  # older than before the reset: accepted
+    assert len(sync.add('depth', 5, 'd')) == 1
 
 
 # ----------------------------------------------------------------------------- validation
@@ -238,9 +239,9 @@ def test_bad_stream_or_stamp_is_a_typed_error():
     with pytest.raises(pr.PairingError):
         sync.add('thermal', 0, None)
     with pytest.raises(pr.PairingError):
-        sync.add_rgb(1.5, None)
+        sync.add('rgb', 1.5, None)
     with pytest.raises(pr.PairingError):
-        sync.add_rgb(True, None)
+        sync.add('rgb', True, None)
 
 
 @dataclass
@@ -260,10 +261,10 @@ class Msg:
 
 
 def test_header_stamp_ns():
-    assert pr.header_stamp_ns(Msg(Header(Time(3, 42)))) == 3_000_000_042
-    assert pr.header_stamp_ns(object(), default=-1) == -1
-    with pytest.raises(pr.PairingError):
-        pr.header_stamp_ns(object())
+    assert header_stamp_ns(Msg(Header(Time(3, 42)))) == 3_000_000_042
+    assert header_stamp_ns(object(), default=-1) == -1
+    with pytest.raises(StampError):
+        header_stamp_ns(object())
 
 
 # ----------------------------------------------------------------------------- properties
@@ -294,7 +295,7 @@ stamp_lists = st.lists(st.integers(0, 2000), max_size=25)
 def test_in_order_streams_match_the_offline_reference(rgb, depth, slop, rng):
     """Any interleaving of two in-order streams gives the offline greedy result."""
     sync = pairer(slop_ns=slop, queue_size=1000, max_wait_ns=10**9)
-    sync.add_info(0, 'info')
+    sync.add('info', 0, 'info')
     queues = {'rgb': sorted(set(rgb)), 'depth': sorted(set(depth))}
     emitted = []
     while queues['rgb'] or queues['depth']:
@@ -310,7 +311,7 @@ def check_invariants(sync, emitted, sent):
     assert rgb_stamps == sorted(set(rgb_stamps)), 'RGB stamps must strictly increase'
     assert depth_stamps == sorted(set(depth_stamps)), 'depth stamps must strictly increase'
     slop = sync.config.slop_ns
-    assert all(abs(matched.depth_skew_ns) <= slop for matched in emitted)
+    assert all(abs(matched.depth.stamp_ns - matched.rgb.stamp_ns) <= slop for matched in emitted)
     for matched in emitted:  # payloads are the very messages sent, never mixed up
         assert matched.rgb.payload == ('rgb', matched.rgb.stamp_ns)
         assert matched.depth.payload == ('depth', matched.depth.stamp_ns)
@@ -320,7 +321,7 @@ def check_invariants(sync, emitted, sent):
         assert stats.received[stream] == sent[stream]
         used = len(emitted)
         assert stats.received[stream] == (
-            used + stats.dropped_total(stream) + stats.pending[stream]
+            used + sum(stats.dropped[stream].values()) + stats.pending[stream]
         ), stream
 
 
@@ -336,7 +337,7 @@ def test_any_arrival_order_keeps_the_invariants(arrivals, slop, queue_size, max_
     sync = pairer(
         slop_ns=slop, queue_size=queue_size, max_wait_ns=max_wait, reorder_margin_ns=margin
     )
-    sync.add_info(0, 'info')
+    sync.add('info', 0, 'info')
     emitted = []
     sent = {'rgb': 0, 'depth': 0}
     for stream, stamp in arrivals:
@@ -362,7 +363,7 @@ def run_concurrent_feeders():
     # Buffers large enough to absorb any skew between the threads: every frame must pair.
     count = 5000
     sync = pairer(slop_ns=5, queue_size=count, max_wait_ns=10**9)
-    sync.add_info(0, 'info')
+    sync.add('info', 0, 'info')
     emitted = []
     emitted_lock = threading.Lock()
 

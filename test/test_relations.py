@@ -1,6 +1,6 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Relations between lifted objects in the camera view and in a body frame."""
+"""Relations between lifted objects in the camera view and in a body frame, full and compact."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import numpy as np
 import pytest
 
 from spatial_vlm_ros.core.relations import (
+    COMPACT,
+    FULL,
     RelationConfig,
     RelationError,
     compute_relations,
@@ -33,7 +35,6 @@ from spatial_vlm_ros.core.types import (
     NEAR,
     PREDICATES,
     RIGHT_OF,
-    SOURCE_GEOMETRY,
     Lifted3D,
     PixelBox,
     SpatialObject,
@@ -53,6 +54,9 @@ def triples(relations):
     return {(relation.subject, relation.predicate, relation.object) for relation in relations}
 
 
+FULL_SET = RelationConfig(mode=FULL)
+
+
 def test_camera_view_axes():
     objects = [
         make_object('a', (-0.5, 0.0, 2.0)),
@@ -60,7 +64,7 @@ def test_camera_view_axes():
         make_object('c', (0.0, -0.6, 2.0)),
         make_object('d', (-0.5, 0.0, 4.0)),
     ]
-    found = triples(compute_relations(objects))
+    found = triples(compute_relations(objects, FULL_SET))
     assert ('a', LEFT_OF, 'b') in found and ('b', RIGHT_OF, 'a') in found
     assert ('c', ABOVE, 'a') in found and ('a', BELOW, 'c') in found
     assert ('a', IN_FRONT_OF, 'd') in found and ('d', BEHIND, 'a') in found
@@ -75,7 +79,7 @@ def test_every_relation_comes_with_its_converse_and_the_same_numbers():
         make_object(f'o{i}', rng.uniform((-1, -1, 1), (1, 1, 4)), rng.uniform(0.005, 0.05))
         for i in range(8)
     ]
-    relations = compute_relations(objects)
+    relations = compute_relations(objects, FULL_SET)
     assert relations
     by_triple = {(r.subject, r.predicate, r.object): r for r in relations}
     for relation in relations:
@@ -84,7 +88,6 @@ def test_every_relation_comes_with_its_converse_and_the_same_numbers():
         ]
         assert converse.distance == relation.distance
         assert converse.confidence == relation.confidence
-        assert relation.source == SOURCE_GEOMETRY
         assert (
             relation.subject,
             CONVERSE_PREDICATE[relation.predicate],
@@ -123,7 +126,7 @@ def test_uncertainty_along_the_axis_matters_not_across_it():
 
 
 def test_near_uses_the_gap_between_extents():
-    config = RelationConfig(near_threshold_m=0.3)
+    config = RelationConfig(near_threshold_m=0.3, mode=FULL)
     table = make_object('table', (0.0, 0.5, 3.0), size=(1.6, 0.1, 0.8))
     cup = make_object('cup', (0.7, 0.42, 3.2), size=(0.08, 0.1, 0.08))  # on the table's end
     lamp = make_object('lamp', (2.0, 0.0, 3.0), size=(0.3, 0.3, 0.3))
@@ -146,8 +149,8 @@ def test_near_needs_confidence_too():
 def test_body_frame_predicates():
     # Camera at the body origin, looking along body x (optical z), level.
     objects = [make_object('near', (0.0, 0.0, 1.0)), make_object('far_left', (-1.0, -0.5, 3.0))]
-    body = triples(compute_relations(objects, T_ref_from_camera=T_BODY_FROM_OPTICAL))
-    camera = triples(compute_relations(objects))
+    body = triples(compute_relations(objects, FULL_SET, T_ref_from_camera=T_BODY_FROM_OPTICAL))
+    camera = triples(compute_relations(objects, FULL_SET))
     assert body == camera  # a level camera: both readings agree
     assert ('far_left', LEFT_OF, 'near') in body
     assert ('far_left', ABOVE, 'near') in body
@@ -166,8 +169,8 @@ def test_body_frame_uses_gravity_not_the_image_for_above():
         make_object(name, (t_camera_from_body @ (*point, 1.0))[:3])
         for name, point in floor_points.items()
     ]
-    camera = triples(compute_relations(objects))
-    body = triples(compute_relations(objects, T_ref_from_camera=t_body_from_camera))
+    camera = triples(compute_relations(objects, FULL_SET))
+    body = triples(compute_relations(objects, FULL_SET, T_ref_from_camera=t_body_from_camera))
     assert ('far_cup', ABOVE, 'near_cup') in camera  # higher in the tilted image
     assert not {('far_cup', ABOVE, 'near_cup'), ('far_cup', BELOW, 'near_cup')} & body
     assert ('near_cup', IN_FRONT_OF, 'far_cup') in body and (
@@ -216,6 +219,10 @@ def test_malformed_inputs_raise():
         RelationConfig(min_separation_m=-1.0)
     with pytest.raises(RelationError):
         RelationConfig(near_threshold_m=float('inf'))
+    with pytest.raises(RelationError):
+        RelationConfig(mode='some')
+    with pytest.raises(RelationError):
+        RelationConfig(per_object=-1)
 
 
 def test_transform_objects_moves_positions_and_rotates_covariances():
@@ -236,3 +243,63 @@ def test_transform_objects_moves_positions_and_rotates_covariances():
     assert objects[0].lifted.position[0] == 0.5  # inputs untouched
     with pytest.raises(TransformError):
         transform_objects(objects, np.eye(3))
+
+
+# ----------------------------------------------------------------------------- compact set
+
+
+def random_objects(seed, count=8):
+    rng = np.random.default_rng(seed)
+    return [
+        make_object(f'o{i}', rng.uniform((-1.5, -1, 1), (1.5, 1, 5)), rng.uniform(0.005, 0.03))
+        for i in range(count)
+    ]
+
+
+def test_compact_is_the_default_and_states_each_pair_once_per_axis():
+    assert RelationConfig().mode == COMPACT
+    objects = random_objects(2)
+    compact = compute_relations(objects)
+    assert compact
+    stated = set()
+    for relation in compact:
+        # Only the first predicate of each axis: no converses.
+        assert relation.predicate in (LEFT_OF, IN_FRONT_OF, NEAR), relation
+        if relation.predicate == NEAR:
+            assert relation.subject < relation.object
+        key = (frozenset((relation.subject, relation.object)), relation.predicate)
+        assert key not in stated, f'{key} stated twice'
+        stated.add(key)
+    # Every compact relation holds in the full set too, with the same numbers.
+    full = {(r.subject, r.predicate, r.object): r for r in compute_relations(objects, FULL_SET)}
+    for relation in compact:
+        same = full[(relation.subject, relation.predicate, relation.object)]
+        assert (same.distance, same.confidence) == (relation.distance, relation.confidence)
+
+
+def test_compact_says_nothing_about_above_in_the_camera_view_but_does_in_a_body_frame():
+    objects = [make_object('high', (0.0, -0.8, 2.0)), make_object('low', (0.0, 0.8, 2.0))]
+    assert ('high', ABOVE, 'low') in triples(compute_relations(objects, FULL_SET))
+    assert not {ABOVE, BELOW} & {r.predicate for r in compute_relations(objects)}
+    body = compute_relations(objects, T_ref_from_camera=T_BODY_FROM_OPTICAL)
+    assert ('high', ABOVE, 'low') in triples(body)
+
+
+def test_compact_keeps_only_nearest_neighbours():
+    # Five objects in a row, 1 m apart: with one neighbour each, only adjacent pairs remain.
+    objects = [make_object(f'o{i}', (float(i), 0.0, 3.0)) for i in range(5)]
+    one = compute_relations(objects, RelationConfig(per_object=1))
+    assert {(r.subject, r.object) for r in one} <= {(f'o{i}', f'o{i + 1}') for i in range(4)}
+    assert ('o0', LEFT_OF, 'o1') in triples(one) and ('o3', LEFT_OF, 'o4') in triples(one)
+    every = compute_relations(objects, RelationConfig(per_object=0))
+    assert ('o0', LEFT_OF, 'o4') in triples(every)
+    assert len({(r.subject, r.object) for r in every}) == 10  # all unordered pairs
+
+
+def test_compact_is_much_smaller_than_full_for_eight_objects():
+    objects = random_objects(3)
+    full = compute_relations(objects, FULL_SET)
+    compact = compute_relations(objects)
+    pairs = {(r.subject, r.object) for r in compact}
+    assert len(pairs) <= 8 * 3
+    assert len(compact) < len(full) / 2, (len(compact), len(full))

@@ -363,11 +363,15 @@ def test_output_bag_custom_messages_deserialize_with_rclpy(tmp_path):
         scene = deserialize_message(raw, SpatialScene)
         assert scene.header.frame_id == record['frame_id']
         assert [o.label for o in scene.objects] == [o['label'] for o in record['objects']]
+        assert [o.id for o in scene.objects_without_position] == [
+            o['id'] for o in record['objects_without_position']
+        ]
         for obj, obj_record in zip(scene.objects, record['objects'], strict=True):
-            assert obj.has_position
-            assert [obj.position.x, obj.position.y, obj.position.z] == pytest.approx(
+            position = obj.pose.position
+            assert [position.x, position.y, position.z] == pytest.approx(
                 obj_record['position'], abs=1e-4
             )
+            assert obj.range == pytest.approx(obj_record['range'], abs=1e-4)
         assert {(r.subject_id, r.predicate, r.object_id) for r in scene.relations} == {
             (r['subject'], r['predicate'], r['object']) for r in record['relations']
         }
@@ -478,4 +482,6 @@ def test_scene_records_round_trip_through_scene_from_dict(tmp_path):
     )
     for record in read_scenes(tmp_path / 'out' / 'scenes.jsonl'):
         scene = scene_from_dict(record)
-        assert [o.id for o in scene.objects] == [o['id'] for o in record['objects']]
+        listed = [*record['objects'], *record['objects_without_position']]
+        assert [o.id for o in scene.objects] == sorted(o['id'] for o in listed)
+        assert [o.id for o in scene.positioned_objects] == [o['id'] for o in record['objects']]

@@ -10,7 +10,7 @@ test_report_browser.py renders the same reports in a real Chromium.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from html.parser import HTMLParser
 import json
 import math
@@ -157,7 +157,13 @@ def image(seed: int) -> np.ndarray:
 def test_report_is_offline_and_data_cannot_break_out_of_its_script_blocks(tmp_path: Path):
     hostile = '</script><img src="http://example.invalid/x.png" onerror="alert(1)"><!--'
     scene = camera_scene(error=f'model output not usable: {hostile}')
-    scene.objects[0] = replace(scene.objects[0], id=f'cup_{hostile}')
+    scene = replace(
+        scene,
+        objects=[
+            replace(obj, id=f'cup_{hostile}') if obj.id == 'cup_0' else obj
+            for obj in scene.objects
+        ],
+    )
     builder = ReportBuilder()
     builder.add(scene, image(1), frame=rgbd_frame(), raw_text=hostile)
     builder.add(camera_scene(stamp_ns=2_000), None)
@@ -171,7 +177,8 @@ def test_report_is_offline_and_data_cannot_break_out_of_its_script_blocks(tmp_pa
     # The hostile strings stay data: no element came from them, the JSON gives them back intact.
     assert not any(tag == 'img' for tag, _ in parser.elements)
     assert [tag for tag, _ in parser.elements].count('script') == 2 + len(cards)
-    assert cards[0]['raw'] == hostile and cards[0]['objects'][0][0] == f'cup_{hostile}'
+    assert cards[0]['raw'] == hostile
+    assert f'cup_{hostile}' in [row[0] for row in cards[0]['objects']]
     assert cards[0]['error'].endswith(hostile)
     # Nothing is loaded from outside: a CSP forbids it, and no element names an external URL.
     policies = [a['content'] for tag, a in parser.elements if a.get('http-equiv')]
@@ -192,7 +199,13 @@ def test_identical_consecutive_frames_share_one_card(tmp_path: Path):
         builder.add(camera_scene(stamp, latency_ms=latency), same_image, raw_text='[]')
     # Same image, other objects: a card of its own (a nondeterministic model shows up).
     moved = camera_scene(4_000)
-    moved.objects[0] = lifted_object('cup_0', [-0.3, 0.1, 1.5])
+    moved = replace(
+        moved,
+        objects=[
+            lifted_object('cup_0', [-0.3, 0.1, 1.5]) if obj.id == 'cup_0' else obj
+            for obj in moved.objects
+        ],
+    )
     builder.add(moved, same_image, raw_text='[]')
     builder.add(camera_scene(5_000), image(4), raw_text='[]')  # another image
     builder.add(camera_scene(6_000), same_image, raw_text='[]')  # not consecutive with the first
@@ -278,8 +291,9 @@ def test_box_corners_span_the_size_along_the_rotated_axes():
 def test_top_down_map_of_a_camera_frame_scene():
     view = top_down_view(camera_scene(), INTRINSICS)
     assert (view['right'], view['up']) == ('x', 'z (forward)')
-    cup, book = view['objects']
-    assert (cup['id'], book['id']) == ('cup_0', 'book_0') and view['unplaced'] == ['lamp_0']
+    by_id = {item['id']: item for item in view['objects']}
+    assert sorted(by_id) == ['book_0', 'cup_0'] and view['unplaced'] == ['lamp_0']
+    cup, book = by_id['cup_0'], by_id['book_0']
     assert cup['c'] == pytest.approx([-0.3, 1.0]) and book['c'] == pytest.approx([0.4, 2.0])
     assert cup['ell'][0] == pytest.approx(ELLIPSE_SIGMAS_95 * 0.01, abs=1e-4)
     # The footprint is the box seen from above: width x (0.2 m) by depth z (0.3 m).
@@ -300,21 +314,16 @@ def _body_scene() -> tuple[Scene, np.ndarray]:
     pose = np.eye(4)
     pose[:3, :3] = [[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]]
     pose[:3, 3] = [1.0, 2.0, 0.5]
-    scene = camera_scene(frame_id='odom')
-    scene.objects = [lifted_object('cup_0', [3.0, 1.5, 0.8], sigma=(0.05, 0.02, 0.01))]
+    scene = replace(
+        camera_scene(frame_id='odom'),
+        objects=[lifted_object('cup_0', [3.0, 1.5, 0.8], sigma=(0.05, 0.02, 0.01))],
+    )
     return scene, pose
-
-
-@dataclass
-class _SceneWithPose(Scene):
-    """A v0.1 Scene plus the v0.2 field the report reads (``T_frame_from_camera``)."""
-
-    T_frame_from_camera: np.ndarray | None = None  # noqa: N815 (transform naming convention)
 
 
 def test_top_down_map_of_a_body_frame_scene_uses_the_camera_pose():
     scene, pose = _body_scene()
-    posed = _SceneWithPose(**scene.__dict__, T_frame_from_camera=pose)
+    posed = replace(scene, T_frame_from_camera=pose)
     view = top_down_view(posed, INTRINSICS)
     assert (view['right'], view['up']) == ('-y (right)', 'x')
     cup = view['objects'][0]
@@ -335,7 +344,7 @@ def test_top_down_map_of_a_body_frame_scene_uses_the_camera_pose():
 
 def test_3d_view_boxes_and_depth_back_projection_agree():
     scene, pose = _body_scene()
-    posed = _SceneWithPose(**scene.__dict__, T_frame_from_camera=pose)
+    posed = replace(scene, T_frame_from_camera=pose)
     view = view_3d(posed, INTRINSICS)
     box = view['boxes'][0]
     assert box['c'] == pytest.approx([3.0, 1.5, 0.8])  # body frames are already z up
@@ -346,7 +355,8 @@ def test_3d_view_boxes_and_depth_back_projection_agree():
     assert view['camera']['apex'] == pytest.approx([1.0, 2.0, 0.5])
     # Camera-frame scenes are turned z-up for display: optical y (down) becomes -z.
     optical = view_3d(camera_scene(), INTRINSICS)
-    assert optical['boxes'][0]['c'] == pytest.approx([-0.3, 1.0, -0.1])
+    boxes = {box['id']: box for box in optical['boxes']}
+    assert boxes['cup_0']['c'] == pytest.approx([-0.3, 1.0, -0.1])
     far = np.asarray(optical['camera']['far'])
     assert far[0][2] > 0 > far[2][2]  # image top is up, image bottom is down
 

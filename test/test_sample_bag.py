@@ -19,6 +19,8 @@ import numpy as np
 import pytest
 
 from spatial_vlm_ros.core.image_decoding import decode_compressed_color
+from spatial_vlm_ros.core.relations import neighbour_pairs
+from spatial_vlm_ros.core.types import ABOVE, CONVERSE_PREDICATE, IN_FRONT_OF, LEFT_OF
 from spatial_vlm_ros.engines.parsing import GroundingResult, parse_grounding
 from spatial_vlm_ros.engines.recorded import RecordedEngine, load_recording
 from spatial_vlm_ros.pipeline import PipelineConfig, SpatialPipeline
@@ -40,6 +42,8 @@ RECORDING = SAMPLE_BAG / 'recorded.jsonl'
 SOURCE = REPO_ROOT / 'data' / 'rgbd'
 GOLDEN = REPO_ROOT / 'test' / 'golden' / 'scenes.jsonl'
 POSITION_TOLERANCE_M = 0.01
+CONVERSE = CONVERSE_PREDICATE
+FIRST = (LEFT_OF, ABOVE, IN_FRONT_OF)  # the predicates the compact set states
 FRAME_NAMES = sorted(path.parent.name for path in SOURCE.glob('*/labels.json'))
 
 
@@ -163,7 +167,9 @@ def test_rebuilding_gives_the_same_messages_and_recording(tmp_path, bag_messages
 def normalized(record: dict) -> dict:
     """A scene record without its run-dependent timings."""
     return {
-        key: value for key, value in record.items() if key not in ('latency_ms', 'inference_ms')
+        key: value
+        for key, value in record.items()
+        if key not in ('latency_ms', 'inference_ms', 'stages')
     }
 
 
@@ -173,17 +179,29 @@ def test_replay_reproduces_the_golden_scenes(replayed):
     assert len(scenes) == len(golden) == len(FRAME_NAMES) * SAMPLE_LAYOUT.repeats
     for scene, expected in zip(scenes, golden, strict=True):
         assert scene['stamp_ns'] == expected['stamp_ns']
-        for key in ('frame_id', 'camera_frame_id', 'relation_frame_id', 'model_id', 'engine'):
+        for key in (
+            'schema_version',
+            'frame_id',
+            'camera_frame_id',
+            'relation_frame_id',
+            'camera_pose',
+            'model_id',
+            'engine',
+        ):
             assert scene[key] == expected[key], key
         assert scene.get('error', '') == expected.get('error', '')
-        assert [(o['id'], o['label']) for o in scene['objects']] == [
-            (o['id'], o['label']) for o in expected['objects']
-        ]
-        for obj, want in zip(scene['objects'], expected['objects'], strict=True):
+        for listing in ('objects', 'objects_without_position'):
+            assert [(o['id'], o['label']) for o in scene[listing]] == [
+                (o['id'], o['label']) for o in expected[listing]
+            ]
+        located = zip(scene['objects'], expected['objects'], strict=True)
+        for obj, want in located:
             assert obj['bbox'] == pytest.approx(want['bbox'], abs=0.01)
-            assert (obj['position'] is None) == (want['position'] is None), obj['id']
-            if want['position'] is not None:
-                assert obj['position'] == pytest.approx(want['position'], abs=POSITION_TOLERANCE_M)
+            assert obj['position'] == pytest.approx(want['position'], abs=POSITION_TOLERANCE_M)
+            assert obj['range'] == pytest.approx(want['range'], abs=POSITION_TOLERANCE_M)
+            assert obj['orientation'] == want['orientation']
+        for obj in scene['objects_without_position']:
+            assert obj['position'] is None and obj['range'] is None
         relations = {(r['subject'], r['predicate'], r['object']) for r in scene['relations']}
         assert relations == {
             (r['subject'], r['predicate'], r['object']) for r in expected['relations']
@@ -191,8 +209,9 @@ def test_replay_reproduces_the_golden_scenes(replayed):
 
 
 def test_scenes_agree_with_the_labelled_relations_that_are_clear_in_the_image(replayed):
-    """Every hand-labelled ``expected`` relation holds in the replayed scene (ids mapped through
-    the box each label came from)."""
+    """The compact relations of the replayed scenes never contradict a hand-labelled
+    ``expected`` relation, and state each one whose pair is a nearest-neighbour pair (ids
+    mapped through the box each label came from). test_real_frames checks the full set."""
     _, scenes = replayed
     for index, name in enumerate(FRAME_NAMES):
         labels = labels_of(name)
@@ -200,8 +219,41 @@ def test_scenes_agree_with_the_labelled_relations_that_are_clear_in_the_image(re
         by_box = {tuple(round(v) for v in o['bbox']): o['id'] for o in scene['objects']}
         ids = {o['id']: by_box[tuple(o['bbox'])] for o in labels['objects']}
         found = {(r['subject'], r['predicate'], r['object']) for r in scene['relations']}
-        missing = [(s, p, o) for s, p, o in labels['expected'] if (ids[s], p, ids[o]) not in found]
-        assert not missing, (name, missing)
+        order = sorted(o['id'] for o in scene['objects'])
+        positions = np.array([next(o['position'] for o in scene['objects'] if o['id'] == i)
+                              for i in order])  # fmt: skip
+        distances = np.linalg.norm(positions[:, None] - positions[None], axis=-1)
+        candidates = {frozenset((order[i], order[j])) for i, j in neighbour_pairs(distances, 3)}
+        stated = 0
+        for subject, predicate, other in labels['expected']:
+            s, o = ids[subject], ids[other]
+            canonical = (s, predicate, o) if predicate in FIRST else (o, CONVERSE[predicate], s)
+            assert (s, CONVERSE[predicate], o) not in found, (name, subject, predicate, other)
+            assert (o, predicate, s) not in found, (name, subject, predicate, other)
+            if canonical[1] != ABOVE and frozenset((s, o)) in candidates:
+                assert canonical in found, (name, subject, predicate, other)
+                stated += 1
+        assert stated, f'{name}: no labelled relation among the compact pairs'
+
+
+def test_replayed_objects_have_the_depth_of_an_object_of_their_size(replayed):
+    """An independent check of the golden positions: each object's box, back-projected at its
+    lifted depth, has the physical size of its class (test_real_frames.CLASS_EXTENT_M)."""
+    from test_real_frames import CLASS_EXTENT_M
+
+    _, scenes = replayed
+    for index, name in enumerate(FRAME_NAMES):
+        intrinsics = labels_of(name)['intrinsics']
+        scene = scenes[index * SAMPLE_LAYOUT.repeats]
+        assert scene['objects'] and not scene['objects_without_position']
+        for obj in scene['objects']:
+            x_min, y_min, x_max, y_max = obj['bbox']
+            z = obj['position'][2]
+            extent = max(
+                (x_max - x_min) * z / intrinsics['fx'], (y_max - y_min) * z / intrinsics['fy']
+            )
+            low, high = CLASS_EXTENT_M[obj['label']]
+            assert low <= extent <= high, (name, obj['id'], z, extent)
 
 
 def test_output_bag_scenes_deserialize_with_rclpy_and_match_the_jsonl(replayed):

@@ -235,3 +235,30 @@ def test_config_validation() -> None:
         SchedulerConfig(max_in_flight=0)
     with pytest.raises(ValueError, match='max_age_s'):
         SchedulerConfig(max_age_s=0)
+
+
+# ----------------------------------------------------------------------------- staleness bound
+
+
+def _staleness_bench():
+    """bench/bench_staleness.py: the node's scheduler (and a naive FIFO) on a virtual clock."""
+    from bench import bench_staleness
+
+    return bench_staleness
+
+
+@pytest.mark.parametrize('latency_s', [0.05, 0.2, 1.0, 2.0])
+def test_published_age_stays_within_one_frame_of_the_engine_latency(latency_s: float) -> None:
+    """p95 age <= L + one frame period + 50 ms and flat memory, for a 30 Hz camera and an
+    engine taking L per frame; a FIFO queue (the control) breaks both. Deterministic: the
+    loop's clock is virtual (600 frames, 20 s of camera time, in well under a second)."""
+    bench = _staleness_bench()
+    frames, period_s = 600, 1.0 / 30.0
+    bound_ms = (latency_s + period_s + bench.SLACK_S) * 1e3
+    scheduled = bench.simulate('scheduler', latency_s, frames, period_s)
+    assert scheduled.processed >= frames * period_s / (latency_s + period_s) / 2
+    assert scheduled.percentile_ms(95) <= bound_ms
+    assert scheduled.traced_growth_bytes < bench.FLAT_BYTES
+    fifo = bench.simulate('fifo', latency_s, frames, period_s)
+    assert fifo.percentile_ms(95) > bound_ms
+    assert fifo.traced_growth_bytes >= bench.FLAT_BYTES

@@ -2,8 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 """Pinhole intrinsics from ``sensor_msgs/CameraInfo`` and the RGB-D frame the pipeline consumes.
 
-CameraInfo is duck-typed: ROS 2 field names (``k``, ``p``, ``d``) and ROS 1 / rosbags-ROS1 names
-(``K``, ``P``, ``D``) both work, as do numpy arrays, lists and ``array.array`` values.
+CameraInfo is duck-typed (rclpy and rosbags messages alike): its ``k``, ``p`` and ``d`` may be
+numpy arrays, lists or ``array.array`` values.
 
 Which matrix: ``K`` describes the raw (distorted) image, ``P`` the rectified one. Use ``K`` for
 ``image_raw`` topics (the default; what RGB-D drivers publish, usually with negligible
@@ -32,7 +32,7 @@ from spatial_vlm_ros.core.image_decoding import (
     decode_depth_any,
     depth_encoding_of,
 )
-from spatial_vlm_ros.core.pairing import header_stamp_ns
+from spatial_vlm_ros.core.stamps import header_stamp_ns
 from spatial_vlm_ros.core.types import CameraIntrinsics, PixelBox, RgbdFrame, SpatialVlmError
 
 ZERO_INTRINSICS_MESSAGE = 'CameraInfo has zero intrinsics; is the camera calibrated?'
@@ -178,9 +178,9 @@ def _apply_binning_and_roi(
 def _pick_matrix(
     info: Any, source: IntrinsicsSource, warnings: list[str]
 ) -> tuple[float, float, float, float, IntrinsicsSource]:
-    k = _float_vector(info, 9, 'k', 'K')
+    k = _float_vector(info, 9, 'k')
     if source == IntrinsicsSource.P:
-        p = _float_vector(info, 12, 'p', 'P')
+        p = _float_vector(info, 12, 'p')
         if np.any(p[[0, 5]] != 0.0):
             return float(p[0]), float(p[5]), float(p[2]), float(p[6]), IntrinsicsSource.P
         if np.any(k[[0, 4]] != 0.0):
@@ -228,7 +228,7 @@ def camera_model_from_info(
     intrinsics = CameraIntrinsics(fx=fx, fy=fy, cx=cx, cy=cy, width=width, height=height)
     warnings.extend(intrinsics_warnings(intrinsics))
     distortion_model = str(getattr(info, 'distortion_model', '') or '')
-    distortion = tuple(float(value) for value in _float_vector(info, 0, 'd', 'D'))
+    distortion = tuple(float(value) for value in _float_vector(info, 0, 'd'))
     if (
         source == IntrinsicsSource.K
         and distortion
@@ -245,13 +245,6 @@ def camera_model_from_info(
         distortion=distortion,
         warnings=tuple(warnings),
     )
-
-
-def intrinsics_from_camera_info(
-    info: Any, source: IntrinsicsSource | str = IntrinsicsSource.K
-) -> CameraIntrinsics:
-    """Just the validated intrinsics of :func:`camera_model_from_info`."""
-    return camera_model_from_info(info, source).intrinsics
 
 
 # ----------------------------------------------------------------------------- resolutions
@@ -307,7 +300,7 @@ def map_box_to_image(
     """Map a box between two registered resolutions ``(width, height)`` of the same view.
 
     Use it to take an RGB-pixel box to depth pixels. Edges scale linearly; the result is not
-    clipped (see :func:`box_pixel_bounds`).
+    clipped (the lifter takes the pixels whose centres lie in the box, clipped to the image).
     """
     from_width, from_height = from_size
     to_width, to_height = to_size
@@ -338,22 +331,6 @@ def rgb_box_to_depth(box: PixelBox, frame: RgbdFrame) -> PixelBox:
     return map_box_to_image(
         box, (rgb.width, rgb.height), (depth.width, depth.height), allow_aspect_mismatch=True
     )
-
-
-def box_pixel_bounds(box: PixelBox, width: int, height: int) -> tuple[int, int, int, int]:
-    """Integer half-open bounds ``(col_start, row_start, col_stop, row_stop)`` of the pixels
-    whose centres lie in ``box``, clipped to the image; empty when the box misses it."""
-
-    def bounds(low: float, high: float, size: int) -> tuple[int, int]:
-        if not (math.isfinite(low) and math.isfinite(high)):
-            return 0, 0
-        start = min(max(math.ceil(low - 0.5), 0), size)
-        stop = min(max(math.ceil(high - 0.5), start), size)
-        return start, stop
-
-    col_start, col_stop = bounds(box.x_min, box.x_max, width)
-    row_start, row_stop = bounds(box.y_min, box.y_max, height)
-    return col_start, row_start, col_stop, row_stop
 
 
 # ----------------------------------------------------------------------------- depth
@@ -422,8 +399,10 @@ def make_rgbd_frame_with_warnings(
     :class:`CameraInfoError`; returns the frame and warnings (strings, not logged).
     """
     config = depth_config or DepthConfig()
+    # Everything that needs the image decoders first, then the camera model.
     rgb = decode_color_any(rgb_msg)
     depth_m = decode_depth_any(depth_msg, config.depth_scale)
+    depth_encoding = depth_encoding_of(depth_msg)
     model = camera_model_from_info(info_msg, intrinsics_source)
     warnings = list(model.warnings)
     rgb_height, rgb_width = rgb.shape[:2]
@@ -450,9 +429,7 @@ def make_rgbd_frame_with_warnings(
     depth_intrinsics = scale_intrinsics(
         rgb_intrinsics, depth_width, depth_height, config.allow_aspect_mismatch
     )
-    warnings.extend(
-        depth_sanity_warnings(depth_m, depth_encoding_of(depth_msg), config.depth_scale)
-    )
+    warnings.extend(depth_sanity_warnings(depth_m, depth_encoding, config.depth_scale))
     apply_depth_range(depth_m, config.min_depth_m, config.max_depth_m)
     rgb_frame_id, depth_frame_id = _frame_id(rgb_msg), _frame_id(depth_msg)
     if not rgb_frame_id and not _frame_id(info_msg):
@@ -476,17 +453,3 @@ def make_rgbd_frame_with_warnings(
         depth_intrinsics=depth_intrinsics,
     )
     return frame, warnings
-
-
-def make_rgbd_frame(
-    rgb_msg: Any,
-    depth_msg: Any,
-    info_msg: Any,
-    depth_config: DepthConfig | None = None,
-    intrinsics_source: IntrinsicsSource | str = IntrinsicsSource.K,
-) -> RgbdFrame:
-    """:func:`make_rgbd_frame_with_warnings` without the warnings."""
-    frame, _ = make_rgbd_frame_with_warnings(
-        rgb_msg, depth_msg, info_msg, depth_config, intrinsics_source
-    )
-    return frame

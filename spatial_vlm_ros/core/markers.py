@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import enum
-import math
 import zlib
 
 import numpy as np
@@ -54,14 +53,15 @@ class Rgba:
 
 @dataclass(frozen=True)
 class MarkerSpec:
-    """One marker. ``position`` is the pose's translation (orientation is always identity);
-    ``scale`` follows Marker semantics: box extents for CUBE, the line width in ``scale[0]`` for
-    LINE_LIST, the text height in ``scale[2]`` for TEXT."""
+    """One marker. ``position`` and ``orientation`` (quaternion x, y, z, w) are the pose;
+    ``scale`` follows Marker semantics: box extents along the oriented axes for CUBE, the line
+    width in ``scale[0]`` for LINE_LIST, the text height in ``scale[2]`` for TEXT."""
 
     namespace: str
     marker_id: int
     kind: MarkerKind
     position: Vector3 = (0.0, 0.0, 0.0)
+    orientation: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 1.0)
     scale: Vector3 = (1.0, 1.0, 1.0)
     color: Rgba = Rgba(1.0, 1.0, 1.0, 1.0)
     text: str = ''
@@ -122,18 +122,14 @@ def _up_vector(optical: bool) -> Vector3:
     return (0.0, -1.0, 0.0) if optical else (0.0, 0.0, 1.0)
 
 
-def _box_extent(obj: SpatialObject, optical: bool, minimum: float) -> Vector3:
+def _box_extent(obj: SpatialObject, minimum: float) -> Vector3:
+    """Extents along the box axes (the camera optical axes; the marker's orientation turns them
+    into the scene frame), at least ``minimum``."""
     size = obj.lifted.size
     if size is None:
-        sx = sy = sz = minimum
-    else:
-        sx, sy, sz = (max(float(v), minimum) for v in np.asarray(size, dtype=float).ravel())
-    if optical:
-        return (sx, sy, sz)
-    # Sizes are measured along the optical axes. In a body frame of a roughly level camera
-    # optical z is forward (body x), optical x is right (body -y) and optical y is down (body -z);
-    # extents are unsigned, so the axes only need reordering.
-    return (sz, sx, sy)
+        return (minimum, minimum, minimum)
+    sx, sy, sz = (max(float(v), minimum) for v in np.asarray(size, dtype=float).ravel())
+    return (sx, sy, sz)
 
 
 def _finite_position(obj: SpatialObject) -> Vector3 | None:
@@ -152,6 +148,7 @@ def scene_markers(scene: Scene, style: MarkerStyle | None = None) -> MarkerSet:
     style = style or MarkerStyle()
     optical = positions_are_optical(scene)
     up = _up_vector(optical)
+    orientation = scene.camera_orientation
     markers: list[MarkerSpec] = [MarkerSpec('', 0, MarkerKind.DELETE_ALL)]
     positions: dict[str, Vector3] = {}
     for index, obj in enumerate(scene.objects):
@@ -159,27 +156,27 @@ def scene_markers(scene: Scene, style: MarkerStyle | None = None) -> MarkerSet:
         if position is None:
             continue
         positions[obj.id] = position
-        extent = _box_extent(obj, optical, style.min_box_extent_m)
+        extent = _box_extent(obj, style.min_box_extent_m)
         markers.append(
             MarkerSpec(
                 namespace=NAMESPACE_OBJECTS,
                 marker_id=index,
                 kind=MarkerKind.CUBE,
                 position=position,
+                orientation=orientation,
                 scale=extent,
                 color=label_color(obj.label, style.box_alpha),
             )
         )
-        # The label floats just above the box, along the frame's "up".
-        half_height = (extent[1] if optical else extent[2]) / 2.0
+        # The label floats above the box, along the frame's "up" (optical y is the box's
+        # height; in a body or map frame the box's largest extent bounds its vertical one).
+        half_height = (extent[1] if optical else max(extent)) / 2.0
         lift = half_height + style.text_height_m
         label_position = (
             position[0] + up[0] * lift,
             position[1] + up[1] * lift,
             position[2] + up[2] * lift,
         )
-        distance = math.sqrt(sum(v * v for v in position))
-        text = f'{obj.id} {distance:.2f} m' if optical else obj.id
         markers.append(
             MarkerSpec(
                 namespace=NAMESPACE_LABELS,
@@ -188,7 +185,7 @@ def scene_markers(scene: Scene, style: MarkerStyle | None = None) -> MarkerSet:
                 position=label_position,
                 scale=(style.text_height_m, style.text_height_m, style.text_height_m),
                 color=label_color(obj.label),
-                text=text,
+                text=f'{obj.id} {scene.range_m(obj):.2f} m',
             )
         )
     if style.include_relations:

@@ -123,11 +123,6 @@ class RgbdSet:
     def stamp_ns(self) -> int:
         return self.rgb.stamp_ns
 
-    @property
-    def depth_skew_ns(self) -> int:
-        """Depth stamp minus RGB stamp."""
-        return self.depth.stamp_ns - self.rgb.stamp_ns
-
 
 @dataclass(frozen=True)
 class PairingStats:
@@ -137,9 +132,6 @@ class PairingStats:
     emitted: int
     dropped: dict[str, dict[str, int]]
     pending: dict[str, int]
-
-    def dropped_total(self, stream: str) -> int:
-        return sum(self.dropped.get(stream, {}).values())
 
     def as_flat_dict(self) -> dict[str, int]:
         """Flat counters for diagnostics: ``emitted``, ``rgb.received``, ``rgb.pending``,
@@ -151,24 +143,6 @@ class PairingStats:
             for reason, count in sorted(self.dropped.get(stream, {}).items()):
                 flat[f'{stream}.dropped.{reason}'] = count
         return flat
-
-
-def header_stamp_ns(msg: Any, default: int | None = None) -> int:
-    """``header.stamp`` of a ROS message as integer nanoseconds (ROS 2 ``sec``/``nanosec``,
-    rospy-style ``secs``/``nsecs`` too). Returns ``default`` when there is no usable stamp, or
-    raises :class:`PairingError` when ``default`` is None."""
-    stamp = getattr(getattr(msg, 'header', None), 'stamp', None)
-    for seconds_name, nanos_name in (('sec', 'nanosec'), ('secs', 'nsecs')):
-        if hasattr(stamp, seconds_name) and hasattr(stamp, nanos_name):
-            try:
-                seconds = operator.index(getattr(stamp, seconds_name))
-                nanos = operator.index(getattr(stamp, nanos_name))
-            except TypeError:
-                break
-            return seconds * NANOSECONDS_PER_SECOND + nanos
-    if default is None:
-        raise PairingError(f'message of type {type(msg).__name__} has no header.stamp')
-    return default
 
 
 @dataclass
@@ -237,8 +211,8 @@ class _SortedBuffer:
 class StampPairer:
     """Approximate-time pairing of RGB, depth and CameraInfo (see the module docstring).
 
-    Feed messages with :meth:`add_rgb`, :meth:`add_depth`, :meth:`add_info` (each returns the
-    sets that became complete, oldest first); call :meth:`flush` at the end of a bag.
+    Feed messages with :meth:`add` (it returns the sets that became complete, oldest first);
+    call :meth:`flush` at the end of a bag.
     """
 
     def __init__(self, config: PairingConfig | None = None) -> None:
@@ -263,15 +237,6 @@ class StampPairer:
             self._reset_locked()
 
     # ------------------------------------------------------------------ input
-
-    def add_rgb(self, stamp_ns: int, payload: Any) -> list[RgbdSet]:
-        return self.add(RGB, stamp_ns, payload)
-
-    def add_depth(self, stamp_ns: int, payload: Any) -> list[RgbdSet]:
-        return self.add(DEPTH, stamp_ns, payload)
-
-    def add_info(self, stamp_ns: int, payload: Any) -> list[RgbdSet]:
-        return self.add(INFO, stamp_ns, payload)
 
     def add(self, stream: str, stamp_ns: int, payload: Any) -> list[RgbdSet]:
         """Store one message; returns the sets it completed, in stamp order."""

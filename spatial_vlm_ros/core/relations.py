@@ -3,8 +3,9 @@
 """Metric spatial relations between lifted objects.
 
 Relations compare object centroids in a reference frame: the camera view (the optical frame,
-x right, y down, z forward) by default, or a body frame (REP 103: x forward, y left, z up) given
-as ``T_ref_from_camera``. Each directional predicate reads one axis of that frame:
+x right, y down, z forward) by default, or a gravity-aligned body or map frame (REP 103: x
+forward, y left, z up) given as ``T_ref_from_camera``. Each directional predicate reads one axis
+of that frame:
 
 ==============  ===================  ======================
 predicate       camera view          body frame
@@ -14,14 +15,24 @@ above           smaller y            larger z
 in_front_of     smaller z (depth)    smaller x (forward)
 ==============  ===================  ======================
 
-``right_of``, ``below`` and ``behind`` are their converses. A directional relation is emitted
+``right_of``, ``below`` and ``behind`` are their converses. A directional relation is stated
 only when the separation along its axis is at least ``min_separation_m`` *and* at least
 ``min_z_score`` standard deviations of the combined centroid uncertainty along that axis;
 its confidence is ``Phi(separation / sigma)``. ``near`` compares the gap between the objects'
 axis-aligned extents (in the camera frame, where sizes are measured) with
-``near_threshold_m``. Every relation is emitted together with its converse, so
-``left_of(a, b)`` is present exactly when ``right_of(b, a)`` is. docs/RELATIONS.md is the
-specification.
+``near_threshold_m``.
+
+Two relation sets (``RelationConfig.mode``):
+
+* ``compact`` (the default, for planners): only pairs of nearest neighbours (each object with
+  its ``per_object`` nearest others), each unordered pair stated once per axis with that
+  axis' first predicate (``left_of``, ``above``, ``in_front_of``; no converses) and ``near``
+  once with the lower id as subject, and no above/below in the camera view, where "up" is the
+  image's and not gravity's;
+* ``full``: every ordered pair, every predicate with its converse, above/below in the camera
+  view too.
+
+docs/RELATIONS.md is the specification.
 """
 
 from __future__ import annotations
@@ -33,7 +44,12 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from spatial_vlm_ros.core.transforms import TransformError, validate_transform
+from spatial_vlm_ros.core.transforms import (
+    TransformError,
+    apply_transform,
+    rotate_covariance,
+    validate_transform,
+)
 from spatial_vlm_ros.core.types import (
     ABOVE,
     BEHIND,
@@ -43,9 +59,7 @@ from spatial_vlm_ros.core.types import (
     NEAR,
     PREDICATES,
     RIGHT_OF,
-    SOURCE_GEOMETRY,
     FloatArray,
-    Lifted3D,
     Relation,
     SpatialObject,
     SpatialVlmError,
@@ -56,13 +70,20 @@ class RelationError(SpatialVlmError):
     """Objects or settings given to the relation computation are malformed."""
 
 
+COMPACT = 'compact'
+FULL = 'full'
+RELATION_MODES = (COMPACT, FULL)
+
+
 @dataclass(frozen=True)
 class RelationConfig:
-    """Thresholds of :func:`compute_relations` (see docs/RELATIONS.md)."""
+    """Thresholds and the relation set of :func:`compute_relations` (see docs/RELATIONS.md)."""
 
     min_z_score: float = 2.0  # separation / combined sigma needed to state a relation
     min_separation_m: float = 0.05  # and at least this much metric separation (directional)
     near_threshold_m: float = 0.5  # 'near' when the extents' gap is at most this
+    mode: str = COMPACT  # COMPACT for planners, FULL for every pair and converse
+    per_object: int = 3  # compact: pairs of each object with its nearest others; 0 = all pairs
 
     def __post_init__(self) -> None:
         for name in ('min_z_score', 'min_separation_m', 'near_threshold_m'):
@@ -71,6 +92,16 @@ class RelationConfig:
                 raise RelationError(f'RelationConfig.{name} must be a number, got {value!r}')
             if not math.isfinite(value) or value < 0.0:
                 raise RelationError(f'RelationConfig.{name} must be finite and >= 0, got {value}')
+        if self.mode not in RELATION_MODES:
+            raise RelationError(
+                f'RelationConfig.mode must be one of {", ".join(RELATION_MODES)}, '
+                f'got {self.mode!r}'
+            )
+        per_object = self.per_object
+        if isinstance(per_object, bool) or not isinstance(per_object, int) or per_object < 0:
+            raise RelationError(
+                f'RelationConfig.per_object must be an integer >= 0, got {per_object!r}'
+            )
 
 
 DEFAULT_RELATION_CONFIG = RelationConfig()
@@ -155,10 +186,11 @@ def _place(objects: Sequence[SpatialObject], transform: FloatArray | None) -> _P
     positions = np.array([row[1] for row in rows]).reshape(-1, 3)
     covariances = np.array([row[2] for row in rows]).reshape(-1, 3, 3)
     reference_positions, reference_covariances = positions, covariances
-    if transform is not None:
-        rotation = transform[:3, :3]
-        reference_positions = positions @ rotation.T + transform[:3, 3]
-        reference_covariances = rotation @ covariances @ rotation.T
+    if transform is not None and rows:
+        reference_positions = apply_transform(transform, positions)
+        reference_covariances = np.array(
+            [rotate_covariance(transform, covariance) for covariance in covariances]
+        )
     return _Placed(
         ids=[row[0] for row in rows],
         camera_positions=positions,
@@ -175,25 +207,25 @@ def _z_scores(magnitude: FloatArray, variance: FloatArray) -> FloatArray:
         return np.where(variance > 0.0, magnitude / np.sqrt(np.maximum(variance, 0.0)), np.inf)
 
 
-def extent_gap(
-    position_a: npt.ArrayLike,
-    size_a: npt.ArrayLike,
-    position_b: npt.ArrayLike,
-    size_b: npt.ArrayLike,
-) -> FloatArray:
-    """Per-axis gap (>= 0) between axis-aligned extents centred on the given positions."""
-    offset = np.abs(np.asarray(position_b) - np.asarray(position_a))
-    return np.maximum(offset - 0.5 * (np.asarray(size_a) + np.asarray(size_b)), 0.0)
+@dataclass(frozen=True)
+class _PairTable:
+    """Every quantity of every ordered pair (i, j), as (n, n, ...) arrays."""
+
+    distances: FloatArray  # (n, n) centroid distances, metres
+    separations: FloatArray  # (n, n, axes) coordinate of j minus that of i along each axis
+    stated: npt.NDArray[np.bool_]  # (n, n, axes) the axis' predicate holds beyond uncertainty
+    directional_z: FloatArray  # (n, n, axes)
+    is_near: npt.NDArray[np.bool_]  # (n, n)
+    near_z: FloatArray  # (n, n)
 
 
-def _pairwise(placed: _Placed, axes: tuple[_Axis, ...], config: RelationConfig) -> list[Relation]:
-    """All relations for every ordered pair (i, j), i != j, computed on (n, n, ...) arrays.
+def _pair_table(placed: _Placed, axes: tuple[_Axis, ...], config: RelationConfig) -> _PairTable:
+    """Pairwise tests on (n, n, ...) arrays.
 
     Each quantity is computed so that the (j, i) entry is the exact negation or copy of the
     (i, j) entry in floating point, which makes every relation's converse come out with the
     same confidence bit for bit.
     """
-    count = len(placed.ids)
     offsets = placed.camera_positions[None, :, :] - placed.camera_positions[:, None, :]
     distances = np.sqrt(np.einsum('ijk,ijk->ij', offsets, offsets))
     directions = np.array([axis.direction for axis in axes])  # (axes, 3)
@@ -223,26 +255,58 @@ def _pairwise(placed: _Placed, axes: tuple[_Axis, ...], config: RelationConfig) 
     margins = config.near_threshold_m - gaps
     near_z = _z_scores(margins, near_variances)
     is_near = (margins >= 0.0) & (near_z >= config.min_z_score)
+    return _PairTable(distances, separations, stated, directional_z, is_near, near_z)
 
-    relations: list[Relation] = []
-    for i in range(count):
-        for j in range(count):
-            if i == j:
-                continue
-            subject, other, distance = placed.ids[i], placed.ids[j], float(distances[i, j])
-            for index, axis in enumerate(axes):
-                if stated[i, j, index]:
-                    predicate = axis.smaller if separations[i, j, index] > 0.0 else axis.larger
-                    confidence = normal_cdf(float(directional_z[i, j, index]))
-                    relations.append(
-                        Relation(subject, predicate, other, distance, confidence, SOURCE_GEOMETRY)
-                    )
-            if is_near[i, j]:
-                confidence = normal_cdf(float(near_z[i, j]))
-                relations.append(
-                    Relation(subject, NEAR, other, distance, confidence, SOURCE_GEOMETRY)
-                )
+
+def _pair_relations(
+    i: int,
+    j: int,
+    placed: _Placed,
+    table: _PairTable,
+    axes: tuple[_Axis, ...],
+    axis_indices: Sequence[int],
+    canonical: bool = False,
+) -> list[Relation]:
+    """What holds for subject i and object j on the given axes, and ``near``.
+
+    ``canonical`` states each axis with its first predicate (left_of, above, in_front_of),
+    swapping subject and object where needed, so a pair is stated once per axis.
+    """
+    distance = float(table.distances[i, j])
+    relations = []
+    for index in axis_indices:
+        if not table.stated[i, j, index]:
+            continue
+        axis = axes[index]
+        confidence = normal_cdf(float(table.directional_z[i, j, index]))
+        subject_smaller = table.separations[i, j, index] > 0.0
+        if canonical:
+            first, second = (i, j) if subject_smaller else (j, i)
+            relations.append(
+                Relation(placed.ids[first], axis.smaller, placed.ids[second], distance, confidence)
+            )
+        else:
+            predicate = axis.smaller if subject_smaller else axis.larger
+            relations.append(
+                Relation(placed.ids[i], predicate, placed.ids[j], distance, confidence)
+            )
+    if table.is_near[i, j]:
+        confidence = normal_cdf(float(table.near_z[i, j]))
+        relations.append(Relation(placed.ids[i], NEAR, placed.ids[j], distance, confidence))
     return relations
+
+
+def neighbour_pairs(distances: FloatArray, per_object: int) -> list[tuple[int, int]]:
+    """Unordered index pairs ``(i, j)``, ``i < j``, joining each object to its ``per_object``
+    nearest others (by the given distances; ties go to the lower index); 0 means every pair."""
+    count = distances.shape[0]
+    if per_object <= 0 or per_object >= count - 1:
+        return [(i, j) for i in range(count) for j in range(i + 1, count)]
+    pairs: set[tuple[int, int]] = set()
+    for i in range(count):
+        order = [j for j in np.argsort(distances[i], kind='stable') if j != i]
+        pairs.update((min(i, int(j)), max(i, int(j))) for j in order[:per_object])
+    return sorted(pairs)
 
 
 def compute_relations(
@@ -250,13 +314,15 @@ def compute_relations(
     config: RelationConfig = DEFAULT_RELATION_CONFIG,
     T_ref_from_camera: npt.ArrayLike | None = None,  # noqa: N803 (transform naming convention)
 ) -> list[Relation]:
-    """Every unambiguous relation between pairs of positioned objects.
+    """The relations between pairs of positioned objects that hold beyond their uncertainty.
 
     ``objects`` hold camera optical frame positions (as :func:`~spatial_vlm_ros.core.lifting.
-    lift_box` returns them). With ``T_ref_from_camera`` None the predicates are those of the
-    camera view; with a 4x4 transform they are those of that body frame (x forward, y left,
-    z up). Objects without a position get no relations. Both a relation and its converse are
-    returned, sorted by (subject id, object id, predicate order in ``PREDICATES``).
+    lift_boxes` returns them). With ``T_ref_from_camera`` None the predicates are those of the
+    camera view; with a 4x4 transform they are those of that gravity-aligned body or map frame
+    (x forward, y left, z up). Objects without a position get no relations. ``config.mode``
+    chooses the compact set (nearest neighbours, no converses, no camera-view above/below) or
+    the full set (every ordered pair with converses). Sorted by (subject id, object id,
+    predicate order in ``PREDICATES``); the order of ``objects`` does not matter.
     Raises :class:`RelationError` on duplicate ids or malformed geometry.
     """
     if not isinstance(config, RelationConfig):
@@ -268,10 +334,29 @@ def compute_relations(
         except TransformError as error:
             raise RelationError(f'T_ref_from_camera: {error}') from error
     placed = _place(objects, transform)
-    if len(placed.ids) < 2:
+    count = len(placed.ids)
+    if count < 2:
         return []
     axes = _CAMERA_AXES if transform is None else _BODY_AXES
-    relations = _pairwise(placed, axes, config)
+    table = _pair_table(placed, axes, config)
+    relations: list[Relation] = []
+    if config.mode == FULL:
+        every_axis = range(len(axes))
+        for i in range(count):
+            for j in range(count):
+                if i != j:
+                    relations.extend(_pair_relations(i, j, placed, table, axes, every_axis))
+    else:
+        # "Above" in the camera view is up in the image, not against gravity: left out.
+        axis_indices = [
+            index
+            for index, axis in enumerate(axes)
+            if transform is not None or axis.smaller != ABOVE
+        ]
+        for i, j in neighbour_pairs(table.distances, config.per_object):
+            relations.extend(
+                _pair_relations(i, j, placed, table, axes, axis_indices, canonical=True)
+            )
     relations.sort(
         key=lambda relation: (
             relation.subject,
@@ -282,35 +367,29 @@ def compute_relations(
     return relations
 
 
-def transform_lifted(lifted: Lifted3D, T_target_from_camera: npt.ArrayLike) -> Lifted3D:  # noqa: N803
-    """``lifted`` with position and covariance in the target frame; size stays in camera axes.
-
-    Raises :class:`~spatial_vlm_ros.core.transforms.TransformError` for a malformed transform.
-    """
-    return _transform_lifted(lifted, validate_transform(T_target_from_camera))
-
-
-def _transform_lifted(lifted: Lifted3D, transform: FloatArray) -> Lifted3D:
-    if lifted.position is None:
-        return lifted
-    rotation = transform[:3, :3]
-    position = rotation @ np.asarray(lifted.position, dtype=np.float64) + transform[:3, 3]
-    covariance = None
-    if lifted.covariance is not None:
-        rotated = rotation @ np.asarray(lifted.covariance, dtype=np.float64) @ rotation.T
-        covariance = 0.5 * (rotated + rotated.T)
-    return replace(lifted, position=position, covariance=covariance)
-
-
 def transform_objects(
     objects: Sequence[SpatialObject],
     T_target_from_camera: npt.ArrayLike,  # noqa: N803 (transform naming convention)
 ) -> list[SpatialObject]:
     """Objects with positions and covariances mapped from the camera frame to a target frame.
 
-    Sizes stay extents along the camera optical axes (as SpatialObject.msg documents them);
-    objects without a position are returned unchanged. Raises
+    Sizes stay extents along the box axes, which are the camera optical axes (the scene's
+    ``T_frame_from_camera`` rotation orients the box in the target frame); objects without a
+    position are returned unchanged. Raises
     :class:`~spatial_vlm_ros.core.transforms.TransformError` for a malformed transform.
     """
     transform = validate_transform(T_target_from_camera)
-    return [replace(item, lifted=_transform_lifted(item.lifted, transform)) for item in objects]
+    moved = []
+    for item in objects:
+        lifted = item.lifted
+        if lifted.position is not None:
+            covariance = lifted.covariance
+            lifted = replace(
+                lifted,
+                position=apply_transform(transform, lifted.position),
+                covariance=None
+                if covariance is None
+                else rotate_covariance(transform, covariance),
+            )
+        moved.append(replace(item, lifted=lifted))
+    return moved

@@ -2,6 +2,9 @@
 # SPDX-License-Identifier: Apache-2.0
 """The scenes JSON schema: one object per scene, shared by replay's scenes.jsonl and the node's
 ``~/scene_json`` topic (docs/SCENES_JSON.md). Keep it stable; change only with a version note.
+
+Schema version 2 mirrors SpatialScene.msg version 2 field for field (``null`` where the message
+has NaN); :func:`scene_from_dict` reads versions 1 and 2.
 """
 
 from __future__ import annotations
@@ -12,54 +15,99 @@ from typing import Any
 
 import numpy as np
 
-from spatial_vlm_ros.core.types import Lifted3D, PixelBox, Relation, Scene, SpatialObject
+from spatial_vlm_ros.core.message_fields import STAGE_NAMES, box_orientation
+from spatial_vlm_ros.core.transforms import transform_from_translation_quaternion
+from spatial_vlm_ros.core.types import (
+    Lifted3D,
+    PixelBox,
+    Relation,
+    Scene,
+    SpatialObject,
+    StageTimings,
+    has_position,
+)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+
+
+class SceneJsonError(ValueError):
+    """A scenes JSON record has an unknown schema version or is malformed."""
 
 
 def _rounded(values: Any, digits: int) -> list[float]:
     return [round(float(value), digits) for value in np.asarray(values, dtype=float).ravel()]
 
 
-def object_to_dict(obj: SpatialObject) -> dict[str, Any]:
+def _finite_or_none(value: float, digits: int) -> float | None:
+    return round(float(value), digits) if math.isfinite(value) else None
+
+
+def object_to_dict(obj: SpatialObject, scene: Scene) -> dict[str, Any]:
+    """One ``objects[]`` / ``objects_without_position[]`` entry (SpatialObject.msg)."""
     lifted = obj.lifted
+    positioned = has_position(obj)
     return {
         'id': obj.id,
         'label': obj.label,
         'confidence': round(float(obj.confidence), 4),
         'bbox': _rounded(obj.box.as_list(), 2),
-        'position': None if lifted.position is None else _rounded(lifted.position, 4),
-        'size': None if lifted.size is None else _rounded(lifted.size, 4),
-        'covariance': None if lifted.covariance is None else _rounded(lifted.covariance, 8),
+        'position': _rounded(lifted.position, 4) if positioned else None,
+        'orientation': _rounded(box_orientation(scene), 6) if positioned else None,
+        'size': _rounded(lifted.size, 4) if positioned and lifted.size is not None else None,
+        'covariance': (
+            _rounded(lifted.covariance, 8)
+            if positioned and lifted.covariance is not None
+            else None
+        ),
+        'range': _finite_or_none(scene.range_m(obj), 4),
         'valid_depth_ratio': round(float(lifted.valid_depth_ratio), 4),
     }
 
 
 def relation_to_dict(relation: Relation) -> dict[str, Any]:
+    """One ``relations[]`` entry (SpatialRelation.msg)."""
     return {
         'subject': relation.subject,
         'predicate': relation.predicate,
         'object': relation.object,
         'distance': round(float(relation.distance), 4),
         'confidence': round(float(relation.confidence), 4),
-        'source': relation.source,
+    }
+
+
+def stages_to_dict(timings: StageTimings) -> dict[str, float | None]:
+    """StageLatency.msg, with ``null`` for a stage that did not run."""
+    return {name: _finite_or_none(getattr(timings, name), 3) for name in STAGE_NAMES}
+
+
+def camera_pose_to_dict(scene: Scene) -> dict[str, list[float]]:
+    """Pose of the camera optical frame in ``frame_id`` (SpatialScene.camera_pose)."""
+    return {
+        'position': _rounded(scene.camera_origin, 6),
+        'orientation': _rounded(box_orientation(scene), 9),
     }
 
 
 def scene_to_dict(scene: Scene) -> dict[str, Any]:
     """The documented scenes.jsonl object (extra keys beyond the documented ones are additive)."""
     record: dict[str, Any] = {
+        'schema_version': SCHEMA_VERSION,
         'stamp_ns': int(scene.stamp_ns),
         'frame_id': scene.frame_id,
         'camera_frame_id': scene.camera_frame_id,
         'relation_frame_id': scene.relation_frame_id,
-        'objects': [object_to_dict(obj) for obj in scene.objects],
+        'camera_pose': camera_pose_to_dict(scene),
+        'objects': [object_to_dict(obj, scene) for obj in scene.positioned_objects],
+        'objects_without_position': [
+            object_to_dict(obj, scene) for obj in scene.objects_without_position
+        ],
         'relations': [relation_to_dict(relation) for relation in scene.relations],
-        'latency_ms': round(float(scene.latency_ms), 3),
-        'inference_ms': round(float(scene.inference_ms), 3),
         'model_id': scene.model_id,
         'engine': scene.engine,
-        'schema_version': SCHEMA_VERSION,
+        'latency_ms': _finite_or_none(scene.latency_ms, 3),
+        'inference_ms': _finite_or_none(scene.inference_ms, 3),
+        'stages': stages_to_dict(scene.timings),
     }
     if scene.error:
         record['error'] = scene.error
@@ -69,6 +117,7 @@ def scene_to_dict(scene: Scene) -> dict[str, Any]:
 
 
 def scene_to_json(scene: Scene) -> str:
+    """One compact JSON line (no NaN or Infinity: they are ``null``)."""
     return json.dumps(scene_to_dict(scene), separators=(',', ':'), allow_nan=False)
 
 
@@ -79,25 +128,49 @@ def _optional_array(value: Any, shape: tuple[int, ...]) -> np.ndarray | None:
     return array if np.all(np.isfinite(array)) else None
 
 
+def _object_from_dict(item: dict[str, Any]) -> SpatialObject:
+    return SpatialObject(
+        id=str(item['id']),
+        label=str(item['label']),
+        confidence=float(item.get('confidence', 1.0)),
+        box=PixelBox(*(float(v) for v in item['bbox'])),
+        lifted=Lifted3D(
+            position=_optional_array(item.get('position'), (3,)),
+            covariance=_optional_array(item.get('covariance'), (3, 3)),
+            size=_optional_array(item.get('size'), (3,)),
+            valid_depth_ratio=float(item.get('valid_depth_ratio', math.nan)),
+        ),
+    )
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _camera_transform(record: dict[str, Any]) -> np.ndarray | None:
+    pose = record.get('camera_pose')
+    if record.get('frame_id', '') == record.get('camera_frame_id', '') or not pose:
+        return None
+    return transform_from_translation_quaternion(pose['position'], pose['orientation'])
+
+
 def scene_from_dict(record: dict[str, Any]) -> Scene:
-    """Inverse of :func:`scene_to_dict` (used by golden tests and report generation)."""
-    objects = []
-    for item in record.get('objects', []):
-        position = _optional_array(item.get('position'), (3,))
-        objects.append(
-            SpatialObject(
-                id=str(item['id']),
-                label=str(item['label']),
-                confidence=float(item.get('confidence', 1.0)),
-                box=PixelBox(*(float(v) for v in item['bbox'])),
-                lifted=Lifted3D(
-                    position=position,
-                    covariance=_optional_array(item.get('covariance'), (3, 3)),
-                    size=_optional_array(item.get('size'), (3,)),
-                    valid_depth_ratio=float(item.get('valid_depth_ratio', math.nan)),
-                ),
-            )
+    """Inverse of :func:`scene_to_dict` for schema versions 1 and 2.
+
+    Version 1 lines (no ``objects_without_position``, ``camera_pose`` or ``stages``; relations
+    with ``source``) read as version 2 scenes: objects with a ``null`` position go to
+    :attr:`Scene.objects_without_position`, ``source`` is dropped, and a target-frame scene has
+    no camera pose (``T_frame_from_camera`` None, which v1 did not record).
+    Raises :class:`SceneJsonError` for another version.
+    """
+    version = int(record.get('schema_version', 1))
+    if version not in READABLE_VERSIONS:
+        raise SceneJsonError(
+            f'scenes JSON schema_version {version} is not readable here (reads '
+            f'{", ".join(map(str, READABLE_VERSIONS))}); update spatial_vlm_ros'
         )
+    items = [*record.get('objects', []), *record.get('objects_without_position', [])]
+    objects = sorted((_object_from_dict(item) for item in items), key=lambda obj: obj.id)
     relations = [
         Relation(
             subject=str(item['subject']),
@@ -105,10 +178,10 @@ def scene_from_dict(record: dict[str, Any]) -> Scene:
             object=str(item['object']),
             distance=float(item['distance']),
             confidence=float(item['confidence']),
-            source=str(item.get('source', 'geometry')),
         )
         for item in record.get('relations', [])
     ]
+    stages = record.get('stages') or {}
     return Scene(
         stamp_ns=int(record['stamp_ns']),
         frame_id=str(record.get('frame_id', '')),
@@ -118,8 +191,10 @@ def scene_from_dict(record: dict[str, Any]) -> Scene:
         relation_frame_id=str(record.get('relation_frame_id', '')),
         model_id=str(record.get('model_id', '')),
         engine=str(record.get('engine', '')),
-        latency_ms=float(record.get('latency_ms', 0.0)),
-        inference_ms=float(record.get('inference_ms', 0.0)),
+        latency_ms=_number(record.get('latency_ms', 0.0)),
+        inference_ms=_number(record.get('inference_ms', 0.0)),
         error=str(record.get('error', '')),
         warnings=[str(warning) for warning in record.get('warnings', [])],
+        timings=StageTimings(**{name: _number(stages.get(name)) for name in STAGE_NAMES}),
+        T_frame_from_camera=_camera_transform(record) if version >= 2 else None,
     )

@@ -13,7 +13,9 @@ Conventions used everywhere in the package:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+import math
 
 import numpy as np
 import numpy.typing as npt
@@ -121,39 +123,126 @@ CONVERSE_PREDICATE = {
     NEAR: NEAR,
 }
 
-SOURCE_GEOMETRY = 'geometry'
-SOURCE_MODEL = 'model'
-SOURCE_BOTH = 'both'
-
 
 @dataclass(frozen=True)
 class Relation:
-    """``subject <predicate> object`` with the centroid distance (m) and a confidence in [0, 1]."""
+    """``subject <predicate> object`` with the centroid distance (m) and a confidence in [0, 1].
+
+    Every relation is derived from the lifted 3D geometry (the model states no relations).
+    """
 
     subject: str
     predicate: str
     object: str
     distance: float
     confidence: float
-    source: str = SOURCE_GEOMETRY
 
 
-@dataclass
+@dataclass(frozen=True)
+class StageTimings:
+    """Where the time of one scene went, milliseconds (mirrors StageLatency.msg).
+
+    NaN marks a stage that did not run (the object memory when it is off) or that cannot be
+    measured where the scene was made (a replay has no transport, pairing delay or queue).
+    """
+
+    receive_ms: float = math.nan  # image stamp -> the last message of the set was received
+    pair_ms: float = math.nan  # first message of the set received -> the set was paired
+    queue_ms: float = math.nan  # paired -> taken by the worker
+    decode_ms: float = math.nan  # RGB and depth decoding, registration
+    engine_ms: float = math.nan  # inside the engine call
+    lift_ms: float = math.nan  # lifting boxes to 3D
+    relations_ms: float = math.nan  # relations
+    memory_ms: float = math.nan  # object memory association and update
+
+
+@dataclass(frozen=True, eq=False)  # arrays inside: compare fields, not scenes
 class Scene:
-    """Everything understood about one RGB-D frame; serialized as one scenes.jsonl line."""
+    """Everything understood about one RGB-D frame; serialized as one scenes.jsonl line.
+
+    Built once, complete (the pipeline never patches a scene after construction). ``objects``
+    holds every grounded object, sorted by id, with or without a position (see
+    :attr:`positioned_objects` and :attr:`objects_without_position`, the two lists of
+    SpatialScene.msg). Positions, covariances and the box orientation are in ``frame_id``;
+    ``T_frame_from_camera`` is the transform that took them there from the camera optical frame
+    (None: ``frame_id`` is the camera frame), so a consumer knows where the camera was.
+    """
 
     stamp_ns: int
     frame_id: str  # frame of object positions
     camera_frame_id: str
-    objects: list[SpatialObject] = field(default_factory=list)
-    relations: list[Relation] = field(default_factory=list)
+    objects: Sequence[SpatialObject] = ()
+    relations: Sequence[Relation] = ()
     relation_frame_id: str = ''
     model_id: str = ''
     engine: str = ''
-    latency_ms: float = 0.0
-    inference_ms: float = 0.0
+    latency_ms: float = math.nan  # image stamp -> scene built (NaN: not measured)
+    inference_ms: float = math.nan  # inside the engine call
     error: str = ''  # non-empty when the engine result was unusable (kept for diagnostics)
-    warnings: list[str] = field(default_factory=list)  # input problems that did not stop it
+    warnings: Sequence[str] = ()  # input problems that did not stop it
+    timings: StageTimings = field(default_factory=StageTimings)
+    T_frame_from_camera: FloatArray | None = None  # noqa: N815 (transform naming convention)
+
+    def __post_init__(self) -> None:
+        # Stored as tuples so that a built scene cannot change under a consumer; objects are
+        # kept in id order, the order every output lists them in.
+        object.__setattr__(self, 'objects', tuple(sorted(self.objects, key=lambda obj: obj.id)))
+        object.__setattr__(self, 'relations', tuple(self.relations))
+        object.__setattr__(self, 'warnings', tuple(self.warnings))
+        if self.T_frame_from_camera is not None:
+            transform = np.array(self.T_frame_from_camera, dtype=np.float64)
+            if transform.shape != (4, 4):
+                raise SpatialVlmError(
+                    f'Scene.T_frame_from_camera must be 4x4, got shape {transform.shape}'
+                )
+            transform.setflags(write=False)
+            object.__setattr__(self, 'T_frame_from_camera', transform)
+
+    @property
+    def positioned_objects(self) -> tuple[SpatialObject, ...]:
+        """Objects with a finite 3D position (SpatialScene.objects), in id order."""
+        return tuple(obj for obj in self.objects if has_position(obj))
+
+    @property
+    def objects_without_position(self) -> tuple[SpatialObject, ...]:
+        """Objects the depth could not place (SpatialScene.objects_without_position)."""
+        return tuple(obj for obj in self.objects if not has_position(obj))
+
+    @property
+    def camera_origin(self) -> FloatArray:
+        """Position of the camera's optical centre in ``frame_id``, metres."""
+        if self.T_frame_from_camera is None:
+            return np.zeros(3)
+        return np.array(self.T_frame_from_camera[:3, 3])
+
+    @property
+    def camera_orientation(self) -> tuple[float, float, float, float]:
+        """Quaternion ``(x, y, z, w)`` of the camera optical axes in ``frame_id``: also the
+        orientation of every object's box, whose sizes are extents along those axes."""
+        if self.T_frame_from_camera is None:
+            return (0.0, 0.0, 0.0, 1.0)
+        # Imported here: transforms builds on the types of this module.
+        from spatial_vlm_ros.core.transforms import quaternion_from_rotation
+
+        x, y, z, w = quaternion_from_rotation(self.T_frame_from_camera[:3, :3])
+        return (float(x), float(y), float(z), float(w))
+
+    def range_m(self, obj: SpatialObject) -> float:
+        """Distance from the camera's optical centre to ``obj``'s centroid, metres; NaN when
+        the object has no position."""
+        if not has_position(obj):
+            return math.nan
+        offset = np.asarray(obj.lifted.position, dtype=np.float64) - self.camera_origin
+        return float(np.linalg.norm(offset))
+
+
+def has_position(obj: SpatialObject) -> bool:
+    """True when ``obj`` has a finite 3D position."""
+    position = obj.lifted.position
+    if position is None:
+        return False
+    values = np.asarray(position, dtype=np.float64).ravel()
+    return values.shape == (3,) and bool(np.all(np.isfinite(values)))
 
 
 @dataclass(frozen=True)

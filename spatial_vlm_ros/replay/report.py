@@ -220,8 +220,7 @@ class ReportBuilder:
             'depth': depth,
             'map': top_down_view(scene, rgb_intrinsics),
             'v3d': view_3d(scene, rgb_intrinsics),
-            'objects': [_object_row(obj) for obj in scene.objects]
-            + [_object_row(obj) for obj in getattr(scene, 'objects_without_position', ())],
+            'objects': [_object_row(obj) for obj in scene.objects],
             'relations': [
                 [
                     relation.subject,
@@ -229,7 +228,6 @@ class ReportBuilder:
                     relation.object,
                     finite_or_none(relation.distance, 3),
                     finite_or_none(relation.confidence, 3),
-                    str(getattr(relation, 'source', '')),
                 ]
                 for relation in scene.relations
             ],

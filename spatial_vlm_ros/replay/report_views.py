@@ -238,8 +238,8 @@ def top_down_view(scene: Scene, intrinsics: CameraIntrinsics | None = None) -> d
 
 
 def _all_objects(scene: Scene) -> list[SpatialObject]:
-    # v0.2 scenes list objects without a position separately; v0.1 scenes keep them in objects.
-    return [*scene.objects, *getattr(scene, 'objects_without_position', ())]
+    # Scene.objects holds every object, with or without a position.
+    return list(scene.objects)
 
 
 def view_3d(scene: Scene, intrinsics: CameraIntrinsics | None = None) -> dict[str, Any]:

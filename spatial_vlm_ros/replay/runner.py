@@ -57,10 +57,10 @@ from spatial_vlm_ros.core.pairing import (
     PairingConfig,
     RgbdSet,
     StampPairer,
-    header_stamp_ns,
 )
 from spatial_vlm_ros.core.scene_json import scene_to_json
-from spatial_vlm_ros.core.types import RgbdFrame, Scene, SpatialVlmError
+from spatial_vlm_ros.core.stamps import header_stamp_ns
+from spatial_vlm_ros.core.types import RgbdFrame, Scene, SpatialVlmError, StageTimings
 from spatial_vlm_ros.pipeline import SpatialPipeline
 from spatial_vlm_ros.replay import msgs
 from spatial_vlm_ros.replay.bag_io import BagError, BagMessage, BagReader, CameraTopics
@@ -303,6 +303,7 @@ async def replay_bag(
                 summary.frames_skipped_by_rate += 1
                 log_times.pop(paired.stamp_ns, None)
                 return True
+            decode_started_s = time.perf_counter()
             try:
                 frame, frame_warnings = make_rgbd_frame_with_warnings(
                     paired.rgb.payload,
@@ -318,7 +319,8 @@ async def replay_bag(
                 return True
             for warning in frame_warnings:
                 _note(summary, warnings_seen, warning)
-            scene = await pipeline.perceive(frame)
+            decode_ms = 1e3 * (time.perf_counter() - decode_started_s)
+            scene = await pipeline.perceive(frame, timings=StageTimings(decode_ms=decode_ms))
             log_time_ns = log_times.pop(paired.stamp_ns, paired.stamp_ns)
             outputs.write_scene(scene, frame, log_time_ns, raw_outputs.take(frame.stamp_ns))
             summary.frames_processed += 1

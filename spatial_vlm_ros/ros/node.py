@@ -38,7 +38,6 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from spatial_vlm_ros.core.annotate import annotate_scene
-from spatial_vlm_ros.core.image_decoding import decode_color_any
 from spatial_vlm_ros.core.pairing import PairingConfig, RgbdSet, StampPairer
 from spatial_vlm_ros.core.scene_json import scene_to_json
 from spatial_vlm_ros.core.scheduling import FrameScheduler, SchedulerConfig, StampedFrame
@@ -145,6 +144,7 @@ class SpatialVlmNode(LifecycleNode):
             'scene_json': self.create_lifecycle_publisher(String, '~/scene_json', out),
             'markers': self.create_lifecycle_publisher(MarkerArray, '~/markers', out),
             'annotated_image': self.create_lifecycle_publisher(Image, '~/annotated_image', out),
+            **self._detections_publisher(out),
             'diagnostics': self.create_publisher(
                 DiagnosticArray, '/diagnostics', qos_profile_system_default
             ),
@@ -426,13 +426,30 @@ class SpatialVlmNode(LifecycleNode):
                 self._outputs['scene_json'].publish(String(data=scene_to_json(scene)))
             if self._outputs['markers'].get_subscription_count() > 0:
                 self._outputs['markers'].publish(scene_markers(scene))
+            detections = self._outputs.get('detections')
+            if detections is not None:
+                detections.publish(conversions.scene_to_detections(scene))
             annotated = self._outputs['annotated_image']
-            if annotated.get_subscription_count() > 0:
-                # Drawing costs a colour decode and a copy: only when someone looks.
-                rgb = decode_color_any(frame.frame.rgb.payload)
+            pipeline = self._pipeline
+            if annotated.get_subscription_count() > 0 and pipeline is not None:
+                # Drawing costs a copy of the decoded colour image: only when someone looks.
+                rgb = pipeline.rgb_of(frame.frame)
                 annotated.publish(conversions.rgb_to_image_msg(annotate_scene(rgb, scene), scene))
         except Exception as error:  # noqa: BLE001
             self._report_error('publish', f'{type(error).__name__}: {error}')
+
+    def _detections_publisher(self, qos_profile: Any) -> dict[str, Any]:
+        """``~/detections`` (vision_msgs/Detection3DArray) where vision_msgs is installed."""
+        if not conversions.detections_available():
+            self.get_logger().info('vision_msgs is not installed: no ~/detections')
+            return {}
+        from vision_msgs.msg import Detection3DArray
+
+        return {
+            'detections': self.create_lifecycle_publisher(
+                Detection3DArray, '~/detections', qos_profile
+            )
+        }
 
     def _on_frame_error(self, frame: StampedFrame[RgbdSet], error: BaseException) -> None:
         kind = 'timeout' if isinstance(error, asyncio.TimeoutError) else 'frame'
@@ -558,7 +575,7 @@ class SpatialVlmNode(LifecycleNode):
             response.found = False
             response.reason = f'no object matching {description!r} in the newest frame'
             return response
-        response.object = conversions.object_to_msg(match)
+        response.object = conversions.object_to_msg(match, scene)
         if match.lifted.position is None:
             response.found = False
             response.reason = f'{match.id} has too little valid depth for a position'

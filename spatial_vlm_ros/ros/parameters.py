@@ -21,6 +21,7 @@ from rcl_interfaces.msg import (
 ENGINES = ('sglang', 'openai', 'transformers', 'recorded')
 INPUT_QOS = ('auto', 'reliable', 'best_effort')
 DEVICES = ('auto', 'cpu', 'cuda')
+RELATION_SETS = ('compact', 'full')
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         'Objects whose visible extents are at most this far apart (surface gap, at 2 sigma '
         'confidence) are "near", metres (docs/RELATIONS.md).',
         float_range=(0.0, 100.0),
+    ),
+    ParamSpec(
+        'relations',
+        'compact',
+        'Relation set per scene: compact (nearest neighbours, each pair once per axis, no '
+        'converses, above/below only in a gravity-aligned relation_frame) or full (every pair '
+        'and converse) (docs/RELATIONS.md).',
+        choices=RELATION_SETS,
+    ),
+    ParamSpec(
+        'relations_per_object',
+        3,
+        'Compact relations: each object is related to this many nearest others (0 = every pair).',
+        int_range=(0, 64),
     ),
     ParamSpec(
         'diagnostics_period_s',

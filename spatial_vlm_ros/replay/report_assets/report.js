@@ -691,10 +691,10 @@
 
   function relationsTable(card) {
     const table = el('table', {});
-    table.append(el('tr', {}, ...['subject', 'predicate', 'object', 'distance m', 'conf', 'source']
+    table.append(el('tr', {}, ...['subject', 'predicate', 'object', 'distance m', 'conf']
       .map((h) => el('th', { text: h }))));
-    for (const [subject, predicate, object, distance, confidence, source] of card.relations) {
-      table.append(el('tr', {}, ...[subject, predicate, object, fmt(distance, 2), fmt(confidence, 2), source]
+    for (const [subject, predicate, object, distance, confidence] of card.relations) {
+      table.append(el('tr', {}, ...[subject, predicate, object, fmt(distance, 2), fmt(confidence, 2)]
         .map((c) => el('td', { text: c }))));
     }
     return table;
