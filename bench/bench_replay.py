@@ -34,7 +34,7 @@ import time
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.bench_overhead import machine  # noqa: E402
+from bench.machine_info import machine  # noqa: E402
 from spatial_vlm_ros.replay.sample_bag import (  # noqa: E402
     BagLayout,
     load_labeled_frames,
