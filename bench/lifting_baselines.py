@@ -19,15 +19,28 @@ from spatial_vlm_ros.core.lifting import (
     DEFAULT_LIFTING_CONFIG,
     LiftingConfig,
     _back_project,
-    _box_samples,
     _check_inputs,
     _pixel_range,
+    _window,
     empty_lift,
     sensor_covariance,
 )
 from spatial_vlm_ros.core.types import CameraIntrinsics, Lifted3D, PixelBox
 
 CENTER_FALLBACK_RADIUS = 2  # centre-pixel baseline: 5x5 window when the centre is a hole
+
+
+def _valid_box_depths(
+    depth: npt.NDArray[np.floating], box: PixelBox, config: LiftingConfig
+) -> tuple[npt.NDArray[np.float64], int] | None:
+    """The valid depths of the box's sample lattice (row-major) and the lattice size."""
+    window = _window(box, depth.shape[1], depth.shape[0], config)
+    if window is None:
+        return None
+    crop = window.crop(depth)
+    with np.errstate(invalid='ignore'):
+        valid = np.isfinite(crop) & (crop >= config.min_depth_m) & (crop <= config.max_depth_m)
+    return crop[valid].astype(np.float64), int(crop.size)
 
 
 def _lift_at_pixel(
@@ -104,16 +117,17 @@ def lift_box_median(
 ) -> Lifted3D:
     """Baseline: the median of every valid depth in the box, back-projected at the box centre."""
     depth = _check_inputs(depth_m, intrinsics, box)
-    samples = _box_samples(depth, box, config)
-    if samples is None or samples.depths.size == 0:
+    sampled = _valid_box_depths(depth, box, config)
+    if sampled is None or sampled[0].size == 0:
         return empty_lift()
+    depths, box_pixels = sampled
     return _lift_at_pixel(
         0.5 * (box.x_min + box.x_max) - 0.5,
         0.5 * (box.y_min + box.y_max) - 0.5,
-        float(np.median(samples.depths)),
+        float(np.median(depths)),
         box,
         intrinsics,
         config,
-        int(samples.depths.size),
-        samples.box_pixels,
+        int(depths.size),
+        box_pixels,
     )

@@ -18,6 +18,7 @@ import sys
 from typing import Any
 
 from spatial_vlm_ros.core.types import SpatialVlmError
+from spatial_vlm_ros.runtime import tune_memory_allocator
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -446,6 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_ERROR
+    tune_memory_allocator()
     try:
         return COMMANDS[args.command](args)
     except SpatialVlmError as error:

@@ -31,6 +31,8 @@ from spatial_vlm_ros.core.image_decoding import (
     decode_color_any,
     decode_depth_any,
     depth_encoding_of,
+    depth_lookup_table,
+    integer_depth_codes,
 )
 from spatial_vlm_ros.core.stamps import header_stamp_ns
 from spatial_vlm_ros.core.types import CameraIntrinsics, PixelBox, RgbdFrame, SpatialVlmError
@@ -355,7 +357,26 @@ def depth_sanity_warnings(
     valid = sample[np.isfinite(sample)]
     if valid.size == 0:
         return ['depth image has no valid pixels']
-    median = float(np.median(valid))
+    return _median_depth_warnings(float(np.median(valid)), encoding, depth_scale)
+
+
+def _integer_depth_sanity_warnings(
+    codes: npt.NDArray[np.uint16], scale: float, encoding: str, depth_scale: float | None
+) -> list[str]:
+    """:func:`depth_sanity_warnings` of the decoded image, from its raw codes: the same
+    subsample and the same median (decoding preserves the codes' order), without decoding."""
+    sample = codes[::4, ::4]
+    valid = sample[sample != 0]
+    if valid.size == 0:
+        return ['depth image has no valid pixels']
+    half = valid.size // 2
+    ordered = np.partition(valid, half)
+    middle = ordered[half : half + 1] if valid.size % 2 else [ordered[:half].max(), ordered[half]]
+    metres = depth_lookup_table(scale).take(np.asarray(middle, dtype=np.intp))
+    return _median_depth_warnings(float(np.median(metres)), encoding, depth_scale)
+
+
+def _median_depth_warnings(median: float, encoding: str, depth_scale: float | None) -> list[str]:
     scale_text = 'the default' if depth_scale is None else f'{depth_scale:g} m per unit'
     low, high = SANE_MEDIAN_DEPTH_M
     if median > high:
@@ -401,8 +422,15 @@ def make_rgbd_frame_with_warnings(
     config = depth_config or DepthConfig()
     # Everything that needs the image decoders first, then the camera model.
     rgb = decode_color_any(rgb_msg)
-    depth_m = decode_depth_any(depth_msg, config.depth_scale)
-    depth_encoding = depth_encoding_of(depth_msg)
+    codes = integer_depth_codes(depth_msg, config.depth_scale)
+    if codes is None:
+        depth_m = decode_depth_any(depth_msg, config.depth_scale)
+    else:
+        # 16-bit depth: one table lookup per pixel converts, masks holes and applies the
+        # range limits (what decoding and apply_depth_range below do pass after pass).
+        depth_m = depth_lookup_table(codes[1], config.min_depth_m, config.max_depth_m).take(
+            codes[0]
+        )
     model = camera_model_from_info(info_msg, intrinsics_source)
     warnings = list(model.warnings)
     rgb_height, rgb_width = rgb.shape[:2]
@@ -429,8 +457,12 @@ def make_rgbd_frame_with_warnings(
     depth_intrinsics = scale_intrinsics(
         rgb_intrinsics, depth_width, depth_height, config.allow_aspect_mismatch
     )
-    warnings.extend(depth_sanity_warnings(depth_m, depth_encoding, config.depth_scale))
-    apply_depth_range(depth_m, config.min_depth_m, config.max_depth_m)
+    encoding = depth_encoding_of(depth_msg)
+    if codes is None:
+        warnings.extend(depth_sanity_warnings(depth_m, encoding, config.depth_scale))
+        apply_depth_range(depth_m, config.min_depth_m, config.max_depth_m)
+    else:
+        warnings.extend(_integer_depth_sanity_warnings(*codes, encoding, config.depth_scale))
     rgb_frame_id, depth_frame_id = _frame_id(rgb_msg), _frame_id(depth_msg)
     if not rgb_frame_id and not _frame_id(info_msg):
         # A scene in frame "" is unusable (no TF, no viewer): refuse it loudly.

@@ -24,6 +24,8 @@ from __future__ import annotations
 import array
 from collections.abc import Sequence
 from dataclasses import dataclass
+import functools
+import math
 import operator
 import struct
 from typing import Any
@@ -329,6 +331,39 @@ def decode_depth(msg: Any, depth_scale: float | None = None) -> DepthImage:
     if info.dtype == 'f4':
         return _scale_float_depth_in_place(stored.astype(np.float32), scale)
     return _integer_depth_to_metres(stored, scale)
+
+
+@functools.lru_cache(maxsize=16)
+def depth_lookup_table(
+    scale: float, min_depth_m: float = 0.0, max_depth_m: float = math.inf
+) -> DepthImage:
+    """Metres (float32) of every 16-bit depth code, NaN for 0 and outside ``[min, max]``.
+
+    Built by converting all 65536 codes exactly as :func:`decode_depth` converts pixels, so a
+    lookup (one read and one write per pixel) gives the same image as converting, masking holes
+    and applying the range limits pass after pass. Read-only and cached per setting.
+    """
+    table = _integer_depth_to_metres(np.arange(65536, dtype=np.uint16), scale)
+    with np.errstate(invalid='ignore'):
+        table[(table < min_depth_m) | (table > max_depth_m)] = np.nan
+    return _read_only(table)
+
+
+def integer_depth_codes(
+    msg: Any, depth_scale: float | None = None
+) -> tuple[npt.NDArray[np.uint16], float] | None:
+    """The 16-bit codes of a raw integer depth image (``16UC1``/``mono16``; a zero-copy view in
+    this host's byte order) and the metres per code; None for any other message.
+
+    Raises what :func:`decode_depth` raises for a malformed integer depth image.
+    """
+    if is_compressed(msg):
+        return None
+    info = encoding_info(_text_field(msg, 'encoding'))
+    if info.kind != 'depth' or info.dtype != 'u2' or info.default_depth_scale is None:
+        return None
+    scale = _checked_depth_scale(depth_scale, info.default_depth_scale)
+    return image_view(msg), scale
 
 
 # ----------------------------------------------------------------------------- compressed

@@ -48,6 +48,7 @@ from spatial_vlm_ros.ros import conversions, qos
 from spatial_vlm_ros.ros.markers import scene_markers
 from spatial_vlm_ros.ros.parameters import PARAMETERS, validate
 from spatial_vlm_ros.ros.tf import TransformSource
+from spatial_vlm_ros.runtime import tune_memory_allocator
 from spatial_vlm_ros.srv import LocateObject, SpatialQuery
 
 NODE_NAME = 'spatial_vlm'
@@ -692,6 +693,7 @@ def main(args: list[str] | None = None) -> int:
     # of a RELIABLE publisher on default transports, so it is a safe default for the node.
     # An explicit FASTDDS_BUILTIN_TRANSPORTS (e.g. DEFAULT) wins. Must be set before rclpy.init.
     os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+    tune_memory_allocator()
     rclpy.init(args=args)
     node = SpatialVlmNode()
     executor = MultiThreadedExecutor(num_threads=4)
