@@ -76,7 +76,8 @@ fi
 VENDORED_ROOT="${ROOT}/third_party/ros_interfaces"
 for vendored in tf2_msgs vision_msgs; do
   vendored_src="${VENDORED_ROOT}/${vendored}"
-  mapfile -t vendored_inputs < <(find "${vendored_src}" -type f)
+  # Directories too: their mtime changes when a file is added or removed.
+  mapfile -t vendored_inputs < <(find "${vendored_src}")
   fresh "vendored-${vendored}" "${vendored_inputs[@]}" "$0" && continue
   if [[ ! -f "${VENV}/share/${vendored}/vendored_by_spatial_vlm_ros" ]] \
     && "${VPY}" -c "import ${vendored}.msg" 2>/dev/null; then
