@@ -67,6 +67,40 @@ if ! fresh interfaces "${IFACE_INPUTS[@]}" "$0"; then
   stamp interfaces
 fi
 
+# --- Vendored ROS interfaces: tf2_msgs and vision_msgs ------------------------------------------
+# The PyPI ROS wheels have neither (a ROS installation has both, from rosdep keys tf2_msgs and
+# vision_msgs). Build each from its upstream definitions in third_party/ros_interfaces (see the
+# README there) and install it into the venv like the interfaces above, but only where
+# `import <pkg>.msg` fails: a tf2_msgs or vision_msgs that ROS provides is never replaced. The
+# marker file our build installs tells our own earlier build from ROS's.
+VENDORED_ROOT="${ROOT}/third_party/ros_interfaces"
+for vendored in tf2_msgs vision_msgs; do
+  vendored_src="${VENDORED_ROOT}/${vendored}"
+  # Directories too: their mtime changes when a file is added or removed.
+  mapfile -t vendored_inputs < <(find "${vendored_src}")
+  fresh "vendored-${vendored}" "${vendored_inputs[@]}" "$0" && continue
+  if [[ ! -f "${VENV}/share/${vendored}/vendored_by_spatial_vlm_ros" ]] \
+    && "${VPY}" -c "import ${vendored}.msg" 2>/dev/null; then
+    log "${vendored}: using the installed one ($("${VPY}" -c "import ${vendored}; print(${vendored}.__path__[0])"))"
+    continue
+  fi
+  log "building ${vendored} with rosidl from third_party/ros_interfaces (not installed here)"
+  vendored_build="${VENV}/build/vendored/${vendored}"
+  rm -rf "${vendored_build}"
+  mkdir -p "${vendored_build}"
+  cmake -S "${vendored_src}" -B "${vendored_build}" -DBUILD_TESTING=OFF \
+    -DCMAKE_PREFIX_PATH="${VENV}" -DCMAKE_INSTALL_PREFIX="${VENV}" \
+    -DPython3_EXECUTABLE="${VPY}" >"${vendored_build}/cmake.log" 2>&1 \
+    || { tail -40 "${vendored_build}/cmake.log" >&2; exit 1; }
+  cmake --build "${vendored_build}" -j "$(nproc)" >"${vendored_build}/build.log" 2>&1 \
+    || { tail -40 "${vendored_build}/build.log" >&2; exit 1; }
+  cmake --install "${vendored_build}" >"${vendored_build}/install.log" 2>&1 \
+    || { tail -40 "${vendored_build}/install.log" >&2; exit 1; }
+  "${VPY}" -c "import ${vendored}.msg" \
+    || { echo "[setup] the vendored ${vendored} does not import" >&2; exit 1; }
+  stamp "vendored-${vendored}"
+done
+
 if ! fresh package "${ROOT}/setup.py" "$0"; then
   log "installing spatial_vlm_ros (editable)"
   "${VPY}" -m pip install "${PIP_FLAGS[@]}" --no-deps --no-build-isolation \
