@@ -38,7 +38,7 @@ from spatial_vlm_ros.engines.base import (
     TaskKind,
     VlmEngine,
 )
-from spatial_vlm_ros.engines.parsing import AnswerResult, GroundingResult, ParseFailure
+from spatial_vlm_ros.engines.results import AnswerResult, GroundingResult, ParseFailure
 
 
 class TransformLookup(Protocol):
