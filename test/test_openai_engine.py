@@ -615,3 +615,15 @@ def test_a_model_rejected_mid_run_is_diagnosed_in_one_line(server):
 def test_base_url_may_end_in_v1(server):
     call(make_engine(server.url + '/v1/'), ground_request())
     assert len(server.requests) == 1
+
+
+def test_the_node_parameter_reaches_the_engine():
+    from spatial_vlm_ros.engines.registry import create_engine
+    from spatial_vlm_ros.pipeline import PipelineSettings
+    from spatial_vlm_ros.ros.parameters import PARAMETERS
+
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    values.update(engine='openai', model='qwen3-vl', served_model_name='tiny-qwen3-vl')
+    settings = PipelineSettings.from_parameters(values)
+    engine = create_engine(settings.engine_kind, settings.model, **settings.engine_options)
+    assert isinstance(engine, OpenAIEngine) and engine.served_model_name == 'tiny-qwen3-vl'
