@@ -25,10 +25,12 @@ import numpy as np
 import pytest
 
 from spatial_vlm_ros.engines.base import (
+    FLAG_MAX_NEW_TOKENS,
     EngineError,
     EngineRequest,
     EngineTimeout,
     EngineUnavailableError,
+    FinishReason,
     HealthLevel,
     TaskKind,
 )
@@ -131,9 +133,14 @@ def test_a_question_is_answered_as_text(vllm_server: VllmServer) -> None:
         images=(image(40),), task=TaskKind.QUESTION, question='Is the cup left of the chair?'
     )
     response = run(engine_for(vllm_server), lambda engine: engine.generate(request))
-    assert 'response_format' not in json.dumps(response.raw_text)
     assert isinstance(response.parsed, AnswerResult | ParseFailure)
     assert response.raw_text and response.tokens.completion_tokens > 0
+    # The checkpoint directory's profile file caps questions at 256 new tokens; the server
+    # honoured max_completion_tokens and said why it stopped.
+    assert response.tokens.completion_tokens <= 256
+    assert response.finish_reason in (FinishReason.STOP, FinishReason.LENGTH)
+    cut = response.finish_reason == FinishReason.LENGTH
+    assert (FLAG_MAX_NEW_TOKENS in response.flags) == cut
 
 
 def test_vllm_accepts_every_field_of_the_body(vllm_server: VllmServer) -> None:
