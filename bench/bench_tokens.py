@@ -5,10 +5,10 @@
 Image tokens: ``engines.imaging.image_tokens_for`` (what the engines budget with) against the real
 transformers ``Qwen3VLProcessor`` (its Qwen2-VL image processor, patch 16, merge 2) given the same
 pixel budget, counting the ``<|image_pad|>`` tokens it expands the image placeholder into. The
-processor is the tiny checkpoint's (engines.tiny_model), with ``size`` set to each profile's
-``min_pixels`` / ``max_pixels``: the image processor's arithmetic is the real one, only the budget
-differs between checkpoints. Both the raw frame and the frame already resized client-side (what
-the OpenAI engine sends) are checked.
+processor is the tiny checkpoint's (test/fixtures/tiny_model.py), with ``size`` set to each
+profile's ``min_pixels`` / ``max_pixels``: the image processor's arithmetic is the real one, only
+the budget differs between checkpoints. Both the raw frame and the frame already resized
+client-side (what the OpenAI engine sends) are checked.
 
 Output tokens: the real Qwen3-VL tokenizer cannot be downloaded here (no model hub access), so the
 grounding answer (``[{"bbox_2d": [x1, y1, x2, y2], "label": "..."}, ...]``, 0..1000 coordinates)
@@ -42,7 +42,10 @@ import regex
 from spatial_vlm_ros.engines.imaging import image_tokens_for, model_input_size, resize_for_profile
 from spatial_vlm_ros.engines.profiles import GREEDY_GROUNDING_SAMPLING, PROFILES, ModelProfile
 from spatial_vlm_ros.engines.schema import GROUNDING_MAX_ITEMS
-from spatial_vlm_ros.engines.tiny_model import build_tiny_model, tiny_profile
+
+# The tiny checkpoint builder is test-only code (test/fixtures), not part of the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))
+from fixtures.tiny_model import build_tiny_model, tiny_profile  # noqa: E402
 
 SIZES = ((640, 480), (1280, 720))
 OBJECTS = 20

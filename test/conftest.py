@@ -24,6 +24,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Tests also exercise bench/ helpers (the lifting baselines, the staleness simulation).
 if str(REPO_ROOT) not in sys.path:
     sys.path.append(str(REPO_ROOT))
+# Test-only builders (the tiny model) live in test/fixtures, importable as `fixtures.*` whatever
+# pytest's import mode.
+if str(REPO_ROOT / 'test') not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / 'test'))
 
 os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
