@@ -1,0 +1,184 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""Grounding throughput through the real sglang-router: one worker against two, 1 and 4 cameras.
+
+Two vLLM-on-CPU servers serve the tiny Qwen3-VL (the engines live-server harness); sglang-router
+0.3.2 (``.venv-router/``, ``bash scripts/setup_router.sh``) runs in front of one of them, then in
+front of both. Each camera is one ``openai`` engine (as each node has its own) sending grounding
+requests back to back, one in flight, like a node with ``max_in_flight: 1``. Every row is measured
+in this run against the same servers; printed: completed grounding requests/s, p50/p95 latency,
+ratios to the one-worker 4-camera row, and how the router split the requests.
+
+Rows: 1 worker x 1 camera (unloaded latency), 1 worker x 4 cameras (the baseline), 2 workers x 4
+cameras with round_robin, and 2 workers x 4 cameras with cache_aware (all cameras ground the same
+classes, as a fleet usually does).
+
+Random weights and a 2-core machine: on CPU two workers share the same cores, so the ratio
+measures what the router can give when the cores are already busy, not GPU scaling.
+
+    .venv/bin/python bench/bench_router.py [--requests 12] [--cameras 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from dataclasses import dataclass
+from pathlib import Path
+import sys
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT / 'test'))
+
+from router_harness import RouterProcess, router_env_missing  # noqa: E402
+from test_router_live import SERVED_NAME, VllmWorker  # noqa: E402
+
+from spatial_vlm_ros.engines.base import EngineRequest, TaskKind  # noqa: E402
+from spatial_vlm_ros.engines.openai_engine import OpenAIEngine  # noqa: E402
+from spatial_vlm_ros.engines.profiles import resolve_profile  # noqa: E402
+
+VOCABULARY = ('cup', 'chair', 'person')
+
+
+@dataclass(frozen=True)
+class Row:
+    label: str
+    workers: int
+    cameras: int
+    latencies_s: tuple[float, ...]
+    wall_s: float
+    split: dict[str, float]
+
+    @property
+    def rate(self) -> float:
+        return len(self.latencies_s) / self.wall_s
+
+    def percentile_s(self, q: float) -> float:
+        return float(np.percentile(self.latencies_s, q))
+
+
+def frames(count: int, seed: int) -> list[EngineRequest]:
+    rng = np.random.default_rng(seed)
+    return [
+        EngineRequest(
+            images=(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8),),
+            task=TaskKind.GROUND,
+            stamp_ns=seed * 10_000 + index,
+            vocabulary=VOCABULARY,
+        )
+        for index in range(count)
+    ]
+
+
+async def run_cameras(url: str, model_dir: Path, cameras: int, per_camera: int) -> tuple[Any, ...]:
+    """``cameras`` engines sending ``per_camera`` requests each, one in flight per camera."""
+    engines = [
+        OpenAIEngine(
+            resolve_profile(str(model_dir)),
+            base_url=url,
+            served_model_name=SERVED_NAME,
+            max_concurrency=1,
+            timeout_s=300.0,
+        )
+        for _ in range(cameras)
+    ]
+    latencies: list[float] = []
+
+    async def camera(engine: OpenAIEngine, requests: list[EngineRequest]) -> None:
+        for request in requests:
+            started = time.perf_counter()
+            await engine.generate(request)
+            latencies.append(time.perf_counter() - started)
+
+    try:
+        for engine in engines:
+            await engine.start()
+        start = time.perf_counter()
+        await asyncio.gather(
+            *(camera(engine, frames(per_camera, seed)) for seed, engine in enumerate(engines))
+        )
+        wall = time.perf_counter() - start
+    finally:
+        for engine in engines:
+            await engine.shutdown()
+    return tuple(latencies), wall
+
+
+def measure(
+    label: str,
+    workers: list[VllmWorker],
+    policy: str,
+    cameras: int,
+    per_camera: int,
+    model_dir: Path,
+    log_dir: Path,
+) -> Row:
+    with RouterProcess(
+        [w.url for w in workers], log_dir / f'router-{label}.log', policy=policy
+    ) as router:
+        assert router.wait_for_healthy({w.url for w in workers}, 30.0), router.log
+        asyncio.run(run_cameras(router.url, model_dir, 1, 2))  # warm-up, not counted
+        before = router.successes_per_worker()
+        latencies, wall = asyncio.run(run_cameras(router.url, model_dir, cameras, per_camera))
+        after = router.successes_per_worker()
+    split = {url: after[url] - before.get(url, 0.0) for url in after}
+    return Row(label, len(workers), cameras, latencies, wall, split)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--requests', type=int, default=12, help='requests per camera')
+    parser.add_argument('--cameras', type=int, default=4)
+    parser.add_argument('--model-dir', type=Path, default=Path('/tmp/rt/tiny32'))
+    args = parser.parse_args()
+    missing = router_env_missing()
+    if missing:
+        print(f'bench_router: skipped: {missing}')
+        return 0
+    log_dir = Path(tempfile.mkdtemp(prefix='bench_router_'))
+    workers = [VllmWorker(args.model_dir, log_dir / f'worker{index}.log') for index in (0, 1)]
+    try:
+        for worker in workers:
+            worker.launch()
+        for worker in workers:
+            worker.wait_healthy()
+        one, both = workers[:1], workers
+        n = args.requests
+        rows = [
+            measure('1 worker, 1 camera', one, 'round_robin', 1, n, args.model_dir, log_dir),
+            measure(
+                f'1 worker, {args.cameras} cameras', one, 'round_robin', args.cameras, n,
+                args.model_dir, log_dir,
+            ),
+            measure(
+                f'2 workers, {args.cameras} cameras, round_robin', both, 'round_robin',
+                args.cameras, n, args.model_dir, log_dir,
+            ),
+            measure(
+                f'2 workers, {args.cameras} cameras, cache_aware', both, 'cache_aware',
+                args.cameras, n, args.model_dir, log_dir,
+            ),
+        ]  # fmt: skip
+    finally:
+        for worker in workers:
+            worker.kill()
+    base = rows[1]
+    print('| setup | requests | req/s | x 1 worker | p50 s | p95 s | p95 / 1 worker | split |')
+    print('|---|---:|---:|---:|---:|---:|---:|---|')
+    for row in rows:
+        split = ' / '.join(f'{int(count)}' for _, count in sorted(row.split.items()))
+        print(
+            f'| {row.label} | {len(row.latencies_s)} | {row.rate:.2f} | {row.rate / base.rate:.2f} '
+            f'| {row.percentile_s(50):.2f} | {row.percentile_s(95):.2f} '
+            f'| {row.percentile_s(95) / base.percentile_s(95):.2f} | {split} |'
+        )
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
