@@ -34,6 +34,7 @@ from router_harness import (
     RouterProcess,
     free_port,
     parse_prometheus,
+    per_label,
     router_env_missing,
     total,
 )
@@ -128,6 +129,8 @@ def tiny_model_dir() -> Path:
 @pytest.fixture(scope='module')
 def workers(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
     missing = _live_setup_missing()
+    if missing and os.environ.get('SPATIAL_VLM_REQUIRE_LIVE') == '1':
+        pytest.fail(f'{missing} (SPATIAL_VLM_REQUIRE_LIVE=1: the live tests must run)')
     if missing:
         pytest.skip(missing)
     logs = tmp_path_factory.mktemp('workers')
@@ -423,6 +426,64 @@ def test_a_router_down_or_without_workers_is_an_error_with_the_fix(
         lonely.stop()
 
 
+# --- 2b. TLS and an API key, as docs/SCALING.md deploys the router -------------------------------
+
+
+def test_router_over_tls_with_an_api_key_read_from_the_named_env_var(
+    workers: list[Any], tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import httpx
+
+    from spatial_vlm_ros.engines.results import GroundingResult
+
+    cert, key = tmp_path / 'router.crt', tmp_path / 'router.key'
+    subprocess.run(
+        ['openssl', 'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1',
+         '-keyout', str(key), '-out', str(cert), '-subj', '/CN=127.0.0.1',
+         '-addext', 'subjectAltName=IP:127.0.0.1'],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    secure = RouterProcess(
+        [w.url for w in workers],
+        tmp_path / 'router.log',
+        scheme='https',
+        extra_args=(
+            '--api-key', 'router-secret',
+            '--tls-cert-path', str(cert), '--tls-key-path', str(key),
+        ),
+    ).start()  # fmt: skip
+    try:
+        body = {'model': SERVED_NAME, 'messages': [{'role': 'user', 'content': 'hi'}]}
+        chat = f'{secure.url}/v1/chat/completions'
+        with httpx.Client(verify=str(cert), timeout=30) as client:
+            assert client.post(chat, json=body).status_code == 401  # no key
+            wrong = {'Authorization': 'Bearer nope'}
+            assert client.post(chat, json=body, headers=wrong).status_code == 401
+            assert client.get(f'{secure.url}/readiness').status_code == 200  # probes stay open
+        with pytest.raises(httpx.ConnectError):  # TLS only
+            httpx.get(f'http://127.0.0.1:{secure.port}/readiness', timeout=5)
+
+        # The node's way: the key from the env var named by api_key_env, the private CA from
+        # SSL_CERT_FILE (httpx honours it).
+        monkeypatch.setenv('ROUTER_API_KEY', 'router-secret')
+        monkeypatch.setenv('SSL_CERT_FILE', str(cert))
+
+        async def ground() -> Any:
+            engine = _engine(secure.url, tiny_model_dir, api_key_env='ROUTER_API_KEY')
+            try:
+                await engine.start()
+                return await engine.generate(_ground_request(99))
+            finally:
+                await engine.shutdown()
+
+        answer = asyncio.run(ground())
+        assert isinstance(answer.parsed, GroundingResult), answer.raw_text
+        keyed = _engine(secure.url, tiny_model_dir, api_key_env='ROUTER_API_KEY')
+        assert 'router-secret' not in repr(keyed)
+    finally:
+        secure.stop()
+
+
 # --- 3. two nodes share one cache-aware router --------------------------------------------------
 
 # sglang-router 0.3.2's cache_aware keys on the text of the chat messages (images are not part of
@@ -552,6 +613,13 @@ def test_node_keeps_serving_through_a_killed_worker_which_rejoins_after_restart(
         status, readiness = router.readiness()
         assert (status, readiness['healthy_workers'], readiness['total_workers']) == (200, 1, 2)
         assert camera.scenes[-1][1].engine == 'openai'
+        # Requests did reach the dead worker (in flight at the kill, or sent before the health
+        # checks caught it): the router failed them there and retried them on the survivor.
+        samples = router.metrics()
+        failed = per_label(samples, 'smg_worker_cb_outcomes_total', 'worker', outcome='failure')
+        retried = total(samples, 'smg_worker_retries_total')
+        print(f'after the kill: failures per worker {failed}, retries {retried}')
+        assert failed.get(victim.url, 0) >= 1 and retried >= 1, (failed, retried)
 
         # Restart it: the router's health checks bring it back and requests reach it again.
         victim.launch()
