@@ -173,7 +173,8 @@ def main() -> int:
     for row in rows:
         split = ' / '.join(f'{int(count)}' for _, count in sorted(row.split.items()))
         print(
-            f'| {row.label} | {len(row.latencies_s)} | {row.rate:.2f} | {row.rate / base.rate:.2f} '
+            f'| {row.label} | {len(row.latencies_s)} | {row.rate:.2f} '
+            f'| {row.rate / base.rate:.2f} '
             f'| {row.percentile_s(50):.2f} | {row.percentile_s(95):.2f} '
             f'| {row.percentile_s(95) / base.percentile_s(95):.2f} | {split} |'
         )
