@@ -35,8 +35,10 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / 'test'))
 
+from fixtures.tiny_model import build_tiny_model  # noqa: E402
+from live_servers import VllmServer, start_vllm_servers  # noqa: E402
 from router_harness import RouterProcess, router_env_missing  # noqa: E402
-from test_router_live import SERVED_NAME, VllmWorker  # noqa: E402
+from side_envs import VLLM_VENV  # noqa: E402
 
 from spatial_vlm_ros.engines.base import EngineRequest, TaskKind  # noqa: E402
 from spatial_vlm_ros.engines.openai_engine import OpenAIEngine  # noqa: E402
@@ -81,7 +83,7 @@ async def run_cameras(url: str, model_dir: Path, cameras: int, per_camera: int) 
         OpenAIEngine(
             resolve_profile(str(model_dir)),
             base_url=url,
-            served_model_name=SERVED_NAME,
+            served_model_name=str(model_dir),  # the workers serve it under its path
             max_concurrency=1,
             timeout_s=300.0,
         )
@@ -111,7 +113,7 @@ async def run_cameras(url: str, model_dir: Path, cameras: int, per_camera: int) 
 
 def measure(
     label: str,
-    workers: list[VllmWorker],
+    workers: list[VllmServer],
     policy: str,
     cameras: int,
     per_camera: int,
@@ -134,39 +136,39 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--requests', type=int, default=12, help='requests per camera')
     parser.add_argument('--cameras', type=int, default=4)
-    parser.add_argument('--model-dir', type=Path, default=Path('/tmp/rt/tiny32'))
     args = parser.parse_args()
     missing = router_env_missing()
+    if not missing and not (VLLM_VENV / 'bin' / 'vllm').exists():
+        missing = f'the vLLM environment {VLLM_VENV} is missing: run `make setup-live`'
     if missing:
         print(f'bench_router: skipped: {missing}')
         return 0
+    model_dir = build_tiny_model('generic-hd32')
     log_dir = Path(tempfile.mkdtemp(prefix='bench_router_'))
-    workers = [VllmWorker(args.model_dir, log_dir / f'worker{index}.log') for index in (0, 1)]
+    started = time.perf_counter()
+    workers = start_vllm_servers(2, model_dir, served_model_name=str(model_dir))
+    print(f'two vLLM workers ready in {time.perf_counter() - started:.0f} s')
     try:
-        for worker in workers:
-            worker.launch()
-        for worker in workers:
-            worker.wait_healthy()
         one, both = workers[:1], workers
         n = args.requests
         rows = [
-            measure('1 worker, 1 camera', one, 'round_robin', 1, n, args.model_dir, log_dir),
+            measure('1 worker, 1 camera', one, 'round_robin', 1, n, model_dir, log_dir),
             measure(
                 f'1 worker, {args.cameras} cameras', one, 'round_robin', args.cameras, n,
-                args.model_dir, log_dir,
+                model_dir, log_dir,
             ),
             measure(
                 f'2 workers, {args.cameras} cameras, round_robin', both, 'round_robin',
-                args.cameras, n, args.model_dir, log_dir,
+                args.cameras, n, model_dir, log_dir,
             ),
             measure(
                 f'2 workers, {args.cameras} cameras, cache_aware', both, 'cache_aware',
-                args.cameras, n, args.model_dir, log_dir,
+                args.cameras, n, model_dir, log_dir,
             ),
         ]  # fmt: skip
     finally:
         for worker in workers:
-            worker.kill()
+            worker.close()
     base = rows[1]
     print('| setup | requests | req/s | x 1 worker | p50 s | p95 s | p95 / 1 worker | split |')
     print('|---|---:|---:|---:|---:|---:|---:|---|')

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 import os
 from pathlib import Path
 import signal
@@ -28,16 +28,19 @@ import sys
 import time
 from typing import Any
 
+from live_servers import VllmServer, start_vllm_servers
 import numpy as np
 import pytest
 from router_harness import (
+    ROUTER_PYTHON,
+    ROUTER_SETUP,
     RouterProcess,
     free_port,
     parse_prometheus,
     per_label,
-    router_env_missing,
     total,
 )
+from side_envs import VLLM_VENV, side_python
 
 from conftest import REPO_ROOT, spin_until
 
@@ -49,108 +52,50 @@ FX = FY = 260.0
 
 # --- workers: the engines live-server harness ---------------------------------------------------
 
-VLLM_ENV = REPO_ROOT / '.venv-vllm'
-SERVED_NAME = 'tiny-qwen3-vl'
 
+def vllm_successes(url: str) -> float:
+    """Requests a vLLM server finished, by its own counter (independent of the router's)."""
+    import httpx
 
-@dataclass
-class VllmWorker:
-    """DEV STAND-IN until the engines harness lands: one vLLM-CPU server on a free port."""
-
-    model_dir: Path
-    log_path: Path
-    port: int = field(default_factory=free_port)
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f'http://127.0.0.1:{self.port}'
-
-    def launch(self) -> None:
-        env = dict(
-            os.environ,
-            VLLM_CPU_KVCACHE_SPACE='1',
-            VLLM_CACHE_ROOT=str(Path.home() / '.cache' / 'spatial_vlm_ros' / 'vllm'),
-        )
-        command = [
-            str(VLLM_ENV / 'bin' / 'vllm'), 'serve', str(self.model_dir),
-            '--served-model-name', SERVED_NAME, str(self.model_dir),
-            '--host', '127.0.0.1', '--port', str(self.port),
-            '--dtype', 'float32', '--max-model-len', '2048',
-            '--structured-outputs-config',
-            '{"backend": "xgrammar", "disable_any_whitespace": true}',
-        ]  # fmt: skip
-        with self.log_path.open('ab') as log:
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-
-    def wait_healthy(self, timeout_s: float = 600.0) -> None:
-        import httpx
-
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            assert self.process is not None and self.process.poll() is None, self.log_path
-            try:
-                if httpx.get(f'{self.url}/health', timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(1.0)
-        raise TimeoutError(f'vLLM at {self.url} not healthy in {timeout_s:.0f} s')
-
-    def kill(self) -> None:
-        """SIGKILL the whole server (API server, engine core, worker): a crash."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=30)
-
-    def request_successes(self) -> float:
-        import httpx
-
-        text = httpx.get(f'{self.url}/metrics', timeout=5).text
-        return total(parse_prometheus(text), 'vllm:request_success_total')
-
-
-def _live_setup_missing() -> str | None:
-    missing = router_env_missing()
-    if missing:
-        return missing
-    if not (VLLM_ENV / 'bin' / 'vllm').exists():
-        return f'the vLLM environment {VLLM_ENV} is missing'
-    return None
+    text = httpx.get(f'{url}/metrics', timeout=5).text
+    return total(parse_prometheus(text), 'vllm:request_success_total')
 
 
 @pytest.fixture(scope='module')
 def tiny_model_dir() -> Path:
-    return Path(os.environ.get('SPATIAL_VLM_TINY32', '/tmp/rt/tiny32'))
+    from fixtures.tiny_model import build_tiny_model
+
+    return build_tiny_model('generic-hd32')  # vLLM's CPU attention needs head_dim >= 32
 
 
 @pytest.fixture(scope='module')
-def workers(tiny_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Any]]:
-    missing = _live_setup_missing()
-    if missing and os.environ.get('SPATIAL_VLM_REQUIRE_LIVE') == '1':
-        pytest.fail(f'{missing} (SPATIAL_VLM_REQUIRE_LIVE=1: the live tests must run)')
-    if missing:
-        pytest.skip(missing)
-    logs = tmp_path_factory.mktemp('workers')
-    started = [VllmWorker(tiny_model_dir, logs / f'worker{index}.log') for index in (0, 1)]
+def served_name(tiny_model_dir: Path) -> str:
+    # The workers serve the checkpoint under its path, vLLM's (and SGLang's) default name and
+    # the node's profile id for a local model: the name a router of vLLM workers cannot list.
+    return str(tiny_model_dir)
+
+
+@pytest.fixture(scope='module')
+def workers(tiny_model_dir: Path, served_name: str) -> Iterator[list[VllmServer]]:
+    side_python(ROUTER_PYTHON, 'the sglang-router environment', ROUTER_SETUP)
+    side_python(VLLM_VENV / 'bin' / 'python', 'the vLLM environment', 'make setup-live')
+    started = time.monotonic()
+    servers = start_vllm_servers(2, tiny_model_dir, served_model_name=served_name)
+    print(f'\n[router-live] two vLLM workers ready in {time.monotonic() - started:.0f} s')
     try:
-        for worker in started:
-            worker.launch()
-        for worker in started:
-            worker.wait_healthy()
-        yield started
+        yield servers
     finally:
-        for worker in started:
-            worker.kill()
+        for server in servers:
+            server.close()
 
 
 # --- the router ---------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope='module')
-def router(workers: list[Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+def router(
+    workers: list[VllmServer], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RouterProcess]:
     log = tmp_path_factory.mktemp('router') / 'router.log'
     process = RouterProcess([w.url for w in workers], log, policy='round_robin').start()
     try:
@@ -161,13 +106,14 @@ def router(workers: list[Any], tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 
 def _engine(base_url: str, model_dir: Path, **options: Any) -> Any:
+    """The node's engine for the tiny model, naming the model the way the workers serve it."""
     from spatial_vlm_ros.engines.openai_engine import OpenAIEngine
     from spatial_vlm_ros.engines.profiles import resolve_profile
 
     return OpenAIEngine(
         resolve_profile(str(model_dir)),
         base_url=base_url,
-        served_model_name=SERVED_NAME,
+        served_model_name=str(model_dir),
         **options,
     )
 
@@ -186,12 +132,12 @@ def _ground_request(stamp_ns: int, vocabulary: tuple[str, ...] = ('cup', 'chair'
 
 
 def test_router_spreads_grounding_requests_over_both_workers(
-    router: Any, workers: list[Any], tiny_model_dir: Path
+    router: RouterProcess, workers: list[VllmServer], tiny_model_dir: Path
 ) -> None:
     from spatial_vlm_ros.engines.results import GroundingResult
 
     before_router = router.successes_per_worker()
-    before_workers = [w.request_successes() for w in workers]
+    before_workers = [vllm_successes(w.url) for w in workers]
 
     async def run() -> tuple[Any, list[Any]]:
         engine = _engine(router.url, tiny_model_dir, max_concurrency=8)
@@ -214,7 +160,7 @@ def test_router_spreads_grounding_requests_over_both_workers(
     ]
     after_router = router.successes_per_worker()
     by_router = {url: after_router.get(url, 0) - before_router.get(url, 0) for url in after_router}
-    by_workers = [w.request_successes() - b for w, b in zip(workers, before_workers, strict=True)]
+    by_workers = [vllm_successes(w.url) - b for w, b in zip(workers, before_workers, strict=True)]
     # round_robin: 8 requests, 4 to each; the workers' own counters agree with the router's.
     assert by_router == {w.url: 4 for w in workers}, by_router
     assert by_workers == [4, 4], by_workers
@@ -313,7 +259,7 @@ class Ros:
 
 
 @pytest.fixture(scope='module')
-def ros(workers: list[Any], rclpy_session: Any) -> Iterator[Ros]:
+def ros(workers: list[VllmServer], rclpy_session: Any) -> Iterator[Ros]:
     """The test's node (made after the workers are up, so a skip costs nothing)."""
     from rclpy.executors import SingleThreadedExecutor
 
@@ -386,7 +332,7 @@ def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float
 
 
 def test_a_router_down_or_without_workers_is_an_error_with_the_fix(
-    workers: list[Any], tiny_model_dir: Path, tmp_path: Path
+    workers: list[VllmServer], tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     from spatial_vlm_ros.engines.base import EngineUnavailableError, HealthLevel
 
@@ -430,7 +376,10 @@ def test_a_router_down_or_without_workers_is_an_error_with_the_fix(
 
 
 def test_router_over_tls_with_an_api_key_read_from_the_named_env_var(
-    workers: list[Any], tiny_model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    workers: list[VllmServer],
+    tiny_model_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     import httpx
 
@@ -453,14 +402,14 @@ def test_router_over_tls_with_an_api_key_read_from_the_named_env_var(
         ),
     ).start()  # fmt: skip
     try:
-        body = {'model': SERVED_NAME, 'messages': [{'role': 'user', 'content': 'hi'}]}
+        body = {'model': str(tiny_model_dir), 'messages': [{'role': 'user', 'content': 'hi'}]}
         chat = f'{secure.url}/v1/chat/completions'
         with httpx.Client(verify=str(cert), timeout=30) as client:
             assert client.post(chat, json=body).status_code == 401  # no key
             wrong = {'Authorization': 'Bearer nope'}
             assert client.post(chat, json=body, headers=wrong).status_code == 401
             assert client.get(f'{secure.url}/readiness').status_code == 200  # probes stay open
-        with pytest.raises(httpx.ConnectError):  # TLS only
+        with pytest.raises(httpx.TransportError):  # TLS only: plain HTTP gets no answer
             httpx.get(f'http://127.0.0.1:{secure.port}/readiness', timeout=5)
 
         # The node's way: the key from the env var named by api_key_env, the private CA from
@@ -497,7 +446,7 @@ CACHE_AWARE_ARGS = ('--cache-threshold', '0.9')
 
 @pytest.mark.ros
 def test_two_nodes_share_a_cache_aware_router_each_camera_on_one_worker(
-    workers: list[Any], ros: Ros, tiny_model_dir: Path, tmp_path: Path
+    workers: list[VllmServer], ros: Ros, tiny_model_dir: Path, tmp_path: Path
 ) -> None:
     from router_harness import FAST_FAILOVER_ARGS
 
@@ -570,7 +519,7 @@ def test_two_nodes_share_a_cache_aware_router_each_camera_on_one_worker(
 @pytest.mark.ros
 def test_node_keeps_serving_through_a_killed_worker_which_rejoins_after_restart(
     router: RouterProcess,
-    workers: list[Any],
+    workers: list[VllmServer],
     ros: Ros,
     tiny_model_dir: Path,
     tmp_path: Path,
@@ -622,8 +571,7 @@ def test_node_keeps_serving_through_a_killed_worker_which_rejoins_after_restart(
         assert failed.get(victim.url, 0) >= 1 and retried >= 1, (failed, retried)
 
         # Restart it: the router's health checks bring it back and requests reach it again.
-        victim.launch()
-        victim.wait_healthy()
+        victim.start()
         assert router.wait_for_healthy({survivor.url, victim.url}, 30.0), router.log
         before = router.successes_per_worker().get(victim.url, 0.0)
         rejoined_at = time.monotonic()
