@@ -2,7 +2,8 @@
 # SPDX-License-Identifier: Apache-2.0
 #
 # The contract: `make setup`, `make test`, `make demo`, `make bench`, `make lint`, `make soak`.
-# Everything runs from .venv/ with nothing sourced.
+# Everything runs from .venv/ with nothing sourced. `make setup-live` adds .venv-vllm/ (vLLM for
+# CPU, ~6 GB) for the live server tests; CI runs it, users need it only for those tests.
 
 VENV    := $(CURDIR)/.venv
 PY      := $(VENV)/bin/python
@@ -10,10 +11,13 @@ PY      := $(VENV)/bin/python
 export ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
 export PYTHONUNBUFFERED := 1
 
-.PHONY: setup test demo bench lint soak clean
+.PHONY: setup setup-live test demo bench lint soak clean
 
 setup:
 	@bash scripts/setup_venv.sh
+
+setup-live: $(PY)
+	@bash scripts/setup_vllm.sh
 
 test: $(PY)
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -36,4 +40,4 @@ $(PY):
 	@bash scripts/setup_venv.sh
 
 clean:
-	rm -rf $(VENV) build install log .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-vllm build install log .pytest_cache .hypothesis

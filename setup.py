@@ -30,14 +30,17 @@ setup(
         'mcap>=1.2',
     ],
     extras_require={
-        # In-process SGLang needs a CUDA machine; the engine imports it lazily.
-        'sglang': ['sglang>=0.5.20'],
+        # In-process SGLang needs a CUDA machine; the engine imports it lazily. 0.5.23 is the
+        # version the contract tests check (docs/ENGINES.md); it pins transformers 5.19.0 and
+        # xgrammar 0.2.7, which the floors below admit (.ci/run resolves both extras together).
+        'sglang': ['sglang>=0.5.23,<0.6'],
         'transformers': [
             'torch>=2.4',
             'torchvision>=0.19',
-            'transformers>=5.20,<6',
+            # 5.19 is the oldest release the transformers engine and the tiny model were run on.
+            'transformers>=5.19,<6',
             'accelerate>=1.0',
-            'xgrammar>=0.2.8,<0.3',
+            'xgrammar>=0.2.7,<0.3',
             'qwen-vl-utils>=0.0.14',
             'tokenizers',
         ],

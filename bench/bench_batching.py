@@ -20,13 +20,17 @@ import asyncio
 from dataclasses import dataclass
 import os
 from pathlib import Path
+import sys
 import time
 
 import numpy as np
 
 from spatial_vlm_ros.engines.base import EngineRequest, SamplingParams, TaskKind
-from spatial_vlm_ros.engines.tiny_model import build_tiny_model, tiny_profile
 from spatial_vlm_ros.engines.transformers_engine import TransformersEngine
+
+# The tiny checkpoint builder is test-only code (test/fixtures), not part of the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))
+from fixtures.tiny_model import build_tiny_model, tiny_profile  # noqa: E402
 
 
 @dataclass(frozen=True)

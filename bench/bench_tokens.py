@@ -42,7 +42,10 @@ import regex
 from spatial_vlm_ros.engines.imaging import image_tokens_for, model_input_size, resize_for_profile
 from spatial_vlm_ros.engines.profiles import GREEDY_GROUNDING_SAMPLING, PROFILES, ModelProfile
 from spatial_vlm_ros.engines.schema import GROUNDING_MAX_ITEMS
-from spatial_vlm_ros.engines.tiny_model import build_tiny_model, tiny_profile
+
+# The tiny checkpoint builder is test-only code (test/fixtures), not part of the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))
+from fixtures.tiny_model import build_tiny_model, tiny_profile  # noqa: E402
 
 SIZES = ((640, 480), (1280, 720))
 OBJECTS = 20

@@ -76,4 +76,12 @@ fi
 
 "${VPY}" -c "import spatial_vlm_ros.msg, spatial_vlm_ros.srv, spatial_vlm_ros.core" \
   || { echo "[setup] the package or its interfaces do not import" >&2; exit 1; }
+
+# --- engines: the sglang contract environment (test/test_sglang_contract.py) -------------------
+# ~0.5 GB beside the main venv; set SPATIAL_VLM_SKIP_SGLANG_CONTRACT=1 to leave it out (the
+# contract tests then skip, loudly; CI requires them).
+if [[ "${SPATIAL_VLM_SKIP_SGLANG_CONTRACT:-0}" != "1" ]]; then
+  bash "${ROOT}/scripts/setup_sglang_contract.sh"
+fi
+# --- end engines ----------------------------------------------------------------------------------
 log "ready: ${VENV}/bin/python, ${VENV}/bin/spatial-vlm, ${VENV}/bin/spatial_vlm_node"

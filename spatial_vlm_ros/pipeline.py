@@ -38,7 +38,7 @@ from spatial_vlm_ros.engines.base import (
     TaskKind,
     VlmEngine,
 )
-from spatial_vlm_ros.engines.parsing import AnswerResult, GroundingResult, ParseFailure
+from spatial_vlm_ros.engines.results import AnswerResult, GroundingResult, ParseFailure
 
 
 class TransformLookup(Protocol):
@@ -101,6 +101,7 @@ class PipelineSettings:
             options['path'] = values.get('recording', '')
         elif kind == 'openai':
             options['base_url'] = values.get('server_url', '')
+            options['served_model_name'] = str(values.get('served_model_name', ''))
             options['api_key_env'] = values.get('api_key_env', 'OPENAI_API_KEY')
             options['max_concurrency'] = int(values.get('max_in_flight', 1)) + 1
         elif kind == 'transformers':

@@ -14,12 +14,17 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 import os
 from pathlib import Path
+import sys
 import time
 from typing import Any
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Test-only builders (the tiny model) live in test/fixtures, importable as `fixtures.*` whatever
+# pytest's import mode.
+if str(REPO_ROOT / 'test') not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT / 'test'))
 
 os.environ.setdefault('ROS_DOMAIN_ID', str(100 + os.getpid() % 100))
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')

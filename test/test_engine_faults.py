@@ -87,12 +87,18 @@ class Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def do_GET(self):
+    def do_GET(self):  # vLLM's endpoints: /health, /version, /v1/models
         if self.path == '/_stats':
             with lock:
                 self.send(200, json.dumps(state).encode())
+        elif self.path == '/health':
+            self.send(200, b'')
+        elif self.path == '/version':
+            self.send(200, b'{"version": "fake"}')
+        elif self.path == '/v1/models':
+            self.send(200, b'{"object": "list", "data": [{"id": "fake", "object": "model"}]}')
         else:
-            self.send(200, b'{}')
+            self.send(404, b'{"detail": "Not Found"}')
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get('Content-Length', 0)))
@@ -196,7 +202,9 @@ def make_engine(server: FakeServer, **options: Any) -> OpenAIEngine:
         'backoff_max_s': 0.2,
         **options,
     }
-    return OpenAIEngine('qwen3-vl-4b-instruct-fp8', base_url=server.url, model='fake', **settings)
+    return OpenAIEngine(
+        'qwen3-vl-4b-instruct-fp8', base_url=server.url, served_model_name='fake', **settings
+    )
 
 
 def request(stamp_ns: int = 1, timeout_s: float | None = None) -> EngineRequest:

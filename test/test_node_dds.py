@@ -326,8 +326,9 @@ def test_node_with_the_tiny_model_on_the_transformers_engine_over_dds(
     """The real model path: Qwen3-VL class + processor + xgrammar-constrained decoding on CPU."""
     from rclpy.qos import ReliabilityPolicy
 
-    from spatial_vlm_ros.engines.tiny_model import build_tiny_model
     from spatial_vlm_ros.srv import SpatialQuery
+
+    from fixtures.tiny_model import build_tiny_model
 
     model_dir = build_tiny_model('generic')
     process = start_node(

@@ -2,8 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """OpenAIEngine against a real chat-completions HTTP server on 127.0.0.1 started by the test.
 
-The server speaks the subset of the API SGLang documents: POST /v1/chat/completions, GET /health
-and GET /v1/models. It records every request and the peak number of requests in flight.
+The server speaks the subset of the API the engine uses: POST /v1/chat/completions, GET
+/v1/models, and each server kind's health endpoints as their code defines them (vLLM: /health,
+/version; SGLang server: /ready, /health, /health_generate, /model_info; sglang-router:
+/health always 200, /readiness 503 without workers). It records every request and the peak
+number of requests in flight.
 """
 
 from __future__ import annotations
@@ -23,17 +26,22 @@ import numpy as np
 import pytest
 
 from spatial_vlm_ros.engines.base import (
+    FLAG_MAX_NEW_TOKENS,
     EngineError,
     EngineRequest,
     EngineTimeout,
+    EngineUnavailableError,
+    FinishReason,
+    HealthLevel,
     SamplingParams,
     TaskKind,
 )
 from spatial_vlm_ros.engines.imaging import InvalidImageError
-from spatial_vlm_ros.engines.openai_engine import FINISH_LENGTH_FLAG, OpenAIEngine
+from spatial_vlm_ros.engines.openai_engine import OpenAIEngine
 from spatial_vlm_ros.engines.parsing import AnswerResult, GroundingResult
 from spatial_vlm_ros.engines.profiles import resolve_profile
 from spatial_vlm_ros.engines.schema import openai_response_format
+from spatial_vlm_ros.engines.server_check import ServerKind
 
 GROUNDING_TEXT = '```json\n[{"bbox_2d": [100, 200, 500, 1000], "label": "cup"}]\n```'
 
@@ -67,8 +75,12 @@ class FakeChatServer:
         self.default = Reply(body=completion(GROUNDING_TEXT))
         self.requests: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.kind = 'vllm'  # which server's health endpoints to mimic: vllm | sglang | router
         self.health_status = 200
         self.models_status = 200
+        self.models = ['Qwen/Qwen3-VL-4B-Instruct-FP8']
+        self.health_generate_s = 0.0  # SGLang's /health_generate sleeps >= 1 s before it looks
+        self.gets: list[str] = []
         self.delay_s = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
@@ -98,12 +110,33 @@ class FakeChatServer:
                 self.wfile.write(payload)
 
             def do_GET(self):
-                if self.path == '/health':
-                    self._send(server.health_status, {})
-                elif self.path == '/v1/models':
-                    self._send(server.models_status, {'data': [{'id': 'served-model'}]})
+                server.gets.append(self.path)
+                routes = {
+                    'vllm': ('/health', '/version'),
+                    'sglang': ('/health', '/health_generate', '/ready', '/model_info'),
+                    'router': ('/health', '/readiness', '/liveness'),
+                }[server.kind]
+                if self.path == '/v1/models':
+                    data = [{'id': name, 'object': 'model'} for name in server.models]
+                    self._send(server.models_status, {'object': 'list', 'data': data})
+                elif self.path not in routes:
+                    self._send(404, {'detail': 'Not Found'})
+                elif self.path == '/version':
+                    self._send(200, {'version': '0.32.0'})
+                elif self.path == '/model_info':
+                    self._send(200, {'model_path': server.models[0], 'is_generation': True})
+                elif self.path in ('/health', '/liveness') and server.kind == 'router':
+                    self._send(200, 'OK')  # the router's /health is liveness only
+                elif self.path == '/readiness':
+                    ready = server.health_status == 200
+                    state = {'status': 'ready' if ready else 'not_ready'}
+                    state.update(healthy_workers=int(ready), total_workers=2)
+                    self._send(server.health_status, state)
+                elif self.path in ('/health', '/health_generate') and server.kind == 'sglang':
+                    server.release.wait(server.health_generate_s)
+                    self._send(server.health_status, '')
                 else:
-                    self._send(404, {'error': 'not found'})
+                    self._send(server.health_status, '')
 
             def do_POST(self):
                 length = int(self.headers.get('Content-Length', 0))
@@ -207,8 +240,10 @@ def test_grounding_request_shape_and_parsed_response(server):
     assert body['model'] == 'Qwen/Qwen3-VL-4B-Instruct-FP8'
     assert body['stream'] is False
     assert body['temperature'] == 0.0  # greedy grounding
+    # max_tokens is deprecated in SGLang, vLLM and the router (D8).
+    assert 'max_tokens' not in body
     assert (
-        body['max_tokens']
+        body['max_completion_tokens']
         == resolve_profile('qwen3-vl-4b-instruct-fp8').grounding_sampling.max_new_tokens
     )
     assert body['response_format'] == openai_response_format()
@@ -231,6 +266,7 @@ def test_grounding_request_shape_and_parsed_response(server):
     assert response.tokens.image_tokens == 300
     assert response.raw_text == GROUNDING_TEXT
     assert response.engine == 'openai' and response.flags == ()
+    assert response.finish_reason == FinishReason.STOP
     assert response.timings.total_s >= response.timings.inference_s > 0
 
 
@@ -268,7 +304,7 @@ def test_explicit_sampling_and_unconstrained_grounding(server):
         ground_request(sampling=sampling, constrained=False),
     )
     body = server.requests[0]
-    assert (body['max_tokens'], body['temperature'], body['seed']) == (77, 0.2, 3)
+    assert (body['max_completion_tokens'], body['temperature'], body['seed']) == (77, 0.2, 3)
     assert 'top_k' not in body and 'response_format' not in body
 
 
@@ -285,7 +321,8 @@ def test_length_finish_is_flagged_and_partial_json_recovered(server):
     text = '[{"bbox_2d": [0, 0, 10, 10], "label": "a"}, {"bbox_2d": [0, 0'
     server.default = Reply(body=completion(text, finish_reason='length'))
     response = call(make_engine(server.url), ground_request())
-    assert response.flags == (FINISH_LENGTH_FLAG,)
+    assert response.flags == (FLAG_MAX_NEW_TOKENS,)
+    assert response.finish_reason == FinishReason.LENGTH
     assert response.parsed.truncated
     assert [d.label for d in response.parsed.detections] == ['a']
 
@@ -356,7 +393,9 @@ def test_malformed_bodies_are_engine_errors(server, body, message):
 
 
 def test_connection_refused_is_retried_then_reported():
-    engine = make_engine(closed_port_url(), max_attempts=2)
+    engine = make_engine(
+        closed_port_url(), max_attempts=2, served_model_name='Qwen/Qwen3-VL-4B-Instruct-FP8'
+    )
     with pytest.raises(EngineError) as info:
         call(engine, ground_request())
     assert 'connection error' in str(info.value)
@@ -428,24 +467,163 @@ def test_no_key_means_no_authorization_header(server, monkeypatch):
     assert 'Authorization' not in server.headers[0]
 
 
-def test_health_endpoints(server):
-    async def health(url):
-        engine = make_engine(url)
+def health_of(url: str, **options):
+    async def check():
+        engine = make_engine(url, **options)
         try:
-            return await engine.health()
+            return await engine.health(), engine
         finally:
             await engine.shutdown()
 
-    assert asyncio.run(health(server.url)) is True
+    return asyncio.run(check())
+
+
+def test_vllm_health_and_down_server(server):
+    health, engine = health_of(server.url)
+    assert health.level == HealthLevel.OK and engine.server_kind == ServerKind.VLLM
+    assert dict(health.values)['served_model'] == 'Qwen/Qwen3-VL-4B-Instruct-FP8'
+    server.health_status = 503  # vLLM: EngineDeadError
+    health, _ = health_of(server.url)
+    assert health.level == HealthLevel.ERROR and 'HTTP 503' in health.message
+    assert health.fix
+    down, _ = health_of(closed_port_url())
+    assert down.level == HealthLevel.ERROR and not down
+    assert 'no server answers' in down.message and 'server_url' in down.fix
+
+
+def test_router_without_workers_is_an_error_although_its_health_says_ok(server):
+    """D3: sglang-router's /health is liveness only (200 with zero workers); /readiness tells."""
+    server.kind = 'router'
+    health, engine = health_of(server.url)
+    assert engine.server_kind == ServerKind.ROUTER and health.level == HealthLevel.OK
+    assert '1 of 2 workers' in health.message
     server.health_status = 503
-    assert asyncio.run(health(server.url)) is False
-    server.health_status = 404  # no /health: fall back to /v1/models
-    assert asyncio.run(health(server.url)) is True
+    health, _ = health_of(server.url)
+    assert health.level == HealthLevel.ERROR
+    assert 'no healthy worker' in health.message and 'workers' in health.fix
+    assert '/readiness' in server.gets
+
+
+def test_sglang_server_health_generates_once_then_uses_ready(server):
+    """D3: SGLang's /health runs a generation and sleeps >= 1 s; the engine runs that probe at
+    start, times it, and then polls the cheap /ready until the interval has passed."""
+    server.kind = 'sglang'
+    server.health_generate_s = 0.3
+
+    async def scenario():
+        engine = make_engine(server.url, deep_health_interval_s=3600.0)
+        try:
+            await engine.start()
+            first = list(server.gets)
+            later = await engine.health()
+            return first, list(server.gets[len(first) :]), later, engine.server_kind
+        finally:
+            await engine.shutdown()
+
+    first, later_gets, later, kind = asyncio.run(scenario())
+    assert kind == ServerKind.SGLANG
+    assert '/health_generate' in first and '/health' not in first
+    assert '/ready' in later_gets and '/health_generate' not in later_gets
+    assert later.level == HealthLevel.OK
+    server.health_status = 503  # starting or unhealthy
+    health, _ = health_of(server.url)
+    assert health.level == HealthLevel.ERROR and 'not ready' in health.message
+
+
+def test_a_server_without_health_endpoints_is_checked_through_v1_models(server):
+    server.kind = 'vllm'
+    server.health_status = 404
     server.models_status = 500
-    assert asyncio.run(health(server.url)) is False
-    assert asyncio.run(health(closed_port_url())) is False
+    health, _ = health_of(server.url, server_kind='openai')
+    assert health.level == HealthLevel.ERROR and '/v1/models' in health.message
+
+
+# ------------------------------------------------------------------ served model name
+
+
+def start_engine(url: str, profile: str = 'qwen3-vl', **options) -> OpenAIEngine:
+    async def go():
+        engine = OpenAIEngine(profile, base_url=url, **options)
+        try:
+            await engine.start()
+            return engine
+        finally:
+            await engine.shutdown()
+
+    return asyncio.run(go())
+
+
+def test_a_generic_profile_uses_the_only_model_the_server_serves(server):
+    """Issue 10: `model:=qwen3-vl` against a vLLM server failed with "no model name"."""
+    server.models = ['tiny-qwen3-vl']
+    server.default = Reply(body=completion(GROUNDING_TEXT))
+    engine = OpenAIEngine('qwen3-vl', base_url=server.url, backoff_initial_s=0.01)
+    call(engine, ground_request())
+    assert server.requests[0]['model'] == 'tiny-qwen3-vl'
+
+
+def test_a_wrong_served_model_name_is_one_clear_error_at_start(server):
+    server.models = ['tiny-qwen3-vl']
+    with pytest.raises(EngineUnavailableError) as info:
+        start_engine(server.url, served_model_name='Qwen/Qwen3-VL-8B-Instruct')
+    message = str(info.value)
+    assert '\n' not in message
+    assert "does not serve model 'Qwen/Qwen3-VL-8B-Instruct'" in message
+    assert "set served_model_name to one of 'tiny-qwen3-vl'" in message
+    assert info.value.health.level == HealthLevel.ERROR
+
+
+def test_several_served_models_need_a_choice_unless_one_is_the_profiles(server):
+    server.models = ['a-model', 'b-model']
+    with pytest.raises(EngineUnavailableError, match="set served_model_name to one of 'a-model'"):
+        start_engine(server.url)
+    assert start_engine(server.url, served_model_name='b-model').model == 'b-model'
+    server.models = ['Qwen/Qwen3-VL-4B-Instruct-FP8', 'b-model']
+    assert start_engine(server.url, 'qwen3-vl-4b-instruct-fp8').model == server.models[0]
+
+
+def test_a_server_serving_another_checkpoint_than_the_profiles_is_a_warning(server):
+    server.models = ['Qwen/Qwen3-VL-8B-Instruct']
+    health, _ = health_of(server.url)  # profile qwen3-vl-4b-instruct-fp8
+    assert health.level == HealthLevel.WARN and health.serving
+    assert "set model to 'Qwen/Qwen3-VL-8B-Instruct'" in health.fix
+
+
+def test_a_model_rejected_mid_run_is_diagnosed_in_one_line(server):
+    """The server was restarted with another model: its 404 names the served one."""
+    server.models = ['Qwen/Qwen3-VL-4B-Instruct-FP8']
+    server.default = Reply(404, {'error': {'message': 'The model does not exist.'}})
+
+    async def scenario():
+        engine = make_engine(server.url)
+        try:
+            await engine.start()
+            server.models = ['other-model']
+            with pytest.raises(EngineUnavailableError) as info:
+                await engine.generate(ground_request())
+            return str(info.value)
+        finally:
+            await engine.shutdown()
+
+    message = asyncio.run(scenario())
+    assert (
+        "does not serve model 'Qwen/Qwen3-VL-4B-Instruct-FP8'; it serves 'other-model'" in message
+    )
+    assert '\n' not in message
 
 
 def test_base_url_may_end_in_v1(server):
     call(make_engine(server.url + '/v1/'), ground_request())
     assert len(server.requests) == 1
+
+
+def test_the_node_parameter_reaches_the_engine():
+    from spatial_vlm_ros.engines.registry import create_engine
+    from spatial_vlm_ros.pipeline import PipelineSettings
+    from spatial_vlm_ros.ros.parameters import PARAMETERS
+
+    values = {spec.name: spec.default for spec in PARAMETERS}
+    values.update(engine='openai', model='qwen3-vl', served_model_name='tiny-qwen3-vl')
+    settings = PipelineSettings.from_parameters(values)
+    engine = create_engine(settings.engine_kind, settings.model, **settings.engine_options)
+    assert isinstance(engine, OpenAIEngine) and engine.served_model_name == 'tiny-qwen3-vl'

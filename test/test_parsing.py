@@ -28,6 +28,7 @@ from spatial_vlm_ros.engines.parsing import (
     split_reasoning,
 )
 from spatial_vlm_ros.engines.profiles import AnswerFormat, CoordinateSystem, resolve_profile
+from spatial_vlm_ros.engines.schema import GROUNDING_LABEL_MAX_LENGTH, GROUNDING_MAX_ITEMS
 
 W, H = 640, 480
 
@@ -297,6 +298,33 @@ def test_items_beyond_the_cap_are_ignored_and_flagged():
     assert len(result.detections) == MAX_DETECTIONS
     assert result.capped
     assert result.detections[-1].label == f'o{MAX_DETECTIONS - 1}'
+
+
+def test_parser_and_grammar_share_one_set_of_limits():
+    """The parser read 256 items of 128-char labels while the schema allows 64 of 64."""
+    items = [
+        {'bbox_2d': [i % 8 * 120, i // 8 * 120, i % 8 * 120 + 60, i // 8 * 120 + 60],
+         'label': f'{i:03d}' + 'x' * 100}
+        for i in range(GROUNDING_MAX_ITEMS + 1)
+    ]  # fmt: skip
+    result = grounding(json.dumps(items))
+    assert len(result.detections) == GROUNDING_MAX_ITEMS and result.capped
+    assert {len(d.label) for d in result.detections} == {GROUNDING_LABEL_MAX_LENGTH}
+
+
+@pytest.mark.parametrize(
+    'label',
+    ['.atesstem<think> 8ront', 'a</think>b', '<think>', 'x</think>y<think>z'],
+)
+def test_think_tags_inside_a_schema_valid_label_are_label_text(label):
+    """Issue 10: a live vLLM server with random weights wrote labels containing "<think>"; the
+    parser cut the JSON at the tag and failed 4 of 20 schema-valid answers."""
+    text = json.dumps([{'bbox_2d': [760, 760, 800, 800], 'label': label}], ensure_ascii=False)
+    result = grounding(text)
+    assert [d.label for d in result.detections] == [normalize_label(label)]
+    truncated = text[: text.index(label) + len(label) + 2] + '}, {"bbox_2d": [1'
+    cut = grounding(truncated)
+    assert cut.truncated and len(cut.detections) == 1
 
 
 def test_custom_cap():

@@ -109,6 +109,60 @@ def test_unknown_profile_is_a_typed_error_naming_the_choices():
     assert 'spatial-ssrl-4b-fp8' in str(info.value)
     with pytest.raises(UnknownProfileError):
         resolve_profile(3)
+    with pytest.raises(UnknownProfileError, match='not a Qwen3-VL'):
+        resolve_profile('Qwen/Qwen2.5-VL-7B-Instruct')  # absolute-pixel boxes: not ours
+
+
+@pytest.mark.parametrize(
+    ('model_id', 'quantization', 'thinking'),
+    [
+        ('Qwen/Qwen3-VL-8B-Instruct', None, False),
+        ('Qwen/Qwen3-VL-2B-Instruct-FP8', 'fp8', False),
+        ('Qwen/Qwen3-VL-4B-Thinking', None, True),
+        ('Qwen3-VL-32B-Instruct', None, False),  # a served name without the organisation
+    ],
+)
+def test_any_qwen3_vl_id_gets_the_family_profile(model_id, quantization, thinking):
+    """A user's `model:=Qwen/Qwen3-VL-8B-Instruct` was an "unknown profile" (issue 10)."""
+    profile = resolve_profile(model_id)
+    assert profile.hf_id == model_id
+    assert profile.name == GENERIC_QWEN3_VL.name
+    assert profile.coordinates == GENERIC_QWEN3_VL.coordinates
+    assert profile.quantization == quantization and profile.emits_thinking is thinking
+    assert profile.sglang_kwargs()['model_path'] == model_id
+
+
+def test_every_sglang_profile_keeps_host_logging_and_bounds_json_whitespace():
+    """D2: sglang.Engine's default log_level 'error' silences the host; D11: unbounded JSON
+    whitespace under the grammar lets a greedy model loop on newlines."""
+    for profile in PROFILES.values():
+        kwargs = profile.sglang_kwargs()
+        assert kwargs['log_level'] == 'warning'
+        assert kwargs['constrained_json_max_whitespace_cnt'] == 8
+
+
+def test_spatial_ssrl_questions_follow_its_4b_readme():
+    """D4: the 4B README decodes greedily with 4096 new tokens, no presence penalty, and puts
+    the format prompt after the question's own newline (no leading "\n ")."""
+    profile = resolve_profile('spatial-ssrl-4b-fp8')
+    question = EngineRequest(images=(), task=TaskKind.QUESTION, question='Left or right?')
+    sampling = sampling_for(question, profile)
+    assert (sampling.temperature, sampling.max_new_tokens) == (0.0, 4096)
+    assert presence_penalty_for(question, profile) == 0.0
+    assert question_prompt(profile, 'Left or right?') == (
+        'Left or right?\nYou FIRST think about the reasoning process as an internal monologue '
+        'and then provide the final answer. The reasoning process MUST BE enclosed within '
+        '<think> </think> tags. The final answer MUST BE put in \\boxed{}.'
+    )
+
+
+def test_question_line_breaks_survive_for_multiple_choice():
+    """D4: collapsing every whitespace run flattened "\nOptions:\nA. ..." into one line."""
+    profile = resolve_profile('qwen3-vl-4b-instruct-fp8')
+    text = 'Where is the mug?\nOptions:\nA.  on the   left\nB. on the right\n'
+    assert question_prompt(profile, text) == (
+        'Where is the mug?\nOptions:\nA. on the left\nB. on the right'
+    )
 
 
 def test_profiles_are_frozen_and_hashable():
@@ -276,7 +330,9 @@ def test_schema_shape_and_bounds():
     assert json.loads(grounding_schema_json()) == schema
     fmt = openai_response_format()
     assert fmt['type'] == 'json_schema'
-    assert fmt['json_schema']['schema'] == schema and fmt['json_schema']['strict'] is False
+    assert fmt['json_schema']['schema'] == schema
+    # strict: SGLang skips the grammar for strict=false when its renderer claims the format (D9).
+    assert fmt['json_schema']['strict'] is True
     with pytest.raises(ValueError):
         grounding_schema(max_items=0)
 

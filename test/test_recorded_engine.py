@@ -12,12 +12,16 @@ import threading
 import numpy as np
 import pytest
 
-from spatial_vlm_ros.engines.base import EngineError, EngineRequest, TaskKind
+from spatial_vlm_ros.engines.base import (
+    FLAG_NEAREST_STAMP,
+    FLAG_NO_RECORDING,
+    EngineError,
+    EngineRequest,
+    TaskKind,
+)
 from spatial_vlm_ros.engines.openai_engine import OpenAIEngine
 from spatial_vlm_ros.engines.parsing import AnswerResult, GroundingResult, ParseFailure
 from spatial_vlm_ros.engines.recorded import (
-    NEAREST_STAMP_FLAG,
-    NO_RECORDING_FLAG,
     RecordedEngine,
     RecordedOutput,
     RecordingEngine,
@@ -87,20 +91,20 @@ def test_exact_stamp_replays_and_reparses(recording):
 def test_missing_stamp_is_flagged_and_empty(recording):
     engine = RecordedEngine(None, recording)
     response = run(engine.generate(ground(1_500)))
-    assert response.flags == (NO_RECORDING_FLAG,)
+    assert response.flags == (FLAG_NO_RECORDING,)
     assert response.raw_text == ''
     assert isinstance(response.parsed, GroundingResult)
     assert response.parsed.detections == ()
-    assert NO_RECORDING_FLAG in response.parsed.warnings
+    assert FLAG_NO_RECORDING in response.parsed.warnings
 
 
 def test_tolerance_matches_the_nearest_stamp_and_flags_it(recording):
     engine = RecordedEngine(None, recording, tolerance_ns=400)
     near = run(engine.generate(ground(1_700)))  # 300 ns from 2_000, 700 from 1_000
     assert near.raw_text == TABLE
-    assert near.flags == (NEAREST_STAMP_FLAG,)
+    assert near.flags == (FLAG_NEAREST_STAMP,)
     far = run(engine.generate(ground(2_401)))
-    assert far.flags == (NO_RECORDING_FLAG,)
+    assert far.flags == (FLAG_NO_RECORDING,)
 
 
 def test_questions_match_by_text_then_fall_back_to_unkeyed_lines(recording):
@@ -111,9 +115,9 @@ def test_questions_match_by_text_then_fall_back_to_unkeyed_lines(recording):
     other = run(engine.generate(ask(2_000, 'How far is the door?')))
     assert other.parsed.answer == 'unkeyed'
     missing = run(engine.generate(ask(1_000, 'Where is the cup?')))
-    assert missing.flags == (NO_RECORDING_FLAG,)
+    assert missing.flags == (FLAG_NO_RECORDING,)
     assert isinstance(missing.parsed, ParseFailure)
-    assert missing.parsed.reason == NO_RECORDING_FLAG
+    assert missing.parsed.reason == FLAG_NO_RECORDING
 
 
 def test_later_lines_win(tmp_path):

@@ -2,16 +2,19 @@
 # SPDX-License-Identifier: Apache-2.0
 """In-process SGLang: request construction (pure) and the event-loop-thread driver.
 
-sglang needs CUDA and is not installed here, so the driver is exercised with
-FakeSglangEngineForTests, a stand-in defined in this file only: it mimics sglang.Engine's keyword
-constructor, its ``loop`` attribute, ``async_generate``'s signature and ``shutdown()``.
+sglang needs CUDA, so the driver is exercised with FakeSglangEngineForTests, a stand-in defined in
+this file only: it mimics sglang.Engine's keyword constructor, its ``loop`` attribute,
+``async_generate``'s signature, ``shutdown()``, and two side effects of the real build (the root
+logger reconfigured, a loop of its own under a new event-loop policy). What the requests must
+satisfy in sglang's own code is checked against the real package in test_sglang_contract.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
+import logging
+import os
 import sys
 import threading
 import time
@@ -23,9 +26,12 @@ from PIL import Image
 import pytest
 
 from spatial_vlm_ros.engines.base import (
+    FLAG_MAX_NEW_TOKENS,
     EngineError,
     EngineRequest,
     EngineTimeout,
+    EngineUnavailableError,
+    HealthLevel,
     SamplingParams,
     TaskKind,
 )
@@ -35,9 +41,9 @@ from spatial_vlm_ros.engines.profiles import resolve_profile
 from spatial_vlm_ros.engines.prompts import QWEN_VISION_PLACEHOLDER
 from spatial_vlm_ros.engines.schema import grounding_schema
 from spatial_vlm_ros.engines.sglang_engine import (
-    FINISH_LENGTH_FLAG,
     SGLangEngine,
     build_sglang_request,
+    prepare_model_source,
 )
 
 GROUNDING_TEXT = '[{"bbox_2d": [0, 0, 500, 500], "label": "cup"}]'
@@ -54,10 +60,9 @@ def ground(**kwargs) -> EngineRequest:
     return EngineRequest(images=(frame(),), task=TaskKind.GROUND, vocabulary=('cup',), **kwargs)
 
 
-def decode_base64_jpeg(data: str) -> np.ndarray:
-    raw = base64.b64decode(data)
-    assert raw[:2] == b'\xff\xd8'
-    return cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+def decode_jpeg(data: bytes) -> np.ndarray:
+    assert isinstance(data, bytes) and data[:2] == b'\xff\xd8'
+    return cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
 
 
 # ------------------------------------------------------------------ build_sglang_request
@@ -78,16 +83,21 @@ def test_grounding_request_has_placeholder_schema_string_and_greedy_sampling():
     assert params['temperature'] == 0.0
     assert params['max_new_tokens'] == SSRL.grounding_sampling.max_new_tokens
     assert 'presence_penalty' not in params
-    assert decode_base64_jpeg(payload['image_data']).shape == (480, 640, 3)
+    assert decode_jpeg(payload['image_data']).shape == (480, 640, 3)
 
 
-def test_question_request_uses_the_format_prompt_and_card_sampling():
+def test_question_requests_use_each_profiles_format_prompt_and_sampling():
     request = EngineRequest(images=(frame(),), task=TaskKind.QUESTION, question='Is it left?')
     payload = build_sglang_request(request, SSRL)
-    assert 'Is it left?' in payload['prompt']
+    assert 'Is it left?\nYou FIRST think' in payload['prompt']
     assert 'MUST BE put in \\boxed{}' in payload['prompt']
     params = payload['sampling_params']
     assert 'json_schema' not in params
+    # Spatial-SSRL-Qwen3VL-4B's README: greedy, 4096 new tokens (D4).
+    assert (params['temperature'], params['max_new_tokens']) == (0.0, 4096)
+    assert 'presence_penalty' not in params
+    instruct = build_sglang_request(request, resolve_profile('qwen3-vl-4b-instruct-fp8'))
+    params = instruct['sampling_params']
     assert (params['temperature'], params['top_p'], params['top_k']) == (0.7, 0.8, 20)
     assert params['presence_penalty'] == 1.5
 
@@ -97,8 +107,29 @@ def test_images_are_resized_to_the_budget_and_several_images_form_a_list():
     payload = build_sglang_request(request, SSRL)
     assert payload['prompt'].count(QWEN_VISION_PLACEHOLDER) == 2
     first, second = payload['image_data']
-    assert decode_base64_jpeg(first).shape == (832, 1504, 3)
-    assert decode_base64_jpeg(second).shape == (480, 640, 3)
+    assert decode_jpeg(first).shape == (832, 1504, 3)
+    assert decode_jpeg(second).shape == (480, 640, 3)
+
+
+def test_bare_base64_is_refused_because_sglang_reads_it_as_a_file_path():
+    """D1: every JPEG's base64 starts with '/9j/', and sglang's image loader opens a string that
+    starts with '/' as a file ('File name too long' on every request)."""
+    with pytest.raises(EngineError, match='file path'):
+        build_sglang_request(ground(), SSRL, image_transport='jpeg_base64')
+    with pytest.raises(EngineError, match='file path'):
+        SGLangEngine(SSRL, engine_factory=FakeSglangEngineForTests, image_transport='jpeg_base64')
+    default = build_sglang_request(ground(), SSRL)['image_data']
+    assert isinstance(default, bytes) and not isinstance(default, str)
+    url = build_sglang_request(ground(), SSRL, image_transport='jpeg_data_url')['image_data']
+    assert url.startswith('data:image/jpeg;base64,/9j/')
+
+
+def test_the_seed_reaches_sglang_as_sampling_seed():
+    """D7: the seed was dropped; SGLang's field is sampling_seed (a 'seed' key is a TypeError
+    in its msgspec request struct)."""
+    params = build_sglang_request(ground(sampling=SamplingParams(seed=7)), SSRL)['sampling_params']
+    assert params['sampling_seed'] == 7 and 'seed' not in params
+    assert 'sampling_seed' not in build_sglang_request(ground(), SSRL)['sampling_params']
 
 
 def test_pil_transport():
@@ -232,6 +263,19 @@ class FakeSglangEngineForTests:
         self.shutdown_in = threading.get_ident()
 
 
+class FakeSglangLikeTheRealImport(FakeSglangEngineForTests):
+    """Also does what the real build does to the host process: ``configure_logger`` runs
+    ``logging.basicConfig(level=<log_level>, force=True)`` (sglang/srt/utils/common.py), and the
+    real ``import sglang.srt.entrypoints.engine`` installs uvloop's event-loop policy, under which
+    ``Engine._ensure_event_loop`` finds no loop for the thread and makes its own."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        level = getattr(logging, str(kwargs.get('log_level', 'error')).upper())
+        logging.basicConfig(level=level, format='[sglang] %(message)s', force=True)
+        asyncio.set_event_loop_policy(asyncio.DefaultEventLoopPolicy())  # as uvloop's would
+        super().__init__(**kwargs)
+
+
 def fake_engine(**options: Any) -> tuple[SGLangEngine, list[FakeSglangEngineForTests]]:
     built: list[FakeSglangEngineForTests] = []
 
@@ -274,6 +318,7 @@ def test_engine_is_built_and_driven_on_its_own_loop_thread():
     assert response.tokens.prompt_tokens == 330 and response.tokens.completion_tokens == 17
     assert response.tokens.image_tokens == 300
     assert response.engine == 'sglang' and response.flags == ()
+    assert isinstance(fake.calls[0]['image_data'], bytes)
 
 
 def test_concurrent_requests_reach_the_engine_together():
@@ -351,7 +396,120 @@ def test_length_finish_is_flagged():
             await engine.shutdown()
 
     response = asyncio.run(scenario())
-    assert response.flags == (FINISH_LENGTH_FLAG,)
+    assert response.flags == (FLAG_MAX_NEW_TOKENS,)
+
+
+def test_host_logging_survives_the_engine_build_and_its_own_loop_is_driven():
+    """D2: building sglang.Engine removed the host's log handlers and set the root level to
+    ERROR, so the node's warnings vanished after start. Also covers the engine-made loop."""
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    host_handler = logging.StreamHandler()
+    root.handlers = [host_handler]
+    root.setLevel(logging.INFO)
+    policy = asyncio.get_event_loop_policy()
+    built: list[FakeSglangEngineForTests] = []
+
+    def factory(**kwargs: Any) -> FakeSglangEngineForTests:
+        built.append(FakeSglangLikeTheRealImport(**kwargs))
+        return built[-1]
+
+    engine = SGLangEngine(SSRL, engine_factory=factory, use_processor_template=False)
+
+    async def scenario():
+        await engine.start()
+        try:
+            return await engine.generate(ground())
+        finally:
+            await engine.shutdown()
+
+    try:
+        response = asyncio.run(scenario())
+        after = (list(root.handlers), root.level)
+    finally:
+        asyncio.set_event_loop_policy(policy)
+        root.handlers, _ = saved
+        root.setLevel(saved[1])
+    assert after == ([host_handler], logging.INFO)
+    assert built[0].kwargs['log_level'] == 'warning'
+    assert isinstance(response.parsed, GroundingResult)
+    assert built[0].calls[0]['thread'] == built[0].constructed_in
+
+
+def test_the_processor_template_is_read_from_local_files_only(monkeypatch):
+    """Offline, AutoProcessor.from_pretrained('internlm/Spatial-SSRL-Qwen3VL-4B') retried the
+    hub for 141 s (measured here) on every start before falling back to the built-in template."""
+    transformers = pytest.importorskip('transformers')
+    seen: list[dict[str, Any]] = []
+
+    def from_pretrained(name: str, **kwargs: Any) -> Any:
+        seen.append({'name': name, **kwargs})
+        raise OSError(f'{name} is not in the local cache')
+
+    monkeypatch.setattr(transformers.AutoProcessor, 'from_pretrained', from_pretrained)
+    engine, built = fake_engine(use_processor_template=True)
+
+    async def scenario():
+        try:
+            return await engine.generate(ground())
+        finally:
+            await engine.shutdown()
+
+    asyncio.run(scenario())
+    assert seen == [{'name': SSRL.hf_id, 'local_files_only': True}]
+    assert built[0].calls[0]['prompt'].startswith('<|im_start|>user\n' + QWEN_VISION_PLACEHOLDER)
+
+
+def offline_hub(monkeypatch, tmp_path) -> None:
+    """No route to the model hub (an endpoint nothing listens on) and an empty local cache."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv('HF_ENDPOINT', f'http://127.0.0.1:{port}')
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    monkeypatch.setattr('huggingface_hub.constants.HF_HUB_CACHE', str(tmp_path / 'hub'))
+
+
+def test_offline_a_model_missing_from_the_cache_fails_at_once_saying_what_to_do(
+    monkeypatch, tmp_path
+):
+    offline_hub(monkeypatch, tmp_path)
+    started = time.monotonic()
+    with pytest.raises(EngineUnavailableError) as info:
+        prepare_model_source('internlm/Spatial-SSRL-Qwen3VL-4B')
+    assert time.monotonic() - started < 30  # not the minutes of hub retries; not a speed claim
+    assert 'hf download internlm/Spatial-SSRL-Qwen3VL-4B' in str(info.value)
+    assert 'unreachable' in str(info.value)
+
+
+def test_offline_a_cached_model_loads_with_the_hub_switched_off(monkeypatch, tmp_path):
+    offline_hub(monkeypatch, tmp_path)
+    snapshot = tmp_path / 'hub' / 'models--internlm--Spatial-SSRL-Qwen3VL-4B'
+    (snapshot / 'snapshots' / 'abc').mkdir(parents=True)
+    (snapshot / 'snapshots' / 'abc' / 'config.json').write_text('{}')
+    (snapshot / 'refs').mkdir()
+    (snapshot / 'refs' / 'main').write_text('abc')
+    monkeypatch.setitem(os.environ, 'HF_HUB_OFFLINE', '')  # restored after the test
+    prepare_model_source('internlm/Spatial-SSRL-Qwen3VL-4B')
+    assert os.environ['HF_HUB_OFFLINE'] == '1'  # SGLang's spawned processes read it
+    prepare_model_source(str(tmp_path))  # a local directory never asks the hub
+
+
+def test_health_reports_state_and_start_failures():
+    engine, built = fake_engine()
+
+    async def scenario():
+        before = await engine.health()
+        await engine.start()
+        running = await engine.health()
+        await engine.shutdown()
+        return before, running
+
+    before, running = asyncio.run(scenario())
+    assert before.level == HealthLevel.ERROR and 'not started' in before.message
+    assert running.level == HealthLevel.OK
 
 
 def test_factory_failure_is_reported_by_start():
@@ -359,10 +517,12 @@ def test_factory_failure_is_reported_by_start():
         raise RuntimeError('no GPU visible')
 
     engine = SGLangEngine(SSRL, engine_factory=failing_factory, use_processor_template=False)
-    with pytest.raises(EngineError) as info:
+    with pytest.raises(EngineUnavailableError) as info:
         asyncio.run(engine.start())
     assert 'no GPU visible' in str(info.value)
     assert 'Spatial-SSRL' in str(info.value)
+    assert info.value.health.level == HealthLevel.ERROR
+    assert asyncio.run(engine.health()).level == HealthLevel.ERROR
 
 
 def test_model_path_overrides_the_profile_checkpoint(tmp_path):

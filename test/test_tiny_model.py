@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from spatial_vlm_ros.engines import tiny_model
-from spatial_vlm_ros.engines.tiny_model import (
+from fixtures import tiny_model
+from fixtures.tiny_model import (
     STAMP_FILE,
     TinyModelError,
     build_tiny_model,

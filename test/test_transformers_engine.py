@@ -22,21 +22,21 @@ import numpy as np
 import pytest
 
 from spatial_vlm_ros.engines.base import (
+    FLAG_MAX_NEW_TOKENS,
     EngineError,
     EngineRequest,
     EngineResponse,
     EngineTimeout,
+    EngineUnavailableError,
+    HealthLevel,
     SamplingParams,
     TaskKind,
 )
 from spatial_vlm_ros.engines.imaging import InvalidImageError, image_tokens_for
 from spatial_vlm_ros.engines.parsing import AnswerResult, GroundingResult, ParseFailure
-from spatial_vlm_ros.engines.tiny_model import build_tiny_model, tiny_profile, variant_names
-from spatial_vlm_ros.engines.transformers_engine import (
-    FLAG_MAX_NEW_TOKENS,
-    InvalidRequestError,
-    TransformersEngine,
-)
+from spatial_vlm_ros.engines.transformers_engine import InvalidRequestError, TransformersEngine
+
+from fixtures.tiny_model import build_tiny_model, tiny_profile, variant_names
 
 MAX_ITEMS = 4
 LABEL_MAX_LENGTH = 8
@@ -225,6 +225,47 @@ def test_not_started_and_shut_down(model_dirs: dict[str, Path]) -> None:
     missing = TransformersEngine('qwen3-vl', model_path=model_dirs['generic'] / 'missing')
     with pytest.raises(EngineError, match='cannot load'):
         _run(missing.start())
+
+
+def test_offline_an_uncached_hub_id_fails_at_once_saying_what_to_do(monkeypatch, tmp_path):
+    """With no route to the hub, from_pretrained of a hub id retried for minutes (141 s measured
+    for the processor alone); the engine now asks the hub once, then looks only locally."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(('127.0.0.1', 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv('HF_ENDPOINT', f'http://127.0.0.1:{port}')
+    monkeypatch.delenv('HF_HUB_OFFLINE', raising=False)
+    monkeypatch.setenv('HF_HUB_CACHE', str(tmp_path / 'hub'))
+    monkeypatch.setattr('huggingface_hub.constants.HF_HUB_CACHE', str(tmp_path / 'hub'))
+    engine = TransformersEngine('Qwen/Qwen3-VL-2B-Instruct', device='cpu')
+    seen: list[dict[str, Any]] = []
+    import transformers
+
+    real = transformers.AutoProcessor.from_pretrained.__func__
+
+    def recording(cls: Any, name: str, **kwargs: Any) -> Any:
+        seen.append(kwargs)
+        return real(cls, name, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoProcessor, 'from_pretrained', classmethod(recording))
+    with pytest.raises(EngineUnavailableError) as info:
+        _run(engine.start())
+    assert seen == [{'local_files_only': True}]
+    assert 'hf download Qwen/Qwen3-VL-2B-Instruct' in str(info.value)
+    assert f'127.0.0.1:{port} is unreachable' in str(info.value)
+
+
+def test_health_is_a_typed_value(model_dirs: dict[str, Path]) -> None:
+    engine = TransformersEngine(tiny_profile('generic', model_dirs['generic']), device='cpu')
+    assert _run(engine.health()).level == HealthLevel.ERROR
+    _run(engine.start())
+    try:
+        running = _run(engine.health())
+    finally:
+        _run(engine.shutdown())
+    assert running.level == HealthLevel.OK and 'cpu' in running.message
 
 
 def _fp8_needs_accelerate(error: EngineError) -> bool:

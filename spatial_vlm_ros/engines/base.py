@@ -4,8 +4,14 @@
 
 Backends (``sglang``, ``openai``, ``transformers``, ``recorded``) implement :class:`VlmEngine`;
 the node and the replay only ever see :class:`EngineRequest` in and :class:`EngineResponse`
-out. Responses never raise for bad model output: parsing failures are carried in
-``EngineResponse.parsed`` as typed results that keep the raw text.
+out. A backend only produces a :class:`Completion` (raw text, token counts, timings, finish
+reason); :meth:`VlmEngine.generate` then parses it once, the same way for every backend
+(``parsing.respond``), into the typed ``EngineResponse.parsed``. Responses never raise for bad
+model output: parsing failures are carried as a ``ParseFailure`` that keeps the raw text.
+
+:meth:`VlmEngine.health` returns an :class:`EngineHealth` (a level, a one-line message and the
+fix) that the node can publish on /diagnostics as it is; :meth:`VlmEngine.start` raises
+:class:`EngineUnavailableError` carrying the same value when the backend cannot serve at all.
 """
 
 from __future__ import annotations
@@ -13,12 +19,16 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, field
 import enum
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from spatial_vlm_ros.core.types import SpatialVlmError
+from spatial_vlm_ros.engines.results import ParseResult
+
+if TYPE_CHECKING:
+    from spatial_vlm_ros.engines.profiles import ModelProfile
 
 
 class EngineError(SpatialVlmError):
@@ -27,6 +37,66 @@ class EngineError(SpatialVlmError):
 
 class EngineTimeout(EngineError):  # noqa: N818 - reads as the condition, like TimeoutError
     """The engine call exceeded its deadline."""
+
+
+class HealthLevel(enum.IntEnum):
+    """Same values as diagnostic_msgs/DiagnosticStatus levels, so the node can copy them."""
+
+    OK = 0
+    WARN = 1  # serving, but something needs attention (slow health probe, name mismatch)
+    ERROR = 2  # cannot serve a request now
+
+
+@dataclass(frozen=True)
+class EngineHealth:
+    """The backend's state as a diagnostics-ready value.
+
+    ``message`` says what was found in one line, ``fix`` what to do about it ('' when nothing
+    needs doing), ``values`` extra key/value pairs for a DiagnosticStatus (server kind, served
+    model, probe latency).
+    """
+
+    level: HealthLevel
+    message: str
+    fix: str = ''
+    values: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def serving(self) -> bool:
+        """True unless the level is ERROR (WARN still serves)."""
+        return self.level != HealthLevel.ERROR
+
+    def __bool__(self) -> bool:
+        """``if await engine.health():`` reads as "can serve now"."""
+        return self.serving
+
+    def line(self) -> str:
+        """Message and fix in one line, for logs and exceptions."""
+        return f'{self.message}. Fix: {self.fix}' if self.fix else self.message
+
+    @classmethod
+    def ok(cls, message: str, **values: object) -> EngineHealth:
+        return cls(HealthLevel.OK, message, '', _pairs(values))
+
+    @classmethod
+    def warn(cls, message: str, fix: str = '', **values: object) -> EngineHealth:
+        return cls(HealthLevel.WARN, message, fix, _pairs(values))
+
+    @classmethod
+    def error(cls, message: str, fix: str, **values: object) -> EngineHealth:
+        return cls(HealthLevel.ERROR, message, fix, _pairs(values))
+
+
+def _pairs(values: dict[str, object]) -> tuple[tuple[str, str], ...]:
+    return tuple((key, str(value)) for key, value in values.items())
+
+
+class EngineUnavailableError(EngineError):
+    """The backend cannot serve (server down, wrong model name, ...); ``health`` says why."""
+
+    def __init__(self, health: EngineHealth) -> None:
+        super().__init__(health.line())
+        self.health = health
 
 
 class TaskKind(str, enum.Enum):
@@ -78,15 +148,58 @@ class Timings:
     total_s: float = 0.0
 
 
+class FinishReason(str, enum.Enum):
+    """Why generation stopped, in the OpenAI API's words."""
+
+    STOP = 'stop'  # end of sequence or a stop string
+    LENGTH = 'length'  # max_new_tokens reached: the answer may be cut off
+    ABORT = 'abort'  # the backend aborted the request
+    UNKNOWN = ''  # the backend did not say (recordings)
+
+    @classmethod
+    def from_backend(cls, value: object) -> FinishReason:
+        """Map a backend's finish reason (OpenAI string, SGLang ``{'type': ...}``) onto ours."""
+        if isinstance(value, dict):
+            value = value.get('type')
+        text = str(value or '').strip().lower()
+        if text in ('stop', 'eos', 'stop_sequence', 'matched'):
+            return cls.STOP
+        if text in ('length', 'max_tokens'):
+            return cls.LENGTH
+        if text == 'abort':
+            return cls.ABORT
+        return cls.UNKNOWN
+
+
+def token_count(value: object) -> int:
+    """A token count from a backend's loosely typed metadata: an int, else 0."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+@dataclass(frozen=True)
+class Completion:
+    """What a backend produced for one request, before parsing."""
+
+    text: str
+    finish_reason: FinishReason = FinishReason.UNKNOWN
+    tokens: TokenCounts = field(default_factory=TokenCounts)
+    timings: Timings = field(default_factory=Timings)
+    model_id: str = ''
+    # (width, height) of the first image as the model saw it; only absolute-pixel profiles need it.
+    input_size: tuple[int, int] | None = None
+    flags: tuple[str, ...] = ()  # backend-specific flags (e.g. FLAG_NEAREST_STAMP)
+
+
 @dataclass(frozen=True)
 class EngineResponse:
     raw_text: str
-    parsed: Any  # engines.parsing result types (GroundingResult / AnswerResult / ParseFailure)
+    parsed: ParseResult
     tokens: TokenCounts = field(default_factory=TokenCounts)
     timings: Timings = field(default_factory=Timings)
     engine: str = ''
     model_id: str = ''
     flags: tuple[str, ...] = ()  # e.g. (FLAG_NO_RECORDING,); see ERROR_FLAGS
+    finish_reason: FinishReason = FinishReason.UNKNOWN
 
 
 # Response flags shared by every engine. Only those in ERROR_FLAGS make a scene an error;
@@ -98,20 +211,41 @@ ERROR_FLAGS = frozenset({FLAG_NO_RECORDING})
 
 
 class VlmEngine(abc.ABC):
-    """A backend that turns :class:`EngineRequest` into :class:`EngineResponse`."""
+    """A backend that turns :class:`EngineRequest` into :class:`EngineResponse`.
+
+    Backends implement :meth:`complete`; wrappers (recording, fault injection) may override
+    :meth:`generate` instead. A subclass must do one of the two.
+    """
 
     name: str = 'base'
+    profile: ModelProfile
 
-    @abc.abstractmethod
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if cls.complete is VlmEngine.complete and cls.generate is VlmEngine.generate:
+            raise TypeError(f'{cls.__name__} must implement complete() or generate()')
+
     async def generate(self, request: EngineRequest) -> EngineResponse:
         """Run one request; concurrent calls may be batched by the backend."""
+        # Imported here: parsing needs this module's request types.
+        from spatial_vlm_ros.engines.parsing import respond
+
+        completion = await self.complete(request)
+        return respond(request, self.profile, completion, engine=self.name)
+
+    async def complete(self, request: EngineRequest) -> Completion:
+        """The backend's raw answer to one request (text, tokens, timings, finish reason)."""
+        raise NotImplementedError(f'{type(self).__name__} does not implement complete()')
 
     async def start(self) -> None:  # noqa: B027 - optional hook, deliberately empty
-        """Load the model or connect; called once before the first request."""
+        """Load the model or connect; called once before the first request.
 
-    async def health(self) -> bool:
-        """True when the backend can serve a request now."""
-        return True
+        Raises :class:`EngineUnavailableError` when the backend cannot serve at all.
+        """
+
+    async def health(self) -> EngineHealth:
+        """Whether the backend can serve a request now, and what to do if not; never raises."""
+        return EngineHealth.ok(f'{self.name} engine ready')
 
     async def shutdown(self) -> None:  # noqa: B027 - optional hook, deliberately empty
         """Release the model, threads, connections or child processes."""

@@ -4,9 +4,14 @@
 
 One ``POST {base_url}/v1/chat/completions`` per request with the image(s) as JPEG data URLs
 (resized client-side to the profile's pixel budget) and, for grounding, the grounding schema as
-``response_format`` (``json_schema``, ``strict: false``). Retries 429/5xx and connection errors
+``response_format`` (``json_schema``, ``strict: true``). Retries 429/5xx and connection errors
 with exponential backoff and jitter, never past the request's deadline. The API key is read from
 an environment variable (its *name* is configurable) and never appears in repr, logs or errors.
+
+The model name sent is ``served_model_name``, or, when that is '', the one the server lists in
+``/v1/models`` (its only model, or the profile's id among several). :meth:`OpenAIEngine.start`
+checks the server the way its kind wants (``server_check``) and raises
+:class:`EngineUnavailableError` with the fix when it is down or does not serve that name.
 """
 
 from __future__ import annotations
@@ -22,14 +27,17 @@ from typing import Any
 import httpx
 
 from spatial_vlm_ros.engines.base import (
-    FLAG_MAX_NEW_TOKENS,
+    Completion,
     EngineError,
+    EngineHealth,
     EngineRequest,
-    EngineResponse,
     EngineTimeout,
+    EngineUnavailableError,
+    FinishReason,
     Timings,
     TokenCounts,
     VlmEngine,
+    token_count,
 )
 from spatial_vlm_ros.engines.imaging import (
     DEFAULT_JPEG_QUALITY,
@@ -37,7 +45,6 @@ from spatial_vlm_ros.engines.imaging import (
     PreparedImage,
     prepare_image,
 )
-from spatial_vlm_ros.engines.parsing import parse_for_request
 from spatial_vlm_ros.engines.profiles import ModelProfile, resolve_profile
 from spatial_vlm_ros.engines.prompts import (
     chat_messages,
@@ -46,12 +53,20 @@ from spatial_vlm_ros.engines.prompts import (
     uses_grounding_schema,
 )
 from spatial_vlm_ros.engines.schema import openai_response_format
+from spatial_vlm_ros.engines.server_check import (
+    ServerKind,
+    choose_model,
+    detect_kind,
+    liveness,
+    served_models,
+    unreachable,
+)
 
 LOGGER = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
-# Same flag as the transformers engine: the answer hit max_new_tokens and may be cut off.
-FINISH_LENGTH_FLAG = FLAG_MAX_NEW_TOKENS
+# Client errors after which the engine asks /v1/models whether the model name is the problem.
+MODEL_NAME_SUSPECT_STATUS = frozenset({400, 404, 422})
 _BODY_SNIPPET_CHARS = 300
 
 
@@ -72,7 +87,8 @@ def build_chat_request(
     body: dict[str, Any] = {
         'model': model,
         'messages': chat_messages(request, profile, [image.data_url for image in images]),
-        'max_tokens': sampling.max_new_tokens,
+        # max_tokens is deprecated in SGLang, vLLM and the router; all three read this one.
+        'max_completion_tokens': sampling.max_new_tokens,
         'temperature': sampling.temperature,
         'top_p': sampling.top_p,
         'stream': False,
@@ -131,10 +147,6 @@ def _read_completion(data: Any, url: str) -> tuple[str, str, dict[str, Any]]:
     return text, str(finish_reason), usage
 
 
-def _int_or_zero(value: object) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
 def _abandon_acquire(acquiring: asyncio.Future[Any], semaphore: asyncio.Semaphore) -> None:
     """Stop waiting for a slot; a slot won at the same moment is given back, never leaked."""
     if acquiring.done():
@@ -169,7 +181,7 @@ class OpenAIEngine(VlmEngine):
         self,
         profile: ModelProfile | str | None = None,
         base_url: str = 'http://127.0.0.1:30000',
-        model: str | None = None,
+        served_model_name: str = '',
         api_key_env: str = 'OPENAI_API_KEY',
         timeout_s: float = 60.0,
         connect_timeout_s: float = 5.0,
@@ -179,21 +191,29 @@ class OpenAIEngine(VlmEngine):
         max_concurrency: int = 8,
         jpeg_quality: int = DEFAULT_JPEG_QUALITY,
         sampling_extras: bool = True,
-        health_timeout_s: float = 2.0,
+        health_timeout_s: float = 5.0,
+        server_kind: ServerKind | str = ServerKind.AUTO,
+        deep_health_interval_s: float = 60.0,
+        deep_health_timeout_s: float = 15.0,
     ) -> None:
-        if timeout_s <= 0 or connect_timeout_s <= 0 or health_timeout_s <= 0:
+        if min(timeout_s, connect_timeout_s, health_timeout_s, deep_health_timeout_s) <= 0:
             raise EngineError('timeouts must be positive')
         if max_attempts < 1:
             raise EngineError(f'max_attempts must be >= 1, got {max_attempts}')
         if max_concurrency < 1:
             raise EngineError(f'max_concurrency must be >= 1, got {max_concurrency}')
-        if backoff_initial_s < 0 or backoff_max_s < 0:
-            raise EngineError('backoff delays must be >= 0')
+        if backoff_initial_s < 0 or backoff_max_s < 0 or deep_health_interval_s < 0:
+            raise EngineError('backoff delays and intervals must be >= 0')
+        try:
+            kind = ServerKind(server_kind)
+        except ValueError:
+            choices = ', '.join(k.value for k in ServerKind)
+            raise EngineError(
+                f'server_kind must be one of {choices}, not {server_kind!r}'
+            ) from None
         self.profile = resolve_profile(profile)
         self.base_url = _normalize_base_url(base_url)
-        self.model = model or self.profile.hf_id
-        if not self.model:
-            raise EngineError('no model name: pass model= or a profile with an hf_id')
+        self.served_model_name = served_model_name.strip()
         self.api_key_env = api_key_env
         self.__api_key = os.environ.get(api_key_env, '') if api_key_env else ''
         self.timeout_s = timeout_s
@@ -205,13 +225,21 @@ class OpenAIEngine(VlmEngine):
         self.jpeg_quality = jpeg_quality
         self.sampling_extras = sampling_extras
         self.health_timeout_s = health_timeout_s
+        self.deep_health_interval_s = deep_health_interval_s
+        self.deep_health_timeout_s = deep_health_timeout_s
+        self._configured_kind = kind
+        self._kind: ServerKind | None = None if kind == ServerKind.AUTO else kind
+        self._model: str | None = None  # the name sent; resolved against /v1/models
+        self._last_deep_check = float('-inf')  # monotonic time of the last deep probe or answer
         self._client: httpx.AsyncClient | None = None
         self._semaphore: asyncio.Semaphore | None = None
+        self._resolve_lock: asyncio.Lock | None = None
 
     def __repr__(self) -> str:
         key_state = 'set' if self.__api_key else 'unset'
         return (
-            f'OpenAIEngine(base_url={self.base_url!r}, model={self.model!r}, '
+            f'OpenAIEngine(base_url={self.base_url!r}, '
+            f'served_model_name={self.served_model_name!r}, '
             f'api_key_env={self.api_key_env!r} ({key_state}), '
             f'max_concurrency={self.max_concurrency})'
         )
@@ -220,48 +248,124 @@ class OpenAIEngine(VlmEngine):
     def chat_url(self) -> str:
         return f'{self.base_url}/v1/chat/completions'
 
+    @property
+    def model(self) -> str | None:
+        """The model name requests carry (None until resolved against the server)."""
+        return self._model
+
+    @property
+    def server_kind(self) -> ServerKind | None:
+        """The kind of server found (None before the first contact)."""
+        return self._kind
+
     def _headers(self) -> dict[str, str]:
         return {'Authorization': f'Bearer {self.__api_key}'} if self.__api_key else {}
 
     def _ensure_client(self) -> httpx.AsyncClient:
         if self._client is None:
             limits = httpx.Limits(
-                max_connections=self.max_concurrency,
+                max_connections=self.max_concurrency + 1,  # one spare for health probes
                 max_keepalive_connections=self.max_concurrency,
             )
             self._client = httpx.AsyncClient(limits=limits, headers=self._headers())
             self._semaphore = asyncio.Semaphore(self.max_concurrency)
+            self._resolve_lock = asyncio.Lock()
         return self._client
 
     async def start(self) -> None:
-        self._ensure_client()
+        """Check the server and resolve the model name; raise when it cannot serve."""
+        health = await self._check(deep=True)
+        if not health.serving:
+            raise EngineUnavailableError(health)
+        LOGGER.info('%s (model %r)', health.message, self._model)
 
     async def shutdown(self) -> None:
         client, self._client, self._semaphore = self._client, None, None
         if client is not None:
             await client.aclose()
 
-    async def health(self) -> bool:
-        """GET /health, falling back to /v1/models where /health does not exist; never raises."""
+    async def health(self) -> EngineHealth:
+        """The server's own health signal plus the model-name check; never raises."""
+        deep = time.monotonic() - self._last_deep_check >= self.deep_health_interval_s
+        return await self._check(deep=deep)
+
+    async def _check(self, *, deep: bool) -> EngineHealth:
         client = self._ensure_client()
-        for path in ('/health', '/v1/models'):
-            try:
-                response = await client.get(
-                    f'{self.base_url}{path}', timeout=self.health_timeout_s
-                )
-            except httpx.HTTPError:
-                return False
-            if response.status_code in (404, 405):
-                continue
-            return response.status_code == 200
-        return False
+        if self._kind is None:
+            kind, failed = await detect_kind(client, self.base_url, self.health_timeout_s)
+            if kind is None:
+                return unreachable(self.base_url, failed)
+            self._kind = kind
+        state = await liveness(
+            client,
+            self.base_url,
+            self._kind,
+            self.health_timeout_s,
+            deep=deep,
+            deep_timeout_s=self.deep_health_timeout_s,
+        )
+        if deep and state.serving:
+            self._last_deep_check = time.monotonic()
+        if not state.serving:
+            return state
+        model_health = await self._resolve_model(client)
+        if model_health is not None:
+            return model_health
+        values = (*state.values, ('served_model', str(self._model)))
+        mismatch = self._profile_mismatch()
+        if mismatch:
+            return EngineHealth.warn(mismatch[0], mismatch[1], **dict(values))
+        return EngineHealth(state.level, state.message, state.fix, values)
+
+    async def _resolve_model(self, client: httpx.AsyncClient) -> EngineHealth | None:
+        """Set ``self._model`` from ``/v1/models``; an ERROR when no usable name is served."""
+        served, listing = await served_models(client, self.base_url, self.health_timeout_s)
+        if served is None:
+            if listing.status is None:
+                return unreachable(self.base_url, listing)
+            return EngineHealth.error(
+                f'{self.base_url}/v1/models answered HTTP {listing.status}: not an '
+                'OpenAI-compatible server, or a path is missing from server_url',
+                'set server_url to the server root (http://host:port)',
+                server_url=self.base_url,
+            )
+        model, problem = choose_model(
+            self.base_url, self.served_model_name, served, self.profile.hf_id
+        )
+        self._model = model
+        return problem
+
+    def _profile_mismatch(self) -> tuple[str, str] | None:
+        """Why the served checkpoint and the profile's disagree (both Hugging Face ids)."""
+        served, expected = self._model or '', self.profile.hf_id
+        if '/' in served and expected and '/' in expected and served != expected:
+            return (
+                f'the server serves {served!r} but profile {self.profile.name!r} is for '
+                f'{expected!r}: its prompts and settings may not fit',
+                f'set model to {served!r} (or to the profile of the served checkpoint)',
+            )
+        return None
+
+    async def _model_name(self, client: httpx.AsyncClient) -> str:
+        """The configured name as is (checked at start and on a 4xx), else the served one."""
+        if self.served_model_name:
+            return self.served_model_name
+        if self._model is None:
+            assert self._resolve_lock is not None  # set with the client
+            async with self._resolve_lock:
+                if self._model is None:
+                    problem = await self._resolve_model(client)
+                    if problem is not None:
+                        raise EngineUnavailableError(problem)
+        assert self._model is not None
+        return self._model
 
     def _prepare(self, request: EngineRequest) -> list[PreparedImage]:
         if not request.images:
             raise InvalidImageError('the request has no image')
         return [prepare_image(image, self.profile, self.jpeg_quality) for image in request.images]
 
-    async def generate(self, request: EngineRequest) -> EngineResponse:
+    async def complete(self, request: EngineRequest) -> Completion:
         started = time.monotonic()
         timeout_s = request.timeout_s if request.timeout_s else self.timeout_s
         deadline = started + timeout_s
@@ -269,8 +373,9 @@ class OpenAIEngine(VlmEngine):
         semaphore = self._semaphore
         assert semaphore is not None  # set with the client
         images = await asyncio.to_thread(self._prepare, request)
+        model = await self._model_name(client)
         body = build_chat_request(
-            request, self.profile, self.model, images, sampling_extras=self.sampling_extras
+            request, self.profile, model, images, sampling_extras=self.sampling_extras
         )
         prepared = time.monotonic()
         if not await _acquire_before(semaphore, deadline - prepared):
@@ -284,18 +389,18 @@ class OpenAIEngine(VlmEngine):
         finally:
             semaphore.release()
         finished = time.monotonic()
+        self._last_deep_check = finished  # a real answer proves more than a health probe
         text, finish_reason, usage = _read_completion(data, self.chat_url)
-        first = images[0]
-        parsed = parse_for_request(text, request, self.profile, (first.width, first.height))
         if attempts > 1:
             LOGGER.info('%s answered after %d attempts', self.chat_url, attempts)
-        return EngineResponse(
-            raw_text=text,
-            parsed=parsed,
+        first = images[0]
+        return Completion(
+            text=text,
+            finish_reason=FinishReason.from_backend(finish_reason),
             tokens=TokenCounts(
-                prompt_tokens=_int_or_zero(usage.get('prompt_tokens')),
+                prompt_tokens=token_count(usage.get('prompt_tokens')),
                 image_tokens=sum(image.tokens for image in images),
-                completion_tokens=_int_or_zero(usage.get('completion_tokens')),
+                completion_tokens=token_count(usage.get('completion_tokens')),
             ),
             timings=Timings(
                 preprocess_s=prepared - started,
@@ -303,10 +408,23 @@ class OpenAIEngine(VlmEngine):
                 inference_s=finished - admitted,
                 total_s=finished - started,
             ),
-            engine=self.name,
-            model_id=self.model,
-            flags=(FINISH_LENGTH_FLAG,) if finish_reason == 'length' else (),
+            model_id=model,
+            input_size=(first.width, first.height),
         )
+
+    async def _diagnose_client_error(
+        self, client: httpx.AsyncClient, status: int, snippet: str
+    ) -> EngineError:
+        """A 4xx answer: the served-model error when the name is the cause, else the HTTP one."""
+        if status in MODEL_NAME_SUSPECT_STATUS:
+            sent = self.served_model_name or self._model
+            self._model = None  # resolved again on the next request
+            served, _ = await served_models(client, self.base_url, self.health_timeout_s)
+            if served is not None and sent not in served:
+                _, problem = choose_model(self.base_url, sent or '', served, '')
+                if problem is not None:
+                    return EngineUnavailableError(problem)
+        return EngineError(f'{self.chat_url} returned HTTP {status}: {snippet}')
 
     def _backoff_s(self, attempt: int, retry_after_s: float) -> float:
         ceiling = min(self.backoff_max_s, self.backoff_initial_s * 2 ** (attempt - 1))
@@ -346,8 +464,8 @@ class OpenAIEngine(VlmEngine):
                             f'{_snippet(response)}'
                         ) from None
                 if response.status_code not in RETRYABLE_STATUS:
-                    raise EngineError(
-                        f'{url} returned HTTP {response.status_code}: {_snippet(response)}'
+                    raise await self._diagnose_client_error(
+                        client, response.status_code, _snippet(response)
                     )
                 last_error = f'HTTP {response.status_code}: {_snippet(response)}'
                 retry_after = _retry_after_s(response)

@@ -27,15 +27,36 @@ from typing import Any, TypeVar
 import unicodedata
 
 from spatial_vlm_ros.core.types import Detection, PixelBox
-from spatial_vlm_ros.engines.base import EngineRequest, TaskKind
+from spatial_vlm_ros.engines.base import (
+    FLAG_MAX_NEW_TOKENS,
+    Completion,
+    EngineRequest,
+    EngineResponse,
+    FinishReason,
+    TaskKind,
+)
 from spatial_vlm_ros.engines.profiles import AnswerFormat, CoordinateSystem, ModelProfile
+from spatial_vlm_ros.engines.results import (
+    AnswerResult,
+    GroundingResult,
+    ParseFailure,
+    ParseResult,
+)
+from spatial_vlm_ros.engines.schema import (
+    GROUNDING_LABEL_MAX_LENGTH,
+    GROUNDING_MAX_ITEMS,
+    RELATIVE_COORDINATE_MAX,
+)
 
-MAX_DETECTIONS = 256
+# One set of limits for the grammar and the parser (engines/schema.py): a constrained engine
+# cannot exceed them, and unconstrained or recorded output is cut to the same bounds, so a scene
+# does not depend on which engine produced it.
+MAX_DETECTIONS = GROUNDING_MAX_ITEMS
+MAX_LABEL_CHARS = GROUNDING_LABEL_MAX_LENGTH
+RELATIVE_MAX = float(RELATIVE_COORDINATE_MAX)
 DUPLICATE_IOU = 0.7
-RELATIVE_MAX = 1000.0
 MAX_PARSE_CHARS = 100_000  # a 2k-token answer is ~8k chars; anything far longer is runaway output
 MAX_JSON_START_ATTEMPTS = 2_000  # bounds the work on pathological text
-MAX_LABEL_CHARS = 128
 DEFAULT_LABEL = 'object'
 INTERNAL_ERROR_PREFIX = 'internal parser error'
 
@@ -54,45 +75,6 @@ _ANSWER_TAG = re.compile(r'</?answer>', re.IGNORECASE)
 _LATEX_TEXT = re.compile(r'\\(?:text|textbf|mathrm|mbox)\s*\{([^{}]*)\}')
 _DECODER = json.JSONDecoder()
 
-
-@dataclass(frozen=True)
-class GroundingResult:
-    """Boxes found in a grounding answer, in RGB pixels."""
-
-    detections: tuple[Detection, ...] = ()
-    warnings: tuple[str, ...] = ()
-    truncated: bool = False  # the JSON was cut off; only complete items were kept
-    capped: bool = False  # more than ``max_items`` items; the rest were ignored
-    dropped_items: int = 0  # invalid, degenerate or point-only items
-    merged_duplicates: int = 0
-    reasoning: str = ''  # text of a <think> block, if any
-
-    @property
-    def labels(self) -> tuple[str, ...]:
-        return tuple(d.label for d in self.detections)
-
-
-@dataclass(frozen=True)
-class AnswerResult:
-    """A free-form answer to a question."""
-
-    answer: str
-    reasoning: str = ''
-    boxed: bool = False  # the answer came from \\boxed{...}
-    referenced_labels: tuple[str, ...] = ()  # known labels the answer mentions
-    warnings: tuple[str, ...] = ()
-    truncated: bool = False
-
-
-@dataclass(frozen=True)
-class ParseFailure:
-    """Nothing usable in the output; ``raw_text`` keeps it for diagnostics."""
-
-    reason: str
-    raw_text: str
-
-
-ParseResult = GroundingResult | AnswerResult | ParseFailure
 
 _R = TypeVar('_R')
 
@@ -247,6 +229,18 @@ def _unwrap(value: dict[str, Any]) -> list[Any] | None:
         inner = value.get(key)
         if isinstance(inner, list):
             return inner
+    return None
+
+
+def _leading_items(text: str) -> _Extraction | None:
+    """Grounding items of a JSON list that opens the text (complete or cut off), else None."""
+    start = _skip_whitespace(text, 0)
+    if start >= len(text) or text[start] != '[':
+        return None
+    elements, complete, broken = _decode_array(text, start)
+    items = [element for element in elements if _is_item(element)]
+    if items or (complete and not elements):
+        return _Extraction(items, truncated=broken)
     return None
 
 
@@ -476,13 +470,18 @@ def parse_grounding(
     if len(body) > MAX_PARSE_CHARS:
         body = body[:MAX_PARSE_CHARS]
         warnings.append(f'output longer than {MAX_PARSE_CHARS} chars; parsed the beginning')
-    reasoning, remainder, think_unclosed = split_reasoning(body)
-    candidates = [content for content, _closed in fenced_blocks(remainder)] + [remainder]
-    extraction = None
-    for candidate in candidates:
-        extraction = _find_items(candidate)
-        if extraction is not None:
-            break
+    # Output that opens with the JSON list (what the grammar forces) is read as JSON first:
+    # a label may contain "<think>" (random weights write anything), and splitting reasoning
+    # tags out of the middle of a JSON string would lose schema-valid answers.
+    reasoning, think_unclosed = '', False
+    extraction = _leading_items(body)
+    if extraction is None:
+        reasoning, remainder, think_unclosed = split_reasoning(body)
+        candidates = [content for content, _closed in fenced_blocks(remainder)] + [remainder]
+        for candidate in candidates:
+            extraction = _find_items(candidate)
+            if extraction is not None:
+                break
     if extraction is None:
         reason = 'no grounding JSON found'
         if think_unclosed:
@@ -594,4 +593,23 @@ def parse_for_request(
         int(shape[0]),
         coordinates=profile.coordinates,
         input_size=input_size,
+    )
+
+
+def respond(
+    request: EngineRequest, profile: ModelProfile, completion: Completion, *, engine: str
+) -> EngineResponse:
+    """The one place a backend's completion becomes a typed response, parsed by the profile."""
+    flags = completion.flags
+    if completion.finish_reason == FinishReason.LENGTH and FLAG_MAX_NEW_TOKENS not in flags:
+        flags = (*flags, FLAG_MAX_NEW_TOKENS)
+    return EngineResponse(
+        raw_text=completion.text,
+        parsed=parse_for_request(completion.text, request, profile, completion.input_size),
+        tokens=completion.tokens,
+        timings=completion.timings,
+        engine=engine,
+        model_id=completion.model_id,
+        flags=flags,
+        finish_reason=completion.finish_reason,
     )

@@ -16,6 +16,7 @@ import enum
 import json
 import os
 from pathlib import Path
+import re
 from typing import Any
 
 from spatial_vlm_ros.core.types import SpatialVlmError
@@ -43,9 +44,11 @@ class AnswerFormat(str, enum.Enum):
     THINK_BOXED = 'think_boxed'  # <think>...</think> then \boxed{answer} (Spatial-SSRL)
 
 
-# The Spatial-SSRL format prompt (InternLM/Spatial-SSRL README and demo.py), appended to questions.
+# The Spatial-SSRL format prompt as the README's Qwen3-VL-4B snippet appends it to the question
+# (InternLM/Spatial-SSRL @ b313fed, README.md): the question ends with a newline, the format
+# prompt follows with no leading space (the 7B demo.py's "\n " prefix is Qwen2.5-VL's).
 SPATIAL_SSRL_FORMAT_PROMPT = (
-    '\n You FIRST think about the reasoning process as an internal monologue and then provide the '
+    'You FIRST think about the reasoning process as an internal monologue and then provide the '
     'final answer. The reasoning process MUST BE enclosed within <think> </think> tags. The final '
     'answer MUST BE put in \\boxed{}.'
 )
@@ -59,8 +62,10 @@ QWEN3_VL_QUESTION_PRESENCE_PENALTY = 1.5
 # The schema allows 64 objects; Qwen3-VL's native layout costs at least 33 tokens per object
 # (bench/bench_tokens.py), so 64 * 33 + brackets needs ~2120 new tokens: 2304 leaves margin.
 GREEDY_GROUNDING_SAMPLING = SamplingParams(max_new_tokens=2304, temperature=0.0)
-# Reasoning (think) answers are longer than plain ones.
-THINKING_QUESTION_SAMPLING = replace(QWEN3_VL_QUESTION_SAMPLING, max_new_tokens=2048)
+# The Spatial-SSRL-Qwen3VL-4B README decodes questions greedily with 4096 new tokens
+# (``generate(max_new_tokens=4096, do_sample=False)``): its RL training rewards one reasoning
+# path, and the Instruct card's presence penalty (tuned for plain answers) is not used there.
+SPATIAL_SSRL_QUESTION_SAMPLING = SamplingParams(max_new_tokens=4096, temperature=0.0)
 
 # README example range for Qwen3-VL (256..1280 visual tokens).
 DEFAULT_MIN_PIXELS = 256 * PIXELS_PER_VISUAL_TOKEN
@@ -127,6 +132,14 @@ _COMMON_SGLANG = {
     'enable_multimodal': True,
     'mem_fraction_static': 0.8,
     'context_length': 8192,
+    # sglang.Engine defaults to log_level='error' and applies it to the host's root logger
+    # (logging.basicConfig(force=True)); 'warning' keeps SGLang's own warnings visible, and the
+    # engine restores the host's logging configuration after the build (sglang_engine.py).
+    'log_level': 'warning',
+    # SGLang's xgrammar backend allows unbounded whitespace between JSON tokens by default; a
+    # greedy model can then loop on "\n" until max_new_tokens. Qwen3-VL's own layout needs at
+    # most "\n\t" between items.
+    'constrained_json_max_whitespace_cnt': 8,
 }
 
 SPATIAL_SSRL_4B_FP8 = ModelProfile(
@@ -137,8 +150,9 @@ SPATIAL_SSRL_4B_FP8 = ModelProfile(
     # BF16 checkpoint quantized to FP8 when SGLang loads it; no reasoning_parser: the node parses
     # the raw <think>/\boxed{} text itself so the same parser serves every engine.
     sglang_args=_sglang_args(quantization='fp8', **_COMMON_SGLANG),
-    question_prompt='{question}' + _escape_format(SPATIAL_SSRL_FORMAT_PROMPT),
-    question_sampling=THINKING_QUESTION_SAMPLING,
+    question_prompt='{question}\n' + _escape_format(SPATIAL_SSRL_FORMAT_PROMPT),
+    question_sampling=SPATIAL_SSRL_QUESTION_SAMPLING,
+    question_presence_penalty=0.0,
     answer_format=AnswerFormat.THINK_BOXED,
     emits_thinking=True,
     notes=(
@@ -239,11 +253,44 @@ def profile_for_directory(model_dir: str) -> ModelProfile:
     return profile.with_model_path(model_dir)
 
 
-def resolve_profile(name_or_path: str | ModelProfile | None = None) -> ModelProfile:
-    """A profile by name, by Hugging Face id of a seed model, or the generic one for a local path.
+# Qwen3-VL checkpoints by id: "Qwen/Qwen3-VL-8B-Instruct", "Qwen3-VL-2B-Thinking-FP8", ...
+_QWEN3_VL_ID = re.compile(r'(^|/)[^/]*qwen3[-_]?vl', re.IGNORECASE)
 
-    ``None`` or ``''`` gives the default profile. A path (existing directory, or anything that
-    starts with ``/``, ``./``, ``../`` or ``~``) gets the generic Qwen3-VL profile pointed at it.
+
+def is_qwen3_vl_id(model_id: str) -> bool:
+    """Whether a Hugging Face id (or served model name) names a Qwen3-VL checkpoint."""
+    return bool(_QWEN3_VL_ID.search(model_id))
+
+
+def profile_for_model_id(model_id: str) -> ModelProfile:
+    """The Qwen3-VL family profile for a Qwen3-VL id no named profile covers.
+
+    Qwen3-VL checkpoints share the prompts, the 0..1000 boxes and the pixel budget; what the id
+    says beyond that is applied: ``-FP8`` checkpoints carry their quantization in config.json,
+    ``-Thinking`` models write a ``<think>`` block before question answers.
+    """
+    if not is_qwen3_vl_id(model_id):
+        raise UnknownProfileError(f'{model_id!r} is not a Qwen3-VL model id')
+    lowered = model_id.lower()
+    thinking = 'thinking' in lowered
+    return replace(
+        GENERIC_QWEN3_VL,
+        hf_id=model_id,
+        quantization='fp8' if 'fp8' in lowered else None,
+        emits_thinking=thinking,
+        notes=f'Qwen3-VL family profile for {model_id}'
+        + (' (Thinking: <think> before answers)' if thinking else ''),
+    )
+
+
+def resolve_profile(name_or_path: str | ModelProfile | None = None) -> ModelProfile:
+    """A profile by name, by Hugging Face id, or the generic one for a local path.
+
+    ``None`` or ``''`` gives the default profile. The id of a seed model gets its profile; any
+    other Qwen3-VL id (``Qwen/Qwen3-VL-8B-Instruct``) gets the Qwen3-VL family profile
+    (:func:`profile_for_model_id`). A path (existing directory, or anything that starts with
+    ``/``, ``./``, ``../`` or ``~``) gets the generic Qwen3-VL profile pointed at it, adjusted by
+    its ``spatial_vlm_profile.json``.
     """
     if isinstance(name_or_path, ModelProfile):
         return name_or_path
@@ -262,7 +309,9 @@ def resolve_profile(name_or_path: str | ModelProfile | None = None) -> ModelProf
     looks_like_path = key.startswith(('/', './', '../', '~')) or os.path.isdir(key)
     if looks_like_path:
         return profile_for_directory(os.path.expanduser(key))
+    if is_qwen3_vl_id(key):
+        return profile_for_model_id(key)
     raise UnknownProfileError(
-        f'unknown model profile {key!r}; known profiles: {", ".join(PROFILES)}; '
-        'or pass a local model directory path'
+        f'unknown model {key!r}: not a profile ({", ".join(PROFILES)}), not a Qwen3-VL '
+        'model id (e.g. Qwen/Qwen3-VL-8B-Instruct) and not a local model directory'
     )

@@ -40,9 +40,15 @@ def grounding_prompt(profile: ModelProfile, vocabulary: tuple[str, ...] | list[s
     return profile.grounding_prompt_classes.format(categories=', '.join(categories))
 
 
+def tidy_question(question: str) -> str:
+    """Spaces collapsed within each line; line breaks kept (multiple-choice options need them)."""
+    lines = (' '.join(line.split()) for line in str(question).splitlines())
+    return '\n'.join(line for line in lines if line)
+
+
 def question_prompt(profile: ModelProfile, question: str) -> str:
     """The question plus the profile's answer-format instruction (e.g. Spatial-SSRL's)."""
-    text = ' '.join(str(question).split()) if question else ''
+    text = tidy_question(question) if question else ''
     if not text:
         raise PromptError('a question task needs a non-empty question')
     return profile.question_prompt.format(question=text)
@@ -113,12 +119,9 @@ def sampling_for(request: EngineRequest, profile: ModelProfile) -> SamplingParam
 
 
 def presence_penalty_for(request: EngineRequest, profile: ModelProfile) -> float:
-    """Presence penalty: explicit on the request's sampling if it has one, else the profile's.
-
-    ``SamplingParams`` has no presence penalty field today; ``getattr`` lets one be added later.
-    """
+    """Presence penalty: the request's sampling's if it has one, else the profile's."""
     if request.sampling is not None:
-        return float(getattr(request.sampling, 'presence_penalty', 0.0))
+        return float(request.sampling.presence_penalty)
     if request.task == TaskKind.QUESTION:
         return profile.question_presence_penalty
     return 0.0

@@ -29,18 +29,18 @@ from typing import Any, TextIO
 from spatial_vlm_ros.engines.base import (
     FLAG_NEAREST_STAMP,
     FLAG_NO_RECORDING,
+    Completion,
     EngineError,
+    EngineHealth,
     EngineRequest,
     EngineResponse,
     TaskKind,
     Timings,
     VlmEngine,
 )
-from spatial_vlm_ros.engines.parsing import GroundingResult, ParseFailure, parse_for_request
+from spatial_vlm_ros.engines.parsing import respond
 from spatial_vlm_ros.engines.profiles import ModelProfile, resolve_profile
-
-NO_RECORDING_FLAG = FLAG_NO_RECORDING
-NEAREST_STAMP_FLAG = FLAG_NEAREST_STAMP
+from spatial_vlm_ros.engines.results import GroundingResult, ParseFailure, ParseResult
 
 
 class RecordingFormatError(EngineError, ValueError):
@@ -170,31 +170,33 @@ class RecordedEngine(VlmEngine):
         return outputs[0], stamp != request.stamp_ns
 
     async def generate(self, request: EngineRequest) -> EngineResponse:
+        """The recorded answer, parsed like a live one; a gap is flagged, never made up."""
         started = time.perf_counter()
         output, approximate = self.lookup(request)
         if output is None:
-            parsed: Any
+            parsed: ParseResult
             if request.task == TaskKind.QUESTION:
-                parsed = ParseFailure(NO_RECORDING_FLAG, '')
+                parsed = ParseFailure(FLAG_NO_RECORDING, '')
             else:
-                parsed = GroundingResult(warnings=(NO_RECORDING_FLAG,))
+                parsed = GroundingResult(warnings=(FLAG_NO_RECORDING,))
             return EngineResponse(
                 raw_text='',
                 parsed=parsed,
                 timings=Timings(total_s=time.perf_counter() - started),
                 engine=self.name,
                 model_id=self.model_id,
-                flags=(NO_RECORDING_FLAG,),
+                flags=(FLAG_NO_RECORDING,),
             )
-        parsed = parse_for_request(output.text, request, self.profile)
-        return EngineResponse(
-            raw_text=output.text,
-            parsed=parsed,
+        completion = Completion(
+            text=output.text,
             timings=Timings(total_s=time.perf_counter() - started),
-            engine=self.name,
             model_id=self.model_id,
-            flags=(NEAREST_STAMP_FLAG,) if approximate else (),
+            flags=(FLAG_NEAREST_STAMP,) if approximate else (),
         )
+        return respond(request, self.profile, completion, engine=self.name)
+
+    async def health(self) -> EngineHealth:
+        return EngineHealth.ok(f'replaying {len(self)} recorded outputs from {self.path}')
 
 
 class RecordingWriter:
@@ -260,20 +262,21 @@ class RecordingEngine(VlmEngine):
     def __init__(self, inner: VlmEngine, path: str | os.PathLike[str] | RecordingWriter) -> None:
         self.inner = inner
         self.name = inner.name
+        self.profile = inner.profile
         self._owns_writer = not isinstance(path, RecordingWriter)
         self.writer = path if isinstance(path, RecordingWriter) else RecordingWriter(path)
 
     async def generate(self, request: EngineRequest) -> EngineResponse:
         response = await self.inner.generate(request)
         # A replayed gap has no model output to keep; recording it would fake an empty answer.
-        if NO_RECORDING_FLAG not in response.flags:
+        if FLAG_NO_RECORDING not in response.flags:
             self.writer.write_response(request, response)
         return response
 
     async def start(self) -> None:
         await self.inner.start()
 
-    async def health(self) -> bool:
+    async def health(self) -> EngineHealth:
         return await self.inner.health()
 
     async def shutdown(self) -> None:

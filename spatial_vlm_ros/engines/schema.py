@@ -9,8 +9,10 @@ the grammar only removes what the model would not have written anyway, so constr
 decoding give the same boxes on good outputs.
 
 The list and each label are bounded: Qwen3-VL can loop on dense scenes (more than ~40 instances of
-one class), and a grammar with ``maxItems`` / ``maxLength`` forces the closing bracket instead of
-letting generation run to ``max_new_tokens``.
+one class), and a grammar with ``maxItems`` and a length-bounded label ``pattern`` forces the
+closing bracket instead of letting generation run to ``max_new_tokens``. The parser
+(``engines/parsing.py``) reads at most the same number of items and label characters, so output
+from an unconstrained engine or a recording is cut to the same bounds.
 """
 
 from __future__ import annotations
@@ -73,12 +75,17 @@ def openai_response_format(
     max_items: int = GROUNDING_MAX_ITEMS,
     label_max_length: int = GROUNDING_LABEL_MAX_LENGTH,
 ) -> dict[str, Any]:
-    """OpenAI ``response_format`` carrying the schema (SGLang and vLLM servers accept it)."""
+    """OpenAI ``response_format`` carrying the schema (SGLang and vLLM servers accept it).
+
+    ``strict: true``: the schema already meets strict mode's rules (every property required,
+    no additional properties), and SGLang skips the grammar for ``strict: false`` whenever its
+    chat renderer claims to handle response formats itself (0.5.23: only for some models).
+    """
     return {
         'type': 'json_schema',
         'json_schema': {
             'name': GROUNDING_SCHEMA_NAME,
             'schema': grounding_schema(max_items, label_max_length),
-            'strict': False,
+            'strict': True,
         },
     }

@@ -31,20 +31,22 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from spatial_vlm_ros.engines.base import FLAG_MAX_NEW_TOKENS as BASE_FLAG_MAX_NEW_TOKENS
 from spatial_vlm_ros.engines.base import (
+    Completion,
     EngineError,
+    EngineHealth,
     EngineRequest,
-    EngineResponse,
     EngineTimeout,
+    EngineUnavailableError,
+    FinishReason,
     SamplingParams,
     TaskKind,
     Timings,
     TokenCounts,
     VlmEngine,
 )
+from spatial_vlm_ros.engines.hub import hub_access, offline_hint
 from spatial_vlm_ros.engines.imaging import InvalidImageError, resize_for_profile, validate_rgb
-from spatial_vlm_ros.engines.parsing import parse_for_request
 from spatial_vlm_ros.engines.profiles import ModelProfile, resolve_profile
 from spatial_vlm_ros.engines.prompts import (
     PromptError,
@@ -62,7 +64,6 @@ from spatial_vlm_ros.engines.schema import (
 LOG = logging.getLogger(__name__)
 
 MAX_IMAGES_PER_REQUEST = 8
-FLAG_MAX_NEW_TOKENS = BASE_FLAG_MAX_NEW_TOKENS
 
 
 class InvalidRequestError(EngineError, ValueError):
@@ -236,8 +237,19 @@ class TransformersEngine(VlmEngine):
             )
             self._worker.start()
 
-    async def health(self) -> bool:
-        return self._model is not None and self._worker is not None and self._worker.is_alive()
+    async def health(self) -> EngineHealth:
+        values = {'model': self._model_path, 'device': self._device or 'not loaded'}
+        if self._model is None:
+            return EngineHealth.error(
+                'transformers engine: no model loaded', 'configure the node (start())', **values
+            )
+        if self._worker is None or not self._worker.is_alive():
+            return EngineHealth.error(
+                'transformers engine: the batching worker stopped',
+                'reconfigure the node; read the log for the cause',
+                **values,
+            )
+        return EngineHealth.ok(f'transformers engine running on {self._device}', **values)
 
     async def shutdown(self) -> None:
         worker = self._worker
@@ -258,17 +270,22 @@ class TransformersEngine(VlmEngine):
             LOG.debug('torch.cuda.empty_cache failed', exc_info=True)
 
     def _load(self) -> None:
+        # Decided before any lookup: without a network, a hub lookup retries for minutes.
+        access = hub_access(self._model_path)
         try:
             from transformers import AutoModelForImageTextToText, AutoProcessor
             import xgrammar
 
             device = _resolve_device(self._device_request)
             kwargs: dict[str, Any] = {'dtype': _resolve_dtype(self._dtype_request)}
+            kwargs.update(access.pretrained_kwargs())
             if self._attn_implementation:
                 kwargs['attn_implementation'] = self._attn_implementation
             if device != 'cpu':
                 kwargs['device_map'] = device
-            processor = AutoProcessor.from_pretrained(self._model_path)
+            processor = AutoProcessor.from_pretrained(
+                self._model_path, **access.pretrained_kwargs()
+            )
             model = AutoModelForImageTextToText.from_pretrained(self._model_path, **kwargs)
             if device == 'cpu':
                 model = model.to(device)
@@ -292,6 +309,19 @@ class TransformersEngine(VlmEngine):
                 eos_ids.add(tokenizer.eos_token_id)
         except EngineError:
             raise
+        except OSError as error:
+            if access.online:
+                raise EngineError(
+                    f'cannot load {self._model_path!r} with transformers: {error}'
+                ) from error
+            raise EngineUnavailableError(
+                EngineHealth.error(
+                    f'cannot load {self._model_path!r} from local files: '
+                    f'{str(error).splitlines()[0]}',
+                    offline_hint(self._model_path, access),
+                    model=self._model_path,
+                )
+            ) from error
         except Exception as error:
             raise EngineError(
                 f'cannot load {self._model_path!r} with transformers: {type(error).__name__}: '
@@ -305,7 +335,7 @@ class TransformersEngine(VlmEngine):
 
     # ------------------------------------------------------------------------------ requests
 
-    async def generate(self, request: EngineRequest) -> EngineResponse:
+    async def complete(self, request: EngineRequest) -> Completion:
         started = time.monotonic()
         if self._worker is None or not self._worker.is_alive() or self._processor is None:
             raise EngineError('the transformers engine is not started; await start() first')
@@ -329,11 +359,9 @@ class TransformersEngine(VlmEngine):
         except asyncio.CancelledError:
             pending.cancelled = True
             raise
-        parsed = parse_for_request(outcome.text, request, self._profile, input_size=input_size)
-        flags = (FLAG_MAX_NEW_TOKENS,) if outcome.hit_max_new_tokens else ()
-        return EngineResponse(
-            raw_text=outcome.text,
-            parsed=parsed,
+        return Completion(
+            text=outcome.text,
+            finish_reason=FinishReason.LENGTH if outcome.hit_max_new_tokens else FinishReason.STOP,
             tokens=outcome.tokens,
             timings=Timings(
                 preprocess_s=preprocess_s + outcome.preprocess_s,
@@ -341,9 +369,8 @@ class TransformersEngine(VlmEngine):
                 inference_s=outcome.inference_s,
                 total_s=time.monotonic() - started,
             ),
-            engine=self.name,
             model_id=self._model_path,
-            flags=flags,
+            input_size=input_size,
         )
 
     def _prepare(

@@ -69,7 +69,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         'model',
         'spatial-ssrl-4b-fp8',
         'Model profile name (spatial-ssrl-4b-fp8, '
-        'qwen3-vl-4b-instruct-fp8, qwen3-vl-2b-grace-w8g128, qwen3-vl) or a local model path.',
+        'qwen3-vl-4b-instruct-fp8, qwen3-vl-2b-grace-w8g128, qwen3-vl), a Qwen3-VL Hugging Face '
+        'id (e.g. Qwen/Qwen3-VL-8B-Instruct) or a local model directory.',
         read_only=True,
     ),
     ParamSpec('recording', '', 'JSONL of raw model outputs for engine=recorded.', read_only=True),
@@ -84,6 +85,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         'http://127.0.0.1:30000',
         'Base URL of the OpenAI-compatible server '
         '(engine=openai): SGLang server, SGLang router or vLLM.',
+        read_only=True,
+    ),
+    ParamSpec(
+        'served_model_name',
+        '',
+        'Model name sent to the server (engine=openai), as its /v1/models lists it; "" = the '
+        "server's only model (or the model's own id when it serves several). Checked at start.",
         read_only=True,
     ),
     ParamSpec(

