@@ -35,14 +35,14 @@ import numpy as np
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / 'test'))
 
+from spatial_vlm_ros.engines.base import EngineRequest, TaskKind  # noqa: E402
+from spatial_vlm_ros.engines.openai_engine import OpenAIEngine  # noqa: E402
+from spatial_vlm_ros.engines.profiles import resolve_profile  # noqa: E402
+
 from fixtures.tiny_model import build_tiny_model  # noqa: E402
 from live_servers import VllmServer, start_vllm_servers  # noqa: E402
 from router_harness import RouterProcess, router_env_missing  # noqa: E402
 from side_envs import VLLM_VENV  # noqa: E402
-
-from spatial_vlm_ros.engines.base import EngineRequest, TaskKind  # noqa: E402
-from spatial_vlm_ros.engines.openai_engine import OpenAIEngine  # noqa: E402
-from spatial_vlm_ros.engines.profiles import resolve_profile  # noqa: E402
 
 VOCABULARY = ('cup', 'chair', 'person')
 

@@ -28,9 +28,11 @@ import sys
 import time
 from typing import Any
 
-from live_servers import VllmServer, start_vllm_servers
 import numpy as np
 import pytest
+
+from conftest import REPO_ROOT, spin_until
+from live_servers import VllmServer, start_vllm_servers
 from router_harness import (
     ROUTER_PYTHON,
     ROUTER_SETUP,
@@ -41,8 +43,6 @@ from router_harness import (
     total,
 )
 from side_envs import VLLM_VENV, side_python
-
-from conftest import REPO_ROOT, spin_until
 
 pytestmark = [pytest.mark.slow]
 
