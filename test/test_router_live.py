@@ -159,7 +159,7 @@ def test_router_spreads_grounding_requests_over_both_workers(
         answer.raw_text for answer in answers
     ]
     after_router = router.successes_per_worker()
-    by_router = {url: after_router.get(url, 0) - before_router.get(url, 0) for url in after_router}
+    by_router = _delta(after_router, before_router, [w.url for w in workers])
     by_workers = [vllm_successes(w.url) - b for w, b in zip(workers, before_workers, strict=True)]
     # round_robin: 8 requests, 4 to each; the workers' own counters agree with the router's.
     assert by_router == {w.url: 4 for w in workers}, by_router
@@ -324,8 +324,9 @@ def _wait_for_quiet(router: RouterProcess, quiet_s: float = 2.0, timeout_s: floa
         time.sleep(0.25)
 
 
-def _delta(after: dict[str, float], before: dict[str, float]) -> dict[str, float]:
-    return {url: after[url] - before.get(url, 0.0) for url in after}
+def _delta(after: dict[str, float], before: dict[str, float], urls: list[str]) -> dict[str, float]:
+    """Per-worker growth of a counter; a worker the router never used has no sample yet."""
+    return {url: after.get(url, 0.0) - before.get(url, 0.0) for url in urls}
 
 
 # --- 2. a router that is down, or that has no healthy worker ------------------------------------
@@ -480,7 +481,8 @@ def test_two_nodes_share_a_cache_aware_router_each_camera_on_one_worker(
             ), f'{label}: scenes stopped'
             _wait_for_quiet(shared)
             ros.spin(lambda: False, 1.0)  # the last scenes reach us
-            splits[label] = _delta(shared.successes_per_worker(), before)
+            urls = [w.url for w in workers]
+            splits[label] = _delta(shared.successes_per_worker(), before, urls)
             return splits[label]
 
         # Both cameras at once: where each camera's prompt first lands depends on load.
