@@ -16,7 +16,10 @@ classes, as a fleet usually does).
 Random weights and a 2-core machine: on CPU two workers share the same cores, so the ratio
 measures what the router can give when the cores are already busy, not GPU scaling.
 
-    .venv/bin/python bench/bench_router.py [--requests 12] [--cameras 4]
+    .venv/bin/python bench/bench_router.py [--requests 12] [--cameras 4] [--bind-cores]
+
+With ``--bind-cores`` worker i runs on core i only (``VLLM_CPU_OMP_THREADS_BIND``), so two
+workers do not fight over the same cores: the closest a 2-core machine gets to one GPU each.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 from dataclasses import dataclass
+import os
 from pathlib import Path
 import sys
 import tempfile
@@ -40,7 +44,7 @@ from spatial_vlm_ros.engines.openai_engine import OpenAIEngine  # noqa: E402
 from spatial_vlm_ros.engines.profiles import resolve_profile  # noqa: E402
 
 from fixtures.tiny_model import build_tiny_model  # noqa: E402
-from live_servers import VllmServer, start_vllm_servers  # noqa: E402
+from live_servers import VllmServer, free_port, start_vllm_servers  # noqa: E402
 from router_harness import RouterProcess, router_env_missing  # noqa: E402
 from side_envs import VLLM_VENV  # noqa: E402
 
@@ -132,10 +136,35 @@ def measure(
     return Row(label, len(workers), cameras, latencies, wall, split)
 
 
+def start_bound_workers(model_dir: Path) -> list[VllmServer]:
+    """Two workers, worker i on core i only: each owns its compute, as each GPU would."""
+    name = str(model_dir)
+    servers = [VllmServer(model_dir, free_port(), served_model_name=name) for _ in (0, 1)]
+    try:
+        for core, server in enumerate(servers):
+            # VllmServer copies os.environ when it launches.
+            os.environ['VLLM_CPU_OMP_THREADS_BIND'] = str(core)
+            server.launch()
+        for server in servers:
+            server.wait_ready()
+    except BaseException:
+        for server in servers:
+            server.close()
+        raise
+    finally:
+        os.environ.pop('VLLM_CPU_OMP_THREADS_BIND', None)
+    return servers
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--requests', type=int, default=12, help='requests per camera')
     parser.add_argument('--cameras', type=int, default=4)
+    parser.add_argument(
+        '--bind-cores',
+        action='store_true',
+        help='bind each worker to its own core (VLLM_CPU_OMP_THREADS_BIND), like one GPU each',
+    )
     args = parser.parse_args()
     missing = router_env_missing()
     if not missing and not (VLLM_VENV / 'bin' / 'vllm').exists():
@@ -146,8 +175,13 @@ def main() -> int:
     model_dir = build_tiny_model('generic-hd32')
     log_dir = Path(tempfile.mkdtemp(prefix='bench_router_'))
     started = time.perf_counter()
-    workers = start_vllm_servers(2, model_dir, served_model_name=str(model_dir))
-    print(f'two vLLM workers ready in {time.perf_counter() - started:.0f} s')
+    workers = (
+        start_bound_workers(model_dir)
+        if args.bind_cores
+        else start_vllm_servers(2, model_dir, served_model_name=str(model_dir))
+    )
+    binding = 'worker i bound to core i' if args.bind_cores else 'threads not bound'
+    print(f'two vLLM workers ({binding}) ready in {time.perf_counter() - started:.0f} s')
     try:
         one, both = workers[:1], workers
         n = args.requests
