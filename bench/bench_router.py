@@ -9,9 +9,10 @@ requests back to back, one in flight, like a node with ``max_in_flight: 1``. Eve
 in this run against the same servers; printed: completed grounding requests/s, p50/p95 latency,
 ratios to the one-worker 4-camera row, and how the router split the requests.
 
-Rows: 1 worker x 1 camera (unloaded latency), 1 worker x 4 cameras (the baseline), 2 workers x 4
-cameras with round_robin, and 2 workers x 4 cameras with cache_aware (all cameras ground the same
-classes, as a fleet usually does).
+Rows: 1 worker x 1 camera (unloaded latency), 1 worker x 4 cameras (the baseline), the same sent
+straight to the worker (the router's own cost), 2 workers x 4 cameras with round_robin, and 2
+workers x 4 cameras with cache_aware (all cameras ground the same classes, as a fleet usually
+does).
 
 Random weights and a 2-core machine: on CPU two workers share the same cores, so the ratio
 measures what the router can give when the cores are already busy, not GPU scaling.
@@ -156,6 +157,15 @@ def start_bound_workers(model_dir: Path) -> list[VllmServer]:
     return servers
 
 
+def measure_direct(
+    label: str, worker: VllmServer, cameras: int, per_camera: int, model_dir: Path
+) -> Row:
+    """The same load sent to one worker with no router: the router's own cost."""
+    asyncio.run(run_cameras(worker.url, model_dir, 1, 2))  # warm-up, not counted
+    latencies, wall = asyncio.run(run_cameras(worker.url, model_dir, cameras, per_camera))
+    return Row(label, 1, cameras, latencies, wall, {worker.url: float(len(latencies))})
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--requests', type=int, default=12, help='requests per camera')
@@ -190,6 +200,9 @@ def main() -> int:
             measure(
                 f'1 worker, {args.cameras} cameras', one, 'round_robin', args.cameras, n,
                 model_dir, log_dir,
+            ),
+            measure_direct(
+                f'1 worker, {args.cameras} cameras, no router', one[0], args.cameras, n, model_dir
             ),
             measure(
                 f'2 workers, {args.cameras} cameras, round_robin', both, 'round_robin',
