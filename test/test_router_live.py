@@ -5,14 +5,16 @@
 Everything here is the real software: sglang-router 0.3.2 (``.venv-router/``), two vLLM-on-CPU
 servers serving the tiny Qwen3-VL (the engines live-server harness), the ``openai`` engine, and
 node processes over DDS fed by a camera publisher. One router and two workers are shared by the
-whole module (each vLLM start costs 35-60 s); the tests run in file order, the kill/restart test
-last but one so the others see two healthy workers.
+whole module (each vLLM start costs 35-60 s on an idle machine); the tests run in file order,
+the kill/restart test last so the others see two healthy workers. Other routers (cache-aware,
+TLS, no workers) are started per test in front of the same workers: a router starts in < 1 s.
 
-Shown: requests spread over both workers (router metrics and the workers' own counters); a worker
-killed mid-stream while the node keeps publishing scenes and answering every ``~/query``; the
-restarted worker rejoining; ``/readiness`` as the router's health; a router that is down, or has
-no healthy worker, reported as an ERROR with the fix; two nodes sharing a cache-aware router,
-each camera's prompts kept on one worker.
+Shown: requests spread over both workers (router metrics and the workers' own counters);
+``/readiness`` as the router's health; a router that is down, or has no healthy worker, reported
+as an ERROR with the fix; TLS and an API key read from the env var ``api_key_env`` names; two
+nodes sharing a cache-aware router, each camera's prompts kept on one worker; a worker killed
+mid-stream while the node keeps publishing scenes and answering every ``~/query``, and the
+restarted worker rejoining.
 """
 
 from __future__ import annotations
