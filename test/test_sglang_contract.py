@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from fixtures import sglang_contract
-from side_envs import REPO_ROOT, SGLANG_CONTRACT_PYTHON, side_python
+from side_envs import REPO_ROOT, REQUIRE_ENV, SGLANG_CONTRACT_PYTHON, side_python
 
 pytestmark = pytest.mark.slow
 SGLANG_VERSION = '0.5.23'  # scripts/setup_sglang_contract.sh, docs/ENGINES.md
@@ -54,3 +54,12 @@ def test_the_contract_is_checked_against_the_pinned_sglang(contract: dict[str, A
 def test_contract(contract: dict[str, Any], name: str) -> None:
     result = next(check for check in contract['checks'] if check['name'] == name)
     assert result['ok'], result['detail']
+
+
+def test_a_missing_side_environment_skips_locally_and_fails_in_ci(monkeypatch, tmp_path) -> None:
+    monkeypatch.setenv(REQUIRE_ENV, '1')
+    with pytest.raises(pytest.fail.Exception, match='may not skip'):
+        side_python(tmp_path / 'missing', 'an environment', 'make something')
+    monkeypatch.delenv(REQUIRE_ENV)
+    with pytest.raises(pytest.skip.Exception, match='make something'):
+        side_python(tmp_path / 'missing', 'an environment', 'make something')

@@ -228,7 +228,6 @@ class OpenAIEngine(VlmEngine):
         self.health_timeout_s = health_timeout_s
         self.deep_health_interval_s = deep_health_interval_s
         self.deep_health_timeout_s = deep_health_timeout_s
-        self._configured_kind = kind
         self._kind: ServerKind | None = None if kind == ServerKind.AUTO else kind
         self._model: str | None = None  # the name sent; resolved against /v1/models
         self._last_deep_check = float('-inf')  # monotonic time of the last deep probe or answer

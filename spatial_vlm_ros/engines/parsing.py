@@ -12,6 +12,12 @@ pixel coordinates when the profile says so.
 Boxes are validated (four finite numbers), clamped to the coordinate range, sorted so that
 ``x1 <= x2`` and ``y1 <= y2``, dropped when degenerate, converted to RGB pixels
 (``x_px = x / 1000 * W`` for relative coordinates) and de-duplicated (same label, IoU > 0.7).
+Output that opens with a JSON list (what the grammar forces) is read as JSON before any
+``<think>`` handling, so reasoning tags inside a label stay label text. The item and label
+bounds are the grammar's (``engines/schema.py``).
+
+:func:`respond` is the one place an engine's :class:`~spatial_vlm_ros.engines.base.Completion`
+becomes an :class:`~spatial_vlm_ros.engines.base.EngineResponse`.
 """
 
 from __future__ import annotations

@@ -262,9 +262,12 @@ class RecordingEngine(VlmEngine):
     def __init__(self, inner: VlmEngine, path: str | os.PathLike[str] | RecordingWriter) -> None:
         self.inner = inner
         self.name = inner.name
-        self.profile = inner.profile
         self._owns_writer = not isinstance(path, RecordingWriter)
         self.writer = path if isinstance(path, RecordingWriter) else RecordingWriter(path)
+
+    @property
+    def profile(self) -> ModelProfile:  # type: ignore[override]
+        return self.inner.profile
 
     async def generate(self, request: EngineRequest) -> EngineResponse:
         response = await self.inner.generate(request)
