@@ -73,7 +73,7 @@ def test_launch_overrides_name_real_parameters_and_remaps_real_topics() -> None:
     tree = _launch_tree()
     overrides = _dict_literal(tree, 'overrides')
     assert set(overrides) - {'use_sim_time'} <= set(PARAMETER_NAMES)
-    node_source = (REPO_ROOT / 'spatial_vlm_ros' / 'ros' / 'node.py').read_text()
+    node_source = (REPO_ROOT / 'spatial_vlm_ros' / 'ros' / 'inputs.py').read_text()
     remapped = re.findall(r"\('((?:color|depth)/[\w/]+)',", source)
     assert remapped, 'no remappings found'
     for topic in remapped:
