@@ -9,12 +9,13 @@ subscription callback) and the replay feeds it rosbags messages; both get the sa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 import difflib
 import time
 from typing import Any, Protocol
 
+from spatial_vlm_ros import settings as settings_table
 from spatial_vlm_ros.core.camera import (
     DepthConfig,
     make_rgbd_frame_with_warnings,
@@ -72,46 +73,49 @@ class PipelineSettings:
     config: PipelineConfig
     engine_options: dict[str, Any] = field(default_factory=dict)
     record_outputs: str = ''
+    request_timeout_s: float = 30.0  # one deadline per request (scene, query, locate)
 
     @classmethod
-    def from_parameters(cls, values: dict[str, Any]) -> PipelineSettings:
-        vocabulary = normalize_vocabulary(values.get('vocabulary'))
-        depth_scale = float(values.get('depth_scale', 0.0))
+    def from_parameters(cls, values: Mapping[str, Any]) -> PipelineSettings:
+        """Settings from node parameters or CLI flags: names and defaults of
+        ``spatial_vlm_ros.settings`` (missing names take the table's default)."""
+        values = settings_table.complete(values)
+        depth_scale = float(values['depth_scale'])
+        min_depth_m, max_depth_m = float(values['min_depth_m']), float(values['max_depth_m'])
         config = PipelineConfig(
-            vocabulary=vocabulary,
+            vocabulary=normalize_vocabulary(values['vocabulary']),
             depth=DepthConfig(
                 depth_scale=depth_scale if depth_scale > 0 else None,
-                min_depth_m=float(values.get('min_depth_m', 0.1)),
-                max_depth_m=float(values.get('max_depth_m', 10.0)),
+                min_depth_m=min_depth_m,
+                max_depth_m=max_depth_m,
             ),
-            lifting=LiftingConfig(
-                min_depth_m=float(values.get('min_depth_m', 0.1)),
-                max_depth_m=float(values.get('max_depth_m', 10.0)),
-            ),
+            lifting=LiftingConfig(min_depth_m=min_depth_m, max_depth_m=max_depth_m),
             relations=replace(
-                RelationConfig(), near_threshold_m=float(values.get('near_threshold_m', 0.5))
+                RelationConfig(), near_threshold_m=float(values['near_threshold_m'])
             ),
-            max_objects=int(values.get('max_objects', 64)),
-            target_frame=str(values.get('target_frame', '')),
-            relation_frame=str(values.get('relation_frame', '')),
+            max_objects=int(values['max_objects']),
+            target_frame=str(values['target_frame']),
+            relation_frame=str(values['relation_frame']),
         )
-        kind = str(values.get('engine', 'sglang'))
+        kind = str(values['engine'])
+        in_flight = int(values['max_in_flight'])
         options: dict[str, Any] = {}
         if kind == 'recorded':
-            options['path'] = values.get('recording', '')
+            options['path'] = str(values['recording'])
         elif kind == 'openai':
-            options['base_url'] = values.get('server_url', '')
-            options['api_key_env'] = values.get('api_key_env', 'OPENAI_API_KEY')
-            options['max_concurrency'] = int(values.get('max_in_flight', 1)) + 1
+            options['base_url'] = str(values['server_url'])
+            options['api_key_env'] = str(values['api_key_env'])
+            options['max_concurrency'] = in_flight + 1
         elif kind == 'transformers':
-            options['device'] = values.get('device', 'auto')
-            options['max_batch_size'] = max(int(values.get('max_in_flight', 1)) + 1, 1)
+            options['device'] = str(values['device'])
+            options['max_batch_size'] = in_flight + 1
         return cls(
             engine_kind=kind,
-            model=str(values.get('model', '')),
+            model=str(values['model']),
             config=config,
             engine_options=options,
-            record_outputs=str(values.get('record_outputs', '')),
+            record_outputs=str(values['record_outputs']),
+            request_timeout_s=float(values['request_timeout_s']),
         )
 
 
@@ -146,7 +150,10 @@ class SpatialPipeline:
             record_to=settings.record_outputs or None,
             **settings.engine_options,
         )
-        return cls(engine, settings.model, settings.config)
+        # Recorded outputs name the model that produced them: label the scenes with that, not
+        # with a profile that never ran.
+        model_id = '' if settings.engine_kind == 'recorded' else settings.model
+        return cls(engine, model_id, settings.config)
 
     async def start(self) -> None:
         await self.engine.start()

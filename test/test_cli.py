@@ -291,3 +291,56 @@ def test_the_console_script_entry_point_runs(tmp_path):
         env=dict(os.environ),
     )
     assert result.returncode == 0 and result.stdout.strip()
+
+
+def test_replay_sets_every_setting_it_shares_with_the_node(small_bag, tmp_path, capsys):
+    """One table: each node parameter of scope `both` is a replay flag and reaches the pipeline."""
+    from spatial_vlm_ros import settings
+    from spatial_vlm_ros.pipeline import PipelineSettings
+
+    bag, recording, _ = small_bag
+    given = {
+        'max_objects': 1,
+        'near_threshold_m': 0.25,
+        'min_depth_m': 0.2,
+        'max_depth_m': 5.0,
+        'depth_scale': 0.001,
+        'sync_slop_s': 0.02,
+        'request_timeout_s': 12.0,
+        'vocabulary': ['cup', 'book'],
+        'relation_frame': 'base_link',
+        'target_frame': 'map',
+        'max_in_flight': 3,
+    }
+    flags = [f'--{name.replace("_", "-")}' for name in given]
+    argv = ['replay', str(bag), '-o', str(tmp_path / 'out'), '--recording', str(recording)]
+    for flag, value in zip(flags, given.values(), strict=True):
+        argv += [flag, ','.join(value) if isinstance(value, list) else str(value)]
+    values = cli.pipeline_values(cli.build_parser().parse_args(argv))
+    assert {name: values[name] for name in given} == given
+    assert values['engine'] == 'recorded'  # --recording without --engine
+    shared = {s.name for s in settings.SETTINGS if s.scope == settings.BOTH}
+    assert set(given) | {'engine', 'recording'} <= shared
+    pipeline_settings = PipelineSettings.from_parameters(values)
+    config = pipeline_settings.config
+    assert (config.max_objects, config.relations.near_threshold_m) == (1, 0.25)
+    assert (config.depth.min_depth_m, config.lifting.max_depth_m) == (0.2, 5.0)
+    assert (config.target_frame, config.relation_frame) == ('map', 'base_link')
+    assert config.vocabulary == ('cup', 'book') and config.depth.depth_scale == 0.001
+    assert pipeline_settings.request_timeout_s == 12.0
+
+    out = tmp_path / 'run'
+    status = cli.main(
+        ['replay', str(bag), '-o', str(out), '--recording', str(recording), '--quiet']
+        + ['--max-objects', '1', '--near-threshold-m', '0.25', '--no-bag', '--no-report']
+    )
+    assert status == cli.EXIT_OK, capsys.readouterr().err
+    scenes = [json.loads(line) for line in (out / 'scenes.jsonl').read_text().splitlines()]
+    assert scenes and all(len(scene['objects']) == 1 for scene in scenes)
+
+
+def test_replay_rejects_values_outside_the_table_ranges(small_bag, tmp_path, capsys):
+    bag, recording, _ = small_bag
+    argv = ['replay', str(bag), '-o', str(tmp_path / 'o'), '--recording', str(recording)]
+    assert cli.main([*argv, '--max-objects', '0', '--quiet']) == cli.EXIT_ERROR
+    assert 'max_objects=0: must lie in [1, 1024]' in error_line(capsys)

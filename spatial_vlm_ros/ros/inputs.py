@@ -10,7 +10,8 @@ RGB-D set handed to ``on_paired``; decoding happens later, on the worker.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 import time
 from typing import Any
 
@@ -18,13 +19,72 @@ from rclpy.callback_groups import CallbackGroup
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from spatial_vlm_ros.core.pairing import INFO, RGB, PairingConfig, RgbdSet, StampPairer
+from spatial_vlm_ros.core.pairing import (
+    DEPTH,
+    INFO,
+    RGB,
+    PairingConfig,
+    RgbdSet,
+    StampPairer,
+)
 from spatial_vlm_ros.core.types import SpatialVlmError
 from spatial_vlm_ros.ros import conversions, qos
 from spatial_vlm_ros.ros.diagnostics import ErrorLog
 
 FUTURE_STAMP_TOLERANCE_NS = 5 * 10**9  # clock skew allowed between camera and node
 TIME_JUMP_BACK_NS = 5 * 10**9  # a stream going back further restarts pairing (bag loop)
+
+
+@dataclass(frozen=True)
+class InputTopics:
+    """Where one camera's streams are: base topics (relative names resolve in
+    ``namespace``, then in the node's namespace) and image_transport-style transports."""
+
+    namespace: str = ''
+    color: str = 'color/image_raw'
+    depth: str = 'depth/image_raw'
+    info: str = 'color/camera_info'
+    color_transport: str = 'raw'
+    depth_transport: str = 'raw'
+
+    @classmethod
+    def from_values(cls, values: Mapping[str, Any]) -> InputTopics:
+        """From node parameters; the deprecated ``compressed_input`` switches both streams."""
+        color_transport = str(values['image_transport'])
+        depth_transport = str(values['depth_image_transport'])
+        if values.get('compressed_input'):
+            color_transport, depth_transport = 'compressed', 'compressedDepth'
+        return cls(
+            namespace=str(values['camera_namespace']),
+            color=str(values['color_topic']),
+            depth=str(values['depth_topic']),
+            info=str(values['camera_info_topic']),
+            color_transport=color_transport,
+            depth_transport=depth_transport,
+        )
+
+    def streams(self) -> dict[str, tuple[type, str, str]]:
+        """Stream -> (message type, base topic within the camera namespace, transport)."""
+        color, depth = self.color_transport, self.depth_transport
+        return {
+            RGB: (_message_type(color), self._join(self.color), color),
+            DEPTH: (_message_type(depth), self._join(self.depth), depth),
+            INFO: (CameraInfo, self._join(self.info), 'raw'),
+        }
+
+    def _join(self, name: str) -> str:
+        if name.startswith('/') or not self.namespace:
+            return name
+        return self.namespace.rstrip('/') + '/' + name
+
+
+def _message_type(transport: str) -> type:
+    return Image if transport == 'raw' else CompressedImage
+
+
+def transport_topic(resolved_base: str, transport: str) -> str:
+    """The topic a transport uses, as image_transport names it: ``<base>/<transport>``."""
+    return resolved_base if transport == 'raw' else f'{resolved_base}/{transport}'
 
 
 def _qos_signature(publishers: list[Any]) -> tuple[Any, ...]:
@@ -45,7 +105,7 @@ class CameraInputs:
 
     Args:
         node: the node that owns the subscriptions.
-        compressed: subscribe to the compressed transports instead of the raw topics.
+        topics: where the streams are and their transports.
         qos_mode: ``input_qos`` (auto | reliable | best_effort).
         pairing: pairing tolerances.
         errors: where problems are counted and logged.
@@ -58,7 +118,7 @@ class CameraInputs:
         self,
         node: Node,
         *,
-        compressed: bool,
+        topics: InputTopics,
         qos_mode: str,
         pairing: PairingConfig,
         errors: ErrorLog,
@@ -67,7 +127,7 @@ class CameraInputs:
         on_time_jump: Callable[[], None],
     ) -> None:
         self._node = node
-        self._compressed = compressed
+        self.input_topics = topics
         self._qos_mode = qos_mode
         self._errors = errors
         self._group = callback_group
@@ -99,17 +159,14 @@ class CameraInputs:
         return bool(self._subscriptions)
 
     def topics(self) -> dict[str, tuple[type, str]]:
-        """Stream name -> (message type, topic name relative to the node)."""
-        if self._compressed:
-            return {
-                'rgb': (CompressedImage, 'color/image_raw/compressed'),
-                'depth': (CompressedImage, 'depth/image_raw/compressedDepth'),
-                'info': (CameraInfo, 'color/camera_info'),
-            }
+        """Stream name -> (message type, fully qualified topic).
+
+        Like image_transport, the base name is resolved first (node namespace and remapping
+        rules apply to it), then the transport's suffix is added.
+        """
         return {
-            'rgb': (Image, 'color/image_raw'),
-            'depth': (Image, 'depth/image_raw'),
-            'info': (CameraInfo, 'color/camera_info'),
+            stream: (msg_type, transport_topic(self._node.resolve_topic_name(base), transport))
+            for stream, (msg_type, base, transport) in self.input_topics.streams().items()
         }
 
     def subscribe(self) -> None:

@@ -36,12 +36,13 @@ from spatial_vlm_ros.core.scheduling import FrameScheduler, SchedulerConfig, Sta
 from spatial_vlm_ros.core.types import Scene, SpatialVlmError
 from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline
 from spatial_vlm_ros.ros.diagnostics import DiagnosticsReporter
-from spatial_vlm_ros.ros.inputs import CameraInputs
+from spatial_vlm_ros.ros.inputs import CameraInputs, InputTopics
 from spatial_vlm_ros.ros.outputs import SceneOutputs
-from spatial_vlm_ros.ros.parameters import PARAMETERS, validate
+from spatial_vlm_ros.ros.parameters import PARAMETERS, descriptor, validate, values_of
 from spatial_vlm_ros.ros.services import SnapshotBuffer, SpatialServices
 from spatial_vlm_ros.ros.tf import TransformSource
 from spatial_vlm_ros.ros.worker import WorkerLoop
+from spatial_vlm_ros.settings import deprecation_warnings
 from spatial_vlm_ros.srv import LocateObject, SpatialQuery
 
 NODE_NAME = 'spatial_vlm'
@@ -66,7 +67,7 @@ class SpatialVlmNode(LifecycleNode):
         self._worker = WorkerLoop()
         super().__init__(NODE_NAME, **kwargs)
         for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, spec.descriptor())
+            self.declare_parameter(spec.name, spec.default, descriptor(spec))
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self.add_post_set_parameters_callback(self._apply_runtime_parameters)
         self._reporter = DiagnosticsReporter(self.get_fully_qualified_name(), self.get_logger())
@@ -87,7 +88,7 @@ class SpatialVlmNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
     def _values(self) -> dict[str, Any]:
-        return {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        return values_of(self)
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
@@ -107,6 +108,8 @@ class SpatialVlmNode(LifecycleNode):
         SUCCESS leads to inactive; FAILURE (bad configuration) stays unconfigured.
         """
         values = self._values()
+        for warning in deprecation_warnings(values):
+            self.get_logger().warning(warning)
         problems = validate(values)
         if problems:
             for problem in problems:
@@ -132,7 +135,7 @@ class SpatialVlmNode(LifecycleNode):
         self._snapshots.resize(int(values['query_buffer_frames']))
         self._inputs = CameraInputs(
             self,
-            compressed=bool(values['compressed_input']),
+            topics=InputTopics.from_values(values),
             qos_mode=str(values['input_qos']),
             pairing=PairingConfig.from_seconds(slop_s=values['sync_slop_s']),
             errors=self._reporter.errors,
