@@ -25,6 +25,7 @@ from spatial_vlm_ros.core.image_decoding import decode_color_any
 from spatial_vlm_ros.core.lifting import LiftingConfig, lift_boxes
 from spatial_vlm_ros.core.pairing import RgbdSet
 from spatial_vlm_ros.core.relations import RelationConfig, compute_relations, transform_objects
+from spatial_vlm_ros.core.scheduling import Deadline
 from spatial_vlm_ros.core.types import (
     Detection,
     FloatArray,
@@ -185,11 +186,13 @@ class SpatialPipeline:
         relation_frame: str = '',
         relation_from_camera: FloatArray | None = None,
         warnings: Sequence[str] = (),
+        deadline: Deadline | None = None,
     ) -> Scene:
         """Ground, lift and relate one frame.
 
         ``now_ns`` gives the clock that latency is measured against (ROS time in the node);
         None measures the wall time spent here (bag time does not advance in a replay).
+        ``deadline`` is the request's one deadline; the engine call gets what is left of it.
         """
         started_s = time.perf_counter()
         words = tuple(vocabulary) if vocabulary is not None else self.config.vocabulary
@@ -199,6 +202,7 @@ class SpatialPipeline:
                 task=TaskKind.GROUND,
                 stamp_ns=frame.stamp_ns,
                 vocabulary=words,
+                timeout_s=_remaining_s(deadline),
             )
         )
         scene = build_scene(
@@ -223,9 +227,12 @@ class SpatialPipeline:
         vocabulary: Sequence[str] | None = None,
         now_ns: Callable[[], int] | int | None = None,
         transforms: TransformLookup | None = None,
+        deadline: Deadline | None = None,
     ) -> Scene:
         """Decode (off the event loop), look up transforms at the image stamp, perceive."""
-        _, scene = await self._perceive_paired_frame(paired, vocabulary, now_ns, transforms)
+        _, scene = await self._perceive_paired_frame(
+            paired, vocabulary, now_ns, transforms, deadline
+        )
         return scene
 
     async def _perceive_paired_frame(
@@ -234,6 +241,7 @@ class SpatialPipeline:
         vocabulary: Sequence[str] | None,
         now_ns: Callable[[], int] | int | None,
         transforms: TransformLookup | None,
+        deadline: Deadline | None = None,
     ) -> tuple[RgbdFrame, Scene]:
         loop = asyncio.get_running_loop()
         frame, warnings = await loop.run_in_executor(None, self.decode_with_warnings, paired)
@@ -249,6 +257,7 @@ class SpatialPipeline:
             relation_frame=relation[0],
             relation_from_camera=relation[1],
             warnings=warnings,
+            deadline=deadline,
         )
         return frame, scene
 
@@ -276,11 +285,14 @@ class SpatialPipeline:
         vocabulary: Sequence[str] | None = None,
         now_ns: Callable[[], int] | int | None = None,
         transforms: TransformLookup | None = None,
+        deadline: Deadline | None = None,
     ) -> Answer:
-        """Answer ``question`` on one snapshot; ``scene`` reuses an already computed grounding."""
+        """Answer ``question`` on one snapshot; ``scene`` reuses an already computed grounding.
+
+        ``deadline`` covers both engine calls (grounding, when needed, and the answer)."""
         if scene is None:
             frame, scene = await self._perceive_paired_frame(
-                paired, vocabulary, now_ns, transforms
+                paired, vocabulary, now_ns, transforms, deadline
             )
             rgb = frame.rgb
         else:  # the grounding exists: only the colour image is needed
@@ -293,6 +305,7 @@ class SpatialPipeline:
                 task=TaskKind.QUESTION,
                 stamp_ns=paired.stamp_ns,
                 question=question,
+                timeout_s=_remaining_s(deadline),
             )
         )
         parsed = response.parsed
@@ -403,6 +416,14 @@ def referenced_object_ids(scene: Scene, text: str) -> tuple[str, ...]:
         for obj in scene.objects
         if obj.id.lower() in lowered or obj.label.lower() in lowered
     )
+
+
+def _remaining_s(deadline: Deadline | None) -> float | None:
+    """What an engine call may still take (None: the engine's own default). A passed deadline
+    leaves a token budget rather than 0, which engines would read as "no deadline"."""
+    if deadline is None:
+        return None
+    return max(deadline.remaining_s(), 1e-3)
 
 
 def _inference_ms(response: EngineResponse, started_s: float) -> float:

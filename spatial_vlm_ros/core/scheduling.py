@@ -10,6 +10,10 @@ publish a result older than one already published (requests can finish out of or
 are in flight). On-demand requests (services) have their own in-flight budget, so the stream can
 never starve them.
 
+Every request has ONE deadline (:class:`Deadline`), created where the request starts (a frame
+dispatched, a service call received) and passed down to the engine call
+(``EngineRequest.timeout_s``), so waiting for a slot and every engine call share one budget.
+
 Everything here is asyncio + one lock, with an injectable clock, so it is tested without ROS.
 """
 
@@ -18,13 +22,14 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import threading
 import time
 from typing import Generic, TypeVar
 
 FrameT = TypeVar('FrameT')
 ResultT = TypeVar('ResultT')
+T = TypeVar('T')
 
 # Drop reasons, reported in /diagnostics.
 DROP_SUPERSEDED = 'superseded'  # a newer frame replaced it before a worker was free
@@ -52,9 +57,42 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class Deadline:
+    """One request's deadline on the monotonic clock; passed down to the engine call."""
+
+    at_s: float  # time.monotonic() value
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining_s(self) -> float:
+        """Seconds left, never negative."""
+        return max(0.0, self.at_s - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.at_s
+
+
+@dataclass(frozen=True)
 class StampedFrame(Generic[FrameT]):
+    """A frame in the scheduler, with the times (in the scheduler's clock) that explain its
+    latency: submitted to the slot, taken by the worker; and its request deadline."""
+
     stamp_ns: int
     frame: FrameT
+    submitted_ns: int | None = None  # clock_ns() when stored in the slot
+    taken_ns: int | None = None  # clock_ns() when a worker took it
+    deadline: Deadline | None = None  # set when dispatched
+
+    @property
+    def queue_ms(self) -> float:
+        """Milliseconds between being stored and being taken (waiting for a slot or the rate);
+        NaN when not known."""
+        if self.submitted_ns is None or self.taken_ns is None:
+            return float('nan')
+        return (self.taken_ns - self.submitted_ns) / 1e6
 
 
 class LatestFrameSlot(Generic[FrameT]):
@@ -67,7 +105,7 @@ class LatestFrameSlot(Generic[FrameT]):
         self.superseded = 0
         self.rejected_older = 0
 
-    def put(self, stamp_ns: int, frame: FrameT) -> bool:
+    def put(self, stamp_ns: int, frame: FrameT, submitted_ns: int | None = None) -> bool:
         """Store ``frame`` unless an equal or newer one was already stored; True when stored."""
         with self._lock:
             newest = self._frame.stamp_ns if self._frame is not None else self._taken_stamp_ns
@@ -76,7 +114,7 @@ class LatestFrameSlot(Generic[FrameT]):
                 return False
             if self._frame is not None:
                 self.superseded += 1
-            self._frame = StampedFrame(stamp_ns, frame)
+            self._frame = StampedFrame(stamp_ns, frame, submitted_ns)
             return True
 
     def take(self) -> StampedFrame[FrameT] | None:
@@ -150,7 +188,7 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
     def submit(self, stamp_ns: int, frame: FrameT, loop: asyncio.AbstractEventLoop | None) -> None:
         """Store a new frame (any thread) and wake the worker on ``loop``."""
-        if self.slot.put(stamp_ns, frame) and loop is not None:
+        if self.slot.put(stamp_ns, frame, self._clock_ns()) and loop is not None:
             loop.call_soon_threadsafe(self._wakeup.set)
 
     def drop_counts(self) -> dict[str, int]:
@@ -182,6 +220,9 @@ class FrameScheduler(Generic[FrameT, ResultT]):
                 self._stream_slots.release()
                 continue
             self._last_dispatch_s = time.monotonic()
+            frame = replace(
+                frame, taken_ns=self._clock_ns(), deadline=Deadline.after(self._config.timeout_s)
+            )
             task = asyncio.ensure_future(self._run_one(frame))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -191,7 +232,8 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     async def _run_one(self, frame: StampedFrame[FrameT]) -> None:
         self.in_flight += 1
         try:
-            result = await asyncio.wait_for(self._process(frame), self._config.timeout_s)
+            budget_s = frame.deadline.remaining_s() if frame.deadline else self._config.timeout_s
+            result = await asyncio.wait_for(self._process(frame), budget_s)
         except asyncio.TimeoutError as error:
             self.drops[DROP_TIMEOUT] += 1
             if self._on_error is not None:
@@ -212,17 +254,52 @@ class FrameScheduler(Generic[FrameT, ResultT]):
         self.published += 1
         self._publish(frame, result)
 
-    async def run_priority(self, work: Callable[[], Awaitable[ResultT]]) -> ResultT:
-        """Run on-demand work (a service call) in the priority lane, with the same deadline."""
+    async def run_priority(
+        self, work: Callable[[], Awaitable[T]], deadline: Deadline | None = None
+    ) -> T:
+        """Run on-demand work (a service call) in the priority lane.
+
+        ``deadline`` (default: ``timeout_s`` from now) bounds the wait for a priority slot and
+        the work together; the work should pass the same deadline to its engine calls.
+        Raises ``asyncio.TimeoutError`` when it passes.
+        """
+        deadline = deadline or Deadline.after(self._config.timeout_s)
         self.priority_waiting += 1
         try:
-            await self._priority_slots.acquire()
+            acquired = await _acquire_before(self._priority_slots, deadline.remaining_s())
         finally:
             self.priority_waiting -= 1
+        if not acquired:
+            raise asyncio.TimeoutError('the deadline passed while waiting for a priority slot')
         try:
-            return await asyncio.wait_for(work(), self._config.timeout_s)
+            return await asyncio.wait_for(work(), deadline.remaining_s())
         finally:
             self._priority_slots.release()
+
+
+async def _acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> bool:
+    """Acquire within ``timeout_s``; False on timeout. Not ``asyncio.wait_for``, which can lose
+    an acquisition won just as the timeout fires (before Python 3.12) and leak the slot."""
+    acquiring = asyncio.ensure_future(semaphore.acquire())
+    try:
+        done, _ = await asyncio.wait({acquiring}, timeout=max(timeout_s, 0.0))
+    except asyncio.CancelledError:
+        _abandon(acquiring, semaphore)
+        raise
+    if done:
+        return True
+    _abandon(acquiring, semaphore)
+    return False
+
+
+def _abandon(acquiring: asyncio.Future[bool], semaphore: asyncio.Semaphore) -> None:
+    """Give back an acquisition that completes after its waiter stopped waiting."""
+    if acquiring.done():
+        if not acquiring.cancelled():
+            semaphore.release()
+        return
+    acquiring.cancel()
+    acquiring.add_done_callback(lambda done: None if done.cancelled() else semaphore.release())
 
 
 async def _wait_any(stop: asyncio.Event, event: asyncio.Event | None, timeout_s: float) -> None:

@@ -32,7 +32,12 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_system_default
 
 from spatial_vlm_ros.core.pairing import PairingConfig, RgbdSet
-from spatial_vlm_ros.core.scheduling import FrameScheduler, SchedulerConfig, StampedFrame
+from spatial_vlm_ros.core.scheduling import (
+    Deadline,
+    FrameScheduler,
+    SchedulerConfig,
+    StampedFrame,
+)
 from spatial_vlm_ros.core.types import Scene, SpatialVlmError
 from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline
 from spatial_vlm_ros.ros.diagnostics import DiagnosticsReporter
@@ -278,7 +283,7 @@ class SpatialVlmNode(LifecycleNode):
             raise SpatialVlmError('the pipeline was released while a frame was in flight')
         # The vocabulary is the pipeline config's, kept current by _apply_runtime_parameters.
         return await pipeline.perceive_paired(
-            frame.frame, now_ns=self._now_ns, transforms=self._tf
+            frame.frame, now_ns=self._now_ns, transforms=self._tf, deadline=frame.deadline
         )
 
     def _publish_scene(self, frame: StampedFrame[RgbdSet], scene: Scene) -> None:
@@ -305,11 +310,12 @@ class SpatialVlmNode(LifecycleNode):
             kind, f'frame {frame.stamp_ns}: {type(error).__name__}: {error}'
         )
 
-    def _run_priority(self, work: Any, timeout_s: float) -> Any:
+    async def _run_priority(self, work: Any, deadline: Deadline) -> Any:
+        """Await ``work`` in the scheduler's priority lane on the worker (no thread parked)."""
         scheduler = self._scheduler
         if scheduler is None or self._worker.loop is None:
             raise SpatialVlmError('node is not active')
-        return self._worker.submit(scheduler.run_priority(work)).result(timeout_s)
+        return await self._worker.ros_future(scheduler.run_priority(work, deadline), self.executor)
 
     # ---------------------------------------------------------------- parameters, diagnostics
 

@@ -2,6 +2,11 @@
 # SPDX-License-Identifier: Apache-2.0
 """``~/query`` and ``~/locate``: on-demand requests on one consistent snapshot.
 
+The handlers are coroutines: rclpy runs them as tasks, and while one awaits the worker it holds
+no executor thread, so any number of concurrent calls leave subscriptions, timers, parameter and
+lifecycle services running. Each request gets ONE deadline (``request_timeout_s``) when it
+arrives; it bounds the wait for a priority slot and every engine call of the request.
+
 The snapshot buffer keeps the newest paired frames (for SpatialQuery by stamp) and the published
 scenes (so a question or a locate on a frame that was already grounded makes no second call).
 """
@@ -16,7 +21,9 @@ from typing import Any
 import numpy as np
 
 from spatial_vlm_ros.core.pairing import RgbdSet
-from spatial_vlm_ros.core.types import Scene
+from spatial_vlm_ros.core.scheduling import Deadline
+from spatial_vlm_ros.core.types import Scene, SpatialVlmError
+from spatial_vlm_ros.engines.base import EngineTimeout
 from spatial_vlm_ros.pipeline import SpatialPipeline, find_best_match
 from spatial_vlm_ros.ros import conversions
 from spatial_vlm_ros.ros.diagnostics import ErrorLog
@@ -80,7 +87,7 @@ class SpatialServices:
         snapshots: frames and scenes to answer on.
         errors: where failures are counted.
         pipeline: the current pipeline (None while unconfigured).
-        run_priority: runs a coroutine factory in the scheduler's priority lane and waits.
+        run_priority: awaits a coroutine factory run in the scheduler's priority lane.
         transforms: TF lookups (None without tf2_ros or while unconfigured).
         now_ns: the node clock.
         parameter: reads a node parameter's current value.
@@ -92,7 +99,7 @@ class SpatialServices:
         errors: ErrorLog,
         *,
         pipeline: Callable[[], SpatialPipeline | None],
-        run_priority: Callable[[Callable[[], Awaitable[Any]], float], Any],
+        run_priority: Callable[[Callable[[], Awaitable[Any]], Deadline], Awaitable[Any]],
         transforms: Callable[[], TransformSource | None],
         now_ns: Callable[[], int],
         parameter: Callable[[str], Any],
@@ -108,9 +115,30 @@ class SpatialServices:
     def _slop_ns(self) -> int:
         return int(float(self._parameter('sync_slop_s')) * 1e9)
 
-    def on_query(
+    def _deadline(self) -> Deadline:
+        return Deadline.after(float(self._parameter('request_timeout_s')))
+
+    async def _run(
+        self, kind: str, work: Callable[[], Awaitable[Any]], deadline: Deadline
+    ) -> tuple[Any, str]:
+        """(result, '') or (None, why it failed): every failure becomes a typed reply."""
+        try:
+            return await self._run_priority(work, deadline), ''
+        except (TimeoutError, EngineTimeout):
+            timeout_s = float(self._parameter('request_timeout_s'))
+            why = f'the request deadline ({timeout_s:.1f} s, request_timeout_s) passed'
+        except SpatialVlmError as error:
+            why = f'{type(error).__name__}: {error}'
+        except Exception as error:  # noqa: BLE001 - service boundary, traceback logged
+            self._errors.report_exception(kind, error)
+            return None, f'{type(error).__name__}: {error}'
+        self._errors.report(kind, why)
+        return None, why
+
+    async def on_query(
         self, request: SpatialQuery.Request, response: SpatialQuery.Response
     ) -> SpatialQuery.Response:
+        deadline = self._deadline()
         question = request.question.strip()
         if not question or len(request.question.encode()) > MAX_QUESTION_BYTES:
             response.success = False
@@ -126,20 +154,23 @@ class SpatialServices:
             response.success = False
             response.message = 'node is not active'
             return response
-        timeout_s = float(self._parameter('request_timeout_s')) * 2 + 1.0
         cached = self._snapshots.scene(frame.stamp_ns)
         transforms = self._transforms()
-        try:
-            answer = self._run_priority(
-                lambda: pipeline.answer_paired(
-                    frame, question, scene=cached, now_ns=self._now_ns, transforms=transforms
-                ),
-                timeout_s,
-            )
-        except Exception as error:  # noqa: BLE001 - every failure is a typed reply
-            self._errors.report('query', f'{type(error).__name__}: {error}')
+        answer, why = await self._run(
+            'query',
+            lambda: pipeline.answer_paired(
+                frame,
+                question,
+                scene=cached,
+                now_ns=self._now_ns,
+                transforms=transforms,
+                deadline=deadline,
+            ),
+            deadline,
+        )
+        if answer is None:
             response.success = False
-            response.message = f'{type(error).__name__}: {error}'
+            response.message = why
             return response
         response.success = answer.ok
         response.answer = answer.text
@@ -148,9 +179,10 @@ class SpatialServices:
         response.message = answer.message
         return response
 
-    def on_locate(
+    async def on_locate(
         self, request: LocateObject.Request, response: LocateObject.Response
     ) -> LocateObject.Response:
+        deadline = self._deadline()
         description = request.description.strip()
         if not description or len(request.description.encode()) > MAX_DESCRIPTION_BYTES:
             response.found = False
@@ -166,21 +198,20 @@ class SpatialServices:
         match = find_best_match(scene, description) if scene is not None else None
         transforms = self._transforms()
         if match is None:
-            timeout_s = float(self._parameter('request_timeout_s')) + 1.0
-            try:
-                scene = self._run_priority(
-                    lambda: pipeline.perceive_paired(
-                        frame,
-                        vocabulary=(description,),
-                        now_ns=self._now_ns,
-                        transforms=transforms,
-                    ),
-                    timeout_s,
-                )
-            except Exception as error:  # noqa: BLE001 - every failure is a typed reply
-                self._errors.report('locate', f'{type(error).__name__}: {error}')
+            scene, why = await self._run(
+                'locate',
+                lambda: pipeline.perceive_paired(
+                    frame,
+                    vocabulary=(description,),
+                    now_ns=self._now_ns,
+                    transforms=transforms,
+                    deadline=deadline,
+                ),
+                deadline,
+            )
+            if scene is None:
                 response.found = False
-                response.reason = f'{type(error).__name__}: {error}'
+                response.reason = why
                 return response
             match = find_best_match(scene, description)
         if match is None or scene is None:

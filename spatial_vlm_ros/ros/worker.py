@@ -3,7 +3,8 @@
 """The node's worker: one asyncio event loop on its own thread.
 
 The scheduler, the engine calls and the lifting run here, so a slow model never blocks the rclpy
-executor (subscriptions, timers, services, parameters, lifecycle transitions).
+executor (subscriptions, timers, services, parameters, lifecycle transitions). Service callbacks
+are coroutines that await ``ros_future(...)``: they hold no executor thread while they wait.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from collections.abc import Coroutine
 from concurrent.futures import Future
 import threading
 from typing import Any, TypeVar
+
+from rclpy.task import Future as RosFuture
 
 T = TypeVar('T')
 
@@ -63,6 +66,29 @@ class WorkerLoop:
         Only for lifecycle transitions (engine start and shutdown), never for services.
         """
         return self.submit(coroutine).result(timeout_s)
+
+    def ros_future(self, coroutine: Coroutine[Any, Any, T], executor: Any) -> RosFuture[T]:
+        """Run ``coroutine`` on the loop; return an rclpy Future an ``async def`` callback can
+        await without parking an executor thread.
+
+        rclpy resumes an awaiting coroutine callback whenever its executor wakes, so the
+        worker wakes the executor once the result is there.
+        """
+        result: RosFuture[T] = RosFuture(executor=executor)
+
+        def finished(done: Future[T]) -> None:
+            if done.cancelled():
+                result.set_exception(asyncio.CancelledError('the worker cancelled the request'))
+            elif done.exception() is not None:
+                error = done.exception()
+                result.set_exception(error if isinstance(error, Exception) else RuntimeError())
+            else:
+                result.set_result(done.result())
+            if executor is not None:
+                executor.wake()
+
+        self.submit(coroutine).add_done_callback(finished)
+        return result
 
     def call_soon(self, callback: Any, *args: Any) -> None:
         """Run ``callback(*args)`` on the loop thread (no-op when stopped)."""
