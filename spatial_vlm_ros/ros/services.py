@@ -71,6 +71,11 @@ class SnapshotBuffer:
             best = min(self._frames, key=lambda paired: abs(paired.stamp_ns - stamp_ns))
         return best if abs(best.stamp_ns - stamp_ns) <= max(slop_ns, 1) else None
 
+    def scenes(self) -> list[Scene]:
+        """The kept scenes, oldest first."""
+        with self._lock:
+            return list(self._scenes)
+
     def scene(self, stamp_ns: int) -> Scene | None:
         """The published scene of that exact stamp, if any."""
         with self._lock:
