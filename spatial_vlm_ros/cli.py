@@ -102,6 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument('--qos-depth', type=int, default=10)
     play.add_argument('--topics', nargs='+', default=[], help='only these topics')
     play.add_argument(
+        '--remap',
+        nargs='+',
+        default=[],
+        metavar='FROM:=TO',
+        help='publish bag topic FROM as TO (exact names), like `ros2 bag play --remap`',
+    )
+    play.add_argument(
         '--wait-for-subscribers',
         type=float,
         default=0.0,
@@ -252,7 +259,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from spatial_vlm_ros.replay.play import PlayOptions, play_bag
+    from spatial_vlm_ros.replay.play import PlayOptions, parse_remap, play_bag
 
     stats = play_bag(
         PlayOptions(
@@ -264,6 +271,7 @@ def cmd_play(args: argparse.Namespace) -> int:
             best_effort=args.best_effort,
             qos_depth=args.qos_depth,
             topics=tuple(args.topics),
+            remap=tuple(parse_remap(rule) for rule in args.remap),
             wait_for_subscribers_s=args.wait_for_subscribers,
         )
     )

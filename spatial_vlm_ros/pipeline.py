@@ -187,12 +187,15 @@ class SpatialPipeline:
         relation_from_camera: FloatArray | None = None,
         warnings: Sequence[str] = (),
         deadline: Deadline | None = None,
+        stages: dict[str, float] | None = None,
     ) -> Scene:
         """Ground, lift and relate one frame.
 
         ``now_ns`` gives the clock that latency is measured against (ROS time in the node);
         None measures the wall time spent here (bag time does not advance in a replay).
         ``deadline`` is the request's one deadline; the engine call gets what is left of it.
+        ``stages`` (when given) receives the milliseconds of ``engine``, ``lift`` and
+        ``relations``.
         """
         started_s = time.perf_counter()
         words = tuple(vocabulary) if vocabulary is not None else self.config.vocabulary
@@ -214,9 +217,12 @@ class SpatialPipeline:
             target_from_camera=target_from_camera,
             relation_frame=relation_frame,
             relation_from_camera=relation_from_camera,
+            stages=stages,
         )
         scene.warnings = [*warnings, *scene.warnings]
         scene.inference_ms = _inference_ms(response, started_s)
+        if stages is not None:
+            stages['engine'] = scene.inference_ms
         scene.latency_ms = _latency_ms(frame.stamp_ns, now_ns, started_s)
         return scene
 
@@ -228,10 +234,13 @@ class SpatialPipeline:
         now_ns: Callable[[], int] | int | None = None,
         transforms: TransformLookup | None = None,
         deadline: Deadline | None = None,
+        stages: dict[str, float] | None = None,
     ) -> Scene:
-        """Decode (off the event loop), look up transforms at the image stamp, perceive."""
+        """Decode (off the event loop), look up transforms at the image stamp, perceive;
+        ``stages`` (when given) receives the milliseconds of ``decode`` and those of
+        :meth:`perceive`."""
         _, scene = await self._perceive_paired_frame(
-            paired, vocabulary, now_ns, transforms, deadline
+            paired, vocabulary, now_ns, transforms, deadline, stages
         )
         return scene
 
@@ -242,9 +251,13 @@ class SpatialPipeline:
         now_ns: Callable[[], int] | int | None,
         transforms: TransformLookup | None,
         deadline: Deadline | None = None,
+        stages: dict[str, float] | None = None,
     ) -> tuple[RgbdFrame, Scene]:
         loop = asyncio.get_running_loop()
+        decode_started_s = time.perf_counter()
         frame, warnings = await loop.run_in_executor(None, self.decode_with_warnings, paired)
+        if stages is not None:
+            stages['decode'] = 1e3 * (time.perf_counter() - decode_started_s)
         target, relation = await loop.run_in_executor(
             None, self._frames_for, frame, transforms, warnings
         )
@@ -258,6 +271,7 @@ class SpatialPipeline:
             relation_from_camera=relation[1],
             warnings=warnings,
             deadline=deadline,
+            stages=stages,
         )
         return frame, scene
 
@@ -326,8 +340,11 @@ def build_scene(
     target_from_camera: FloatArray | None = None,
     relation_frame: str = '',
     relation_from_camera: FloatArray | None = None,
+    stages: dict[str, float] | None = None,
 ) -> Scene:
-    """Pure: detections of one response + the frame's depth → objects, relations, frames."""
+    """Pure: detections of one response + the frame's depth → objects, relations, frames.
+
+    ``stages`` (when given) receives the milliseconds of ``lift`` and ``relations``."""
     parsed = response.parsed
     error = ''
     detections: list[Detection] = []
@@ -343,8 +360,13 @@ def build_scene(
     if error_flags:
         error = (error + '; ' if error else '') + ','.join(error_flags)
     detections = sorted(detections, key=lambda d: -d.confidence)[: config.max_objects]
+    lift_started_s = time.perf_counter()
     objects = lift_detections(frame, detections, config)
+    relations_started_s = time.perf_counter()
     relations = compute_relations(objects, config.relations, relation_from_camera)
+    if stages is not None:
+        stages['lift'] = 1e3 * (relations_started_s - lift_started_s)
+        stages['relations'] = 1e3 * (time.perf_counter() - relations_started_s)
     positions_frame = frame.frame_id
     if target_from_camera is not None and target_frame:
         objects = transform_objects(objects, target_from_camera)

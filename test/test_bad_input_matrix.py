@@ -208,7 +208,7 @@ def diagnostics_of(listener: Any, live: LiveNode) -> dict[str, str]:
     def mine() -> dict[str, str] | None:
         for array in reversed(listener.received):
             for status in array.status:
-                if status.hardware_id == name:
+                if status.name == f'{name}: pipeline':
                     return {kv.key: kv.value for kv in status.values} | {'message': status.message}
         return None
 

@@ -344,3 +344,42 @@ def test_replay_rejects_values_outside_the_table_ranges(small_bag, tmp_path, cap
     argv = ['replay', str(bag), '-o', str(tmp_path / 'o'), '--recording', str(recording)]
     assert cli.main([*argv, '--max-objects', '0', '--quiet']) == cli.EXIT_ERROR
     assert 'max_objects=0: must lie in [1, 1024]' in error_line(capsys)
+
+
+def test_play_remaps_topics_like_ros2_bag_play(small_bag, rclpy_session, ros_env):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    bag, _, layout = small_bag
+    with BagReader(bag) as reader:
+        count = reader.topics[layout.resolved_rgb_topic].message_count
+    node = rclpy_session.create_node('remap_listener')
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    moved: list[int] = []
+    node.create_subscription(
+        Image, '/robot/front/color/image_raw', lambda m: moved.append(m.header.stamp.sec),
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )  # fmt: skip
+    command = [
+        sys.executable, '-m', 'spatial_vlm_ros.cli', 'play', str(bag), '--rate', '4',
+        '--wait-for-subscribers', '15', '--topics', layout.resolved_rgb_topic,
+        '--remap', f'{layout.resolved_rgb_topic}:=/robot/front/color/image_raw',
+    ]  # fmt: skip
+    env = dict(ros_env, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    player = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        spin_until(executor, lambda: player.poll() is not None, timeout_s=45)
+        spin_until(executor, lambda: len(moved) == count, timeout_s=3)
+    finally:
+        if player.poll() is None:
+            player.kill()
+        output = player.communicate()[0]
+        executor.shutdown()
+        node.destroy_node()
+    assert player.returncode == 0, output
+    assert len(moved) == count
+    assert cli.main(['play', str(bag), '--remap', 'no-separator']) == cli.EXIT_ERROR

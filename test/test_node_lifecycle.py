@@ -192,7 +192,7 @@ def test_bad_messages_over_dds_leave_the_node_alive_and_reported(
         def reported() -> dict[str, str]:
             for array in reversed(harness.diagnostics):
                 for status in array.status:
-                    if 'spatial_vlm' in status.name:
+                    if status.name.endswith('spatial_vlm: pipeline'):
                         return {kv.key: kv.value for kv in status.values}
             return {}
 

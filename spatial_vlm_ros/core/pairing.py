@@ -109,6 +109,7 @@ class PairingConfig:
 class Stamped:
     stamp_ns: int
     payload: Any
+    received_ns: int | None = None  # arrival time (the node clock), for latency breakdowns
 
 
 @dataclass(frozen=True)
@@ -118,10 +119,23 @@ class RgbdSet:
     rgb: Stamped
     depth: Stamped
     info: Stamped
+    paired_ns: int | None = None  # arrival time of the message that completed the set
 
     @property
     def stamp_ns(self) -> int:
         return self.rgb.stamp_ns
+
+    @property
+    def received_ns(self) -> int | None:
+        """When the last of the set arrived (the node clock); None when not recorded."""
+        times = [m.received_ns for m in (self.rgb, self.depth, self.info)]
+        return None if None in times else max(t for t in times if t is not None)
+
+    @property
+    def first_received_ns(self) -> int | None:
+        """When the first image of the set arrived (CameraInfo is often reused: not counted)."""
+        times = [self.rgb.received_ns, self.depth.received_ns]
+        return None if None in times else min(t for t in times if t is not None)
 
     @property
     def depth_skew_ns(self) -> int:
@@ -273,8 +287,13 @@ class StampPairer:
     def add_info(self, stamp_ns: int, payload: Any) -> list[RgbdSet]:
         return self.add(INFO, stamp_ns, payload)
 
-    def add(self, stream: str, stamp_ns: int, payload: Any) -> list[RgbdSet]:
-        """Store one message; returns the sets it completed, in stamp order."""
+    def add(
+        self, stream: str, stamp_ns: int, payload: Any, received_ns: int | None = None
+    ) -> list[RgbdSet]:
+        """Store one message; returns the sets it completed, in stamp order.
+
+        ``received_ns`` (the arrival time) is kept with the message, and the sets it completes
+        are marked paired at that time, so that a scene's latency can be broken down."""
         if stream not in STREAMS:
             raise PairingError(f'unknown stream {stream!r}; expected one of {STREAMS}')
         if isinstance(stamp_ns, bool):
@@ -286,8 +305,8 @@ class StampPairer:
                 f'stamp_ns must be integer nanoseconds, got {type(stamp_ns).__name__}'
             ) from None
         with self._lock:
-            self._store(stream, Stamped(stamp_ns, payload))
-            return self._drain(force=False)
+            self._store(stream, Stamped(stamp_ns, payload, received_ns))
+            return self._drain(force=False, now_ns=received_ns)
 
     def flush(self) -> list[RgbdSet]:
         """Decide every pending RGB with what is buffered now (end of input)."""
@@ -359,7 +378,7 @@ class StampPairer:
         distance = abs(best.stamp_ns - rgb_stamp)
         return newest >= rgb_stamp + distance + config.reorder_margin_ns, best
 
-    def _drain(self, force: bool) -> list[RgbdSet]:
+    def _drain(self, force: bool, now_ns: int | None = None) -> list[RgbdSet]:
         config = self._config
         counters = self._counters
         rgb_buffer = self._buffers[RGB]
@@ -389,7 +408,7 @@ class StampPairer:
             if self._matched_by_stamp(INFO):
                 self._consume(INFO, info.stamp_ns)
             counters.emitted += 1
-            emitted.append(RgbdSet(rgb=rgb, depth=depth, info=info))
+            emitted.append(RgbdSet(rgb=rgb, depth=depth, info=info, paired_ns=now_ns))
         return emitted
 
     def _mark_rgb_done(self, rgb_stamp: int) -> None:

@@ -85,6 +85,13 @@ class StampedFrame(Generic[FrameT]):
     submitted_ns: int | None = None  # clock_ns() when stored in the slot
     taken_ns: int | None = None  # clock_ns() when a worker took it
     deadline: Deadline | None = None  # set when dispatched
+    # What staleness is measured from: the stamp (None), or the arrival time when the camera's
+    # clock is known to be offset from the node's (a bag without --clock, device time).
+    reference_ns: int | None = None
+
+    def age_s(self, now_ns: int) -> float:
+        reference = self.stamp_ns if self.reference_ns is None else self.reference_ns
+        return (now_ns - reference) / 1e9
 
     @property
     def queue_ms(self) -> float:
@@ -105,7 +112,13 @@ class LatestFrameSlot(Generic[FrameT]):
         self.superseded = 0
         self.rejected_older = 0
 
-    def put(self, stamp_ns: int, frame: FrameT, submitted_ns: int | None = None) -> bool:
+    def put(
+        self,
+        stamp_ns: int,
+        frame: FrameT,
+        submitted_ns: int | None = None,
+        reference_ns: int | None = None,
+    ) -> bool:
         """Store ``frame`` unless an equal or newer one was already stored; True when stored."""
         with self._lock:
             newest = self._frame.stamp_ns if self._frame is not None else self._taken_stamp_ns
@@ -114,7 +127,7 @@ class LatestFrameSlot(Generic[FrameT]):
                 return False
             if self._frame is not None:
                 self.superseded += 1
-            self._frame = StampedFrame(stamp_ns, frame, submitted_ns)
+            self._frame = StampedFrame(stamp_ns, frame, submitted_ns, reference_ns=reference_ns)
             return True
 
     def take(self) -> StampedFrame[FrameT] | None:
@@ -186,9 +199,16 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     def last_published_stamp_ns(self) -> int:
         return self._last_published_stamp_ns
 
-    def submit(self, stamp_ns: int, frame: FrameT, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Store a new frame (any thread) and wake the worker on ``loop``."""
-        if self.slot.put(stamp_ns, frame, self._clock_ns()) and loop is not None:
+    def submit(
+        self,
+        stamp_ns: int,
+        frame: FrameT,
+        loop: asyncio.AbstractEventLoop | None,
+        reference_ns: int | None = None,
+    ) -> None:
+        """Store a new frame (any thread) and wake the worker on ``loop``; ``reference_ns``
+        replaces the stamp as the origin of its age (see StampedFrame)."""
+        if self.slot.put(stamp_ns, frame, self._clock_ns(), reference_ns) and loop is not None:
             loop.call_soon_threadsafe(self._wakeup.set)
 
     def drop_counts(self) -> dict[str, int]:
@@ -214,8 +234,7 @@ class FrameScheduler(Generic[FrameT, ResultT]):
             if frame is None:
                 self._stream_slots.release()
                 continue
-            age_s = (self._clock_ns() - frame.stamp_ns) / 1e9
-            if age_s > self._config.max_age_s:
+            if frame.age_s(self._clock_ns()) > self._config.max_age_s:
                 self.drops[DROP_STALE] += 1
                 self._stream_slots.release()
                 continue

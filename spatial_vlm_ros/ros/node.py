@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import replace
+import time
 import traceback
 from typing import Any
 
@@ -39,8 +40,14 @@ from spatial_vlm_ros.core.scheduling import (
     StampedFrame,
 )
 from spatial_vlm_ros.core.types import Scene, SpatialVlmError
+from spatial_vlm_ros.engines.base import EngineError
 from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline
-from spatial_vlm_ros.ros.diagnostics import DiagnosticsReporter
+from spatial_vlm_ros.ros.diagnostics import (
+    DiagnosticsReporter,
+    health_of,
+    input_stages_ms,
+    pipeline_values,
+)
 from spatial_vlm_ros.ros.inputs import CameraInputs, InputTopics
 from spatial_vlm_ros.ros.outputs import SceneOutputs
 from spatial_vlm_ros.ros.parameters import PARAMETERS, descriptor, validate, values_of
@@ -53,6 +60,7 @@ from spatial_vlm_ros.srv import LocateObject, SpatialQuery
 NODE_NAME = 'spatial_vlm'
 ENGINE_START_TIMEOUT_S = 600.0
 ENGINE_SHUTDOWN_TIMEOUT_S = 30.0
+HEALTH_PERIOD_S = 5.0  # how often the engine is asked whether it can serve
 
 
 class SpatialVlmNode(LifecycleNode):
@@ -65,9 +73,9 @@ class SpatialVlmNode(LifecycleNode):
         self._scheduler_future: Any = None
         self._inputs: CameraInputs | None = None
         self._outputs: SceneOutputs | None = None
-        self._diagnostics_publisher: Any = None
         self._service_handles: list[Any] = []
         self._timer_handles: list[Any] = []
+        self._recheck_timer: Any = None
         self._tf: TransformSource | None = None
         self._worker = WorkerLoop()
         super().__init__(NODE_NAME, **kwargs)
@@ -88,6 +96,14 @@ class SpatialVlmNode(LifecycleNode):
         )
         self._service_group = ReentrantCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()
+        self._stage_ms: dict[int, dict[str, float]] = {}  # by stamp, until the scene is published
+        # /diagnostics exists in every state, so that a failed configure is visible to monitoring.
+        self._diagnostics_publisher = self.create_publisher(
+            DiagnosticArray, '/diagnostics', qos_profile_system_default
+        )
+        self.create_timer(
+            float(self.get_parameter('diagnostics_period_s').value), self._publish_diagnostics
+        )
         if self.get_parameter('autostart').value:
             # Transition once the executor spins, so launch and tests see every state change.
             self._autostart_timer = self.create_timer(0.0, self._autostart)
@@ -115,15 +131,20 @@ class SpatialVlmNode(LifecycleNode):
         values = self._values()
         for warning in deprecation_warnings(values):
             self.get_logger().warning(warning)
+        engine = self._reporter.engine
+        engine.kind, engine.model = str(values['engine']), str(values['model'])
+        engine.server_url, engine.health_ok = str(values['server_url']), None
         problems = validate(values)
         if problems:
             for problem in problems:
                 self.get_logger().error(f'bad configuration: {problem}')
+            engine.configure_error = 'bad configuration: ' + '; '.join(problems)
             return TransitionCallbackReturn.FAILURE
         try:
             pipeline = SpatialPipeline.from_settings(PipelineSettings.from_parameters(values))
         except (SpatialVlmError, ValueError, OSError, ImportError) as error:
             self.get_logger().error(f'cannot configure the engine: {error}')
+            engine.configure_error = f'cannot configure the engine: {error}'
             return TransitionCallbackReturn.FAILURE
         self._worker.start()
         try:
@@ -134,8 +155,10 @@ class SpatialVlmNode(LifecycleNode):
             detail = '' if expected else '\n' + ''.join(traceback.format_exception(error))
             name = type(error).__name__
             self.get_logger().error(f'engine start failed: {name}: {error}{detail}')
+            engine.configure_error = f'engine start failed: {name}: {error}'
             self._worker.stop()
             return TransitionCallbackReturn.FAILURE
+        engine.configured, engine.configure_error = True, ''
         self._pipeline = pipeline
         self._snapshots.resize(int(values['query_buffer_frames']))
         self._inputs = CameraInputs(
@@ -147,12 +170,10 @@ class SpatialVlmNode(LifecycleNode):
             callback_group=self._input_group,
             on_paired=self._on_paired,
             on_time_jump=self._on_time_jump,
+            max_frame_age_s=float(values['max_frame_age_s']),
         )
         self._tf = TransformSource(self, self.get_logger(), float(values['tf_timeout_s']))
         self._outputs = SceneOutputs(self)
-        self._diagnostics_publisher = self.create_publisher(
-            DiagnosticArray, '/diagnostics', qos_profile_system_default
-        )
         self._service_handles = [
             self.create_service(
                 SpatialQuery,
@@ -167,9 +188,7 @@ class SpatialVlmNode(LifecycleNode):
                 callback_group=self._service_group,
             ),
         ]
-        self._timer_handles.append(
-            self.create_timer(values['diagnostics_period_s'], self._publish_diagnostics)
-        )
+        self._timer_handles.append(self.create_timer(HEALTH_PERIOD_S, self._probe_engine))
         self.get_logger().info(
             f'configured: engine={values["engine"]} model={values["model"]} '
             f'rate={values["rate_hz"]} Hz in_flight={values["max_in_flight"]}'
@@ -197,7 +216,8 @@ class SpatialVlmNode(LifecycleNode):
         self._stop_event = asyncio.Event()
         self._scheduler_future = self._worker.submit(self._scheduler.run(self._stop_event))
         self._inputs.subscribe()
-        self._timer_handles.append(self.create_timer(1.0, self._inputs.recheck))
+        self._reporter.reset_drop_totals()
+        self._recheck_timer = self.create_timer(1.0, self._inputs.recheck)
         self.get_logger().info('active: waiting for paired RGB, depth and CameraInfo')
         # The parent switches the lifecycle publishers on.
         return super().on_activate(state)
@@ -229,6 +249,9 @@ class SpatialVlmNode(LifecycleNode):
         self._teardown()
 
     def _stop_streaming(self) -> None:
+        if self._recheck_timer is not None:
+            self.destroy_timer(self._recheck_timer)
+            self._recheck_timer = None
         if self._inputs is not None:
             self._inputs.unsubscribe()
         if self._stop_event is not None:
@@ -259,55 +282,75 @@ class SpatialVlmNode(LifecycleNode):
         if self._outputs is not None:
             self._outputs.destroy()
             self._outputs = None
-        if self._diagnostics_publisher is not None:
-            self.destroy_publisher(self._diagnostics_publisher)
-            self._diagnostics_publisher = None
+        if self._inputs is not None:
+            self._inputs.close()
         self._inputs = None
+        self._reporter.engine.configured = False
         self._snapshots.clear()
 
     # ---------------------------------------------------------------- frames
 
-    def _on_paired(self, paired: RgbdSet) -> None:
+    def _on_paired(self, paired: RgbdSet, reference_ns: int | None) -> None:
         self._snapshots.add_frame(paired)
         scheduler = self._scheduler
         if scheduler is not None:
-            scheduler.submit(paired.stamp_ns, paired, self._worker.loop)
+            scheduler.submit(paired.stamp_ns, paired, self._worker.loop, reference_ns)
 
     def _on_time_jump(self) -> None:
         if self._scheduler is not None:
             self._scheduler.reset_watermarks()
 
     async def _process_frame(self, frame: StampedFrame[RgbdSet]) -> Scene:
-        pipeline = self._pipeline
+        pipeline, inputs = self._pipeline, self._inputs
         if pipeline is None:
             raise SpatialVlmError('the pipeline was released while a frame was in flight')
-        # The vocabulary is the pipeline config's, kept current by _apply_runtime_parameters.
-        return await pipeline.perceive_paired(
-            frame.frame, now_ns=self._now_ns, transforms=self._tf, deadline=frame.deadline
-        )
+        offset_ns = inputs.clock_offset_ns if inputs is not None else None
+        # Latency is measured in the camera's clock: with a known offset, correct the node's.
+        now_ns = self._now_ns if offset_ns is None else lambda: self._now_ns() - offset_ns
+        stages = input_stages_ms(frame)
+        try:
+            # The vocabulary is the pipeline config's, kept current by _apply_runtime_parameters.
+            scene = await pipeline.perceive_paired(
+                frame.frame, now_ns=now_ns, transforms=self._tf, deadline=frame.deadline,
+                stages=stages,
+            )  # fmt: skip
+        except EngineError as error:
+            self._reporter.record_engine_call(False, f'{type(error).__name__}: {error}')
+            raise
+        self._reporter.record_engine_call(True)
+        self._stage_ms[frame.stamp_ns] = stages
+        return scene
 
     def _publish_scene(self, frame: StampedFrame[RgbdSet], scene: Scene) -> None:
         errors = self._reporter.errors
         self._snapshots.add_scene(scene)
-        self._reporter.record_latency(scene.latency_ms)
         if scene.error:
             errors.report('engine_output', scene.error)
         for warning in scene.warnings:
             errors.report('input_warning', warning)
+        stages = self._stage_ms.pop(frame.stamp_ns, {})
+        self._stage_ms = {k: v for k, v in self._stage_ms.items() if k > frame.stamp_ns}
         outputs = self._outputs
         if outputs is None:
             return
+        started_s = time.perf_counter()
         try:
             outputs.publish(frame.frame, scene)
         except SpatialVlmError as error:
             errors.report('publish', f'{type(error).__name__}: {error}')
         except Exception as error:  # noqa: BLE001 - worker boundary, traceback logged
             errors.report_exception('publish', error)
+        stages['publish'] = 1e3 * (time.perf_counter() - started_s)
+        self._reporter.record_scene(scene.latency_ms, stages)
 
     def _on_frame_error(self, frame: StampedFrame[RgbdSet], error: BaseException) -> None:
-        kind = 'timeout' if isinstance(error, asyncio.TimeoutError) else 'frame'
+        self._stage_ms.pop(frame.stamp_ns, None)
+        timed_out = isinstance(error, asyncio.TimeoutError)
+        if timed_out:
+            self._reporter.record_engine_call(False, 'the frame deadline (request_timeout_s)')
         self._reporter.errors.report(
-            kind, f'frame {frame.stamp_ns}: {type(error).__name__}: {error}'
+            'timeout' if timed_out else 'frame',
+            f'frame {frame.stamp_ns}: {type(error).__name__}: {error}',
         )
 
     async def _run_priority(self, work: Any, deadline: Deadline) -> Any:
@@ -344,37 +387,48 @@ class SpatialVlmNode(LifecycleNode):
         if self._tf is not None:
             self._tf.timeout_s = float(values['tf_timeout_s'])
 
-    def _publish_diagnostics(self) -> None:
-        publisher = self._diagnostics_publisher
-        if publisher is None:
+    def _probe_engine(self) -> None:
+        """Ask the engine whether it can serve now (e.g. an HTTP health check), off the
+        executor; the answer is the engine status on /diagnostics."""
+        pipeline = self._pipeline
+        if pipeline is None or self._worker.loop is None:
             return
+        engine_state = self._reporter.engine
+
+        def done(future: Any) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                engine_state.health_ok = False
+                engine_state.health_message = f'{type(error).__name__}: {error}'
+                return
+            engine_state.health_ok, engine_state.health_message = health_of(future.result())
+
+        self._worker.submit(pipeline.engine.health()).add_done_callback(done)
+
+    def _publish_diagnostics(self) -> None:
         scheduler, inputs = self._scheduler, self._inputs
-        values: dict[str, str] = {
-            'state': 'active' if scheduler is not None else 'inactive',
-            'published_scenes': str(scheduler.published if scheduler else 0),
-            'in_flight': str(scheduler.in_flight if scheduler else 0),
-            'queue_depth': str(int(scheduler is not None and scheduler.slot.peek() is not None)),
-            'tf': self._tf.status if self._tf is not None else 'n/a',
-        }
-        if inputs is not None:
-            values.update({f'input_rate_hz.{k}': f'{v:.2f}' for k, v in inputs.rates().items()})
-            values.update({f'received.{k}': str(v) for k, v in inputs.received.items()})
-            pairing = inputs.pairer.stats().as_flat_dict()
-            values.update({f'pairing.{k}': str(v) for k, v in pairing.items()})
-            values.update({f'qos.{k}': v for k, v in inputs.qos_notes.items()})
+        values = pipeline_values(scheduler, inputs, self._tf)
         if scheduler is not None:
-            values.update({f'drops.{k}': str(v) for k, v in scheduler.drop_counts().items()})
-        publisher.publish(self._reporter.build(values, self.get_clock().now().to_msg()))
+            self._reporter.record_drop_totals(scheduler.drop_counts())
+        streams = []
+        if inputs is not None and inputs.subscribed:
+            use_sim_time = bool(self.get_parameter('use_sim_time').value)
+            streams = list(inputs.assess(use_sim_time).values())
+        array = self._reporter.build(
+            self.get_clock().now().to_msg(),
+            active=scheduler is not None,
+            pipeline_values=values,
+            inputs=streams,
+        )
+        self._diagnostics_publisher.publish(array)
 
 
 def main(args: list[str] | None = None) -> int:
-    # Best-effort 640x480 images between processes arrive only when both sides use Fast DDS's
-    # LARGE_DATA transports; measured here, a LARGE_DATA subscriber still receives every frame
-    # of a RELIABLE publisher on default transports, so it is a safe default for the node.
-    # An explicit FASTDDS_BUILTIN_TRANSPORTS (e.g. DEFAULT) wins. Must be set before rclpy.init.
-    import os
-
-    os.environ.setdefault('FASTDDS_BUILTIN_TRANSPORTS', 'LARGE_DATA')
+    # DDS transports stay as the user configured them (FASTDDS_BUILTIN_TRANSPORTS): a node that
+    # picked LARGE_DATA for itself would not discover a camera driver started the usual way.
+    # The launch file's large_data_transport:=true sets it for everything it starts.
     rclpy.init(args=args)
     node = SpatialVlmNode()
     executor = MultiThreadedExecutor(num_threads=4)
