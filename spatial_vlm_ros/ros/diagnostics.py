@@ -21,6 +21,7 @@ from __future__ import annotations
 
 from collections import Counter, deque
 from collections.abc import Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass
 import math
 import threading
@@ -189,6 +190,22 @@ class DiagnosticsReporter:
     def record_engine_call(self, ok: bool, error: str = '') -> None:
         with self._lock:
             self._engine_calls.append((time.monotonic(), ok, error))
+
+    def probe_engine(self, health: Future[Any]) -> None:
+        """Record the answer of a running ``VlmEngine.health()`` call when it comes (the worker
+        runs it, off the executor); it is the engine status on /diagnostics."""
+        engine = self.engine
+
+        def done(future: Future[Any]) -> None:
+            if future.cancelled():
+                return
+            error = future.exception()
+            if error is not None:
+                engine.health_ok, engine.health_message = False, f'{type(error).__name__}: {error}'
+            else:
+                engine.health_ok, engine.health_message = health_of(future.result())
+
+        health.add_done_callback(done)
 
     def record_drop_totals(self, totals: Mapping[str, int]) -> None:
         """The scheduler's cumulative drop counters; increments become windowed events."""
