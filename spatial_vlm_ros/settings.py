@@ -184,6 +184,18 @@ SETTINGS: tuple[Setting, ...] = (
         float_range=(0.0, 5.0),
         read_only=True,
     ),
+    Setting(
+        'sync_min_interval_s',
+        -1.0,
+        "Lower bound on the depth stream's stamp interval, seconds, as message_filters' "
+        'inter-message lower bound: a frame is paired as soon as no closer depth can still '
+        'come. -1 = learn it (half the smallest recent interval); 0 = wait for the next depth '
+        'message (one frame period of latency when depth is stamped before colour). The replay '
+        'always waits (it has the whole bag; the pairing is the offline optimum).',
+        scope=NODE,
+        float_range=(-1.0, 10.0),
+        read_only=True,
+    ),
     # --- inputs (node)
     Setting(
         'camera_namespace',

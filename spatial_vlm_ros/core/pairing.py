@@ -23,6 +23,7 @@ Algorithm (RGB-anchored; see docs/INPUTS.md for how it relates to message_filter
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass, field
 import enum
 import operator
@@ -46,6 +47,8 @@ UNMATCHED = 'unmatched'  # depth/info passed over: a later one was paired instea
 DROP_REASONS = (QUEUE_OVERFLOW, LATE, DUPLICATE, NO_DEPTH, NO_INFO, UNMATCHED)
 
 NANOSECONDS_PER_SECOND = 1_000_000_000
+INTERVAL_SAMPLES = 16  # recent stamp intervals kept per stream to learn min_interval_ns
+MIN_INTERVALS_TO_LEARN = 4
 
 
 class PairingError(SpatialVlmError):
@@ -64,8 +67,23 @@ class PairingConfig:
     info_mode: InfoMode = InfoMode.LATEST
     reorder_margin_ns: int = 0
     max_wait_ns: int = 500_000_000
+    # Lower bound on the stamp interval of the depth (and strict info) stream, as message_filters'
+    # setInterMessageLowerBound: a match is final once the next message, at least this much
+    # newer than the newest seen, could not be closer. 0: wait for that next message instead
+    # (one frame period of latency when depth is stamped before RGB). None: learn it from the
+    # stream (half the smallest of the recent intervals).
+    min_interval_ns: int | None = 0
 
     def __post_init__(self) -> None:
+        if self.min_interval_ns is not None and (
+            isinstance(self.min_interval_ns, bool)
+            or not isinstance(self.min_interval_ns, int)
+            or self.min_interval_ns < 0
+        ):
+            raise PairingError(
+                f'min_interval_ns must be None or a non-negative integer, got '
+                f'{self.min_interval_ns!r}'
+            )
         for name in ('slop_ns', 'queue_size', 'reorder_margin_ns', 'max_wait_ns'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -87,8 +105,10 @@ class PairingConfig:
         info_mode: InfoMode | str = InfoMode.LATEST,
         reorder_margin_s: float = 0.0,
         max_wait_s: float = 0.5,
+        min_interval_s: float | None = 0.0,
     ) -> PairingConfig:
-        """The same settings in seconds, as ROS parameters usually give them."""
+        """The same settings in seconds, as ROS parameters usually give them (``min_interval_s``
+        None or negative: learn it from the stream)."""
 
         def to_ns(name: str, seconds: float) -> int:
             try:
@@ -102,6 +122,9 @@ class PairingConfig:
             info_mode=info_mode,  # type: ignore[arg-type]  # __post_init__ converts
             reorder_margin_ns=to_ns('reorder_margin_s', reorder_margin_s),
             max_wait_ns=to_ns('max_wait_s', max_wait_s),
+            min_interval_ns=None
+            if min_interval_s is None or float(min_interval_s) < 0
+            else to_ns('min_interval_s', min_interval_s),
         )
 
 
@@ -127,8 +150,9 @@ class RgbdSet:
 
     @property
     def received_ns(self) -> int | None:
-        """When the last of the set arrived (the node clock); None when not recorded."""
-        times = [m.received_ns for m in (self.rgb, self.depth, self.info)]
+        """When the later of its two images arrived (the node clock); None when not recorded.
+        CameraInfo is left out: the latest one is reused, so it may have come after them."""
+        times = [self.rgb.received_ns, self.depth.received_ns]
         return None if None in times else max(t for t in times if t is not None)
 
     @property
@@ -268,6 +292,10 @@ class StampPairer:
         self._buffers = {stream: _SortedBuffer() for stream in STREAMS}
         self._latest_info: Stamped | None = None
         self._newest: dict[str, int | None] = dict.fromkeys(STREAMS)
+        # Recent stamp intervals per stream, to learn a lower bound (min_interval_ns None).
+        self._intervals: dict[str, deque[int]] = {
+            s: deque(maxlen=INTERVAL_SAMPLES) for s in STREAMS
+        }
         self._last_used: dict[str, int | None] = dict.fromkeys(STREAMS)
         self._counters = _Counters()
 
@@ -338,6 +366,8 @@ class StampPairer:
         newest = self._newest[stream]
         if newest is None or message.stamp_ns > newest:
             self._newest[stream] = message.stamp_ns
+            if newest is not None:
+                self._intervals[stream].append(message.stamp_ns - newest)
         if stream == INFO and not self._matched_by_stamp(INFO):
             self._latest_info = message
             return
@@ -362,8 +392,22 @@ class StampPairer:
         # Every RGB still to come is newer than the last emitted one.
         return last_rgb is not None and stamp_ns < last_rgb - self._config.slop_ns
 
+    def min_interval_ns(self, stream: str) -> int:
+        """The lower bound on ``stream``'s next stamp interval that decisions rely on."""
+        configured = self._config.min_interval_ns
+        if configured is not None:
+            return configured
+        intervals = self._intervals[stream]
+        if len(intervals) < MIN_INTERVALS_TO_LEARN:
+            return 0
+        # Half the smallest recent interval: jitter and a faster camera keep it a lower bound.
+        return min(intervals) // 2
+
     def _decide(self, stream: str, rgb_stamp: int, timed_out: bool) -> tuple[bool, Stamped | None]:
-        """(whether the match for ``rgb_stamp`` on ``stream`` is final, the match or None)."""
+        """(whether the match for ``rgb_stamp`` on ``stream`` is final, the match or None).
+
+        Final once no message still to come can be closer: the next one is stamped at least
+        ``min_interval_ns`` after the newest seen (0: once it has been seen)."""
         config = self._config
         if not self._matched_by_stamp(stream):
             return self._latest_info is not None or timed_out, self._latest_info
@@ -373,10 +417,11 @@ class StampPairer:
         newest = self._newest[stream]
         if newest is None:
             return False, best
+        next_at_least = newest + self.min_interval_ns(stream)
         if best is None:
-            return newest > rgb_stamp + config.slop_ns + config.reorder_margin_ns, None
+            return next_at_least > rgb_stamp + config.slop_ns + config.reorder_margin_ns, None
         distance = abs(best.stamp_ns - rgb_stamp)
-        return newest >= rgb_stamp + distance + config.reorder_margin_ns, best
+        return next_at_least >= rgb_stamp + distance + config.reorder_margin_ns, best
 
     def _drain(self, force: bool, now_ns: int | None = None) -> list[RgbdSet]:
         config = self._config

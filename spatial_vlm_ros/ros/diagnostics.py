@@ -120,7 +120,7 @@ def health_of(result: Any) -> tuple[bool, str]:
 def input_stages_ms(frame: StampedFrame[RgbdSet]) -> dict[str, float]:
     """receive, pair and queue milliseconds of one frame (NaN where not recorded).
 
-    receive: image stamp -> the last message of the set arrived (transport and driver delay,
+    receive: image stamp -> the later of its two images arrived (transport and driver delay,
     plus any clock offset); pair: the first image arrived -> the set was complete; queue:
     complete -> taken by the worker (waiting for a free slot or the rate limit).
     """

@@ -103,14 +103,13 @@ def transport_topic(resolved_base: str, transport: str) -> str:
 
 
 def _qos_signature(publishers: list[Any]) -> tuple[Any, ...]:
+    """What the subscription QoS depends on: the set of offered (reliability, durability)."""
     return tuple(
         sorted(
-            (
-                str(info.node_name),
-                int(info.qos_profile.reliability),
-                int(info.qos_profile.durability),
-            )
-            for info in publishers
+            {
+                (int(info.qos_profile.reliability), int(info.qos_profile.durability))
+                for info in publishers
+            }
         )
     )
 
@@ -246,7 +245,14 @@ class CameraInputs:
         mono_ns = time.monotonic_ns()
         since_subscribed_s = (mono_ns - self._subscribed_mono_ns) / 1e9
         topics = self.topics()
-        all_topics = node.get_topic_names_and_types()
+        own = node.get_fully_qualified_name() + '/'
+        # Look-alike candidates: topics that someone publishes (subscriptions, this node's own
+        # included, also name topics), other than this node's outputs.
+        published = [
+            (name, types)
+            for name, types in node.get_topic_names_and_types()
+            if not name.startswith(own) and node.count_publishers(name) > 0
+        ]
         clock_running = node.get_clock().now().nanoseconds > 0
         info_rate = self.monitors[INFO].rate_hz(mono_ns)
         missing = []
@@ -272,7 +278,7 @@ class CameraInputs:
                 topic=topic,
                 expected_type=_type_name(msg_type),
                 publishers=publishers,
-                similar_topics=similar_topics(topic, all_topics, IMAGE_LIKE_TYPES)
+                similar_topics=similar_topics(topic, published, IMAGE_LIKE_TYPES)
                 if not publishers
                 else (),
                 since_subscribed_s=since_subscribed_s,

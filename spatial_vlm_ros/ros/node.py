@@ -151,7 +151,9 @@ class SpatialVlmNode(LifecycleNode):
             self,
             topics=InputTopics.from_values(values),
             qos_mode=str(values['input_qos']),
-            pairing=PairingConfig.from_seconds(slop_s=values['sync_slop_s']),
+            pairing=PairingConfig.from_seconds(
+                slop_s=values['sync_slop_s'], min_interval_s=values['sync_min_interval_s']
+            ),
             errors=self._reporter.errors,
             callback_group=self._input_group,
             on_paired=self._stream.on_paired,
