@@ -16,7 +16,8 @@ as message_filters' setInterMessageLowerBound, so a set is complete as soon as n
 can still come; 0 is the rule before it, which waits for the next depth message).
 
 Target: every scene at most one frame period + engine time + 50 ms late, and no drops beyond
-the newest-frame policy (`superseded`).
+the newest-frame policy (`superseded`); the verdict allows 5 % of the frames for the rest
+(stale, failed, late or missing depth), since a loaded 2-core machine delays a few samples.
 
     .venv/bin/python bench/bench_live_latency.py [--seconds 20] [--variants all|quick]
 """
@@ -190,7 +191,11 @@ def report(results: list[Result], seconds: float) -> bool:
         latencies = np.array(result.latencies_ms) if result.latencies_ms else np.array([np.nan])
         engine_ms = result.stages_p50.get('engine', ENGINE_S * 1e3)
         bound_ms = period_ms + engine_ms + SLACK_MS
-        meets = bool(np.nanmax(latencies) <= bound_ms) and result.scenes >= 0.9 * result.frames
+        # Drops beyond the newest-frame policy: everything but `superseded`.
+        beyond = sum(
+            v for k, v in result.drops.items() if k != 'superseded' and 'unmatched' not in k
+        )
+        meets = bool(np.nanmax(latencies) <= bound_ms) and beyond <= 0.05 * result.frames
         drops = ', '.join(f'{k} {v}' for k, v in sorted(result.drops.items()) if v) or 'none'
         stage_cells = ' | '.join(
             f'{result.stages_p50[s]:.1f}' if s in result.stages_p50 else 'n/a' for s in STAGES
@@ -214,7 +219,8 @@ def report(results: list[Result], seconds: float) -> bool:
     print()
     print(
         f'target (pairing learned): max latency <= {period_ms:.0f} + engine + {SLACK_MS:.0f} ms '
-        f'and scenes >= 0.9 x frames: {"met" if ok else "NOT met"}'
+        'and drops other than superseded (stale, failed, timeout, late depth, no depth) <= 5 % of '
+        f'the frames: {"met" if ok else "NOT met"}'
     )
     return ok
 

@@ -91,6 +91,31 @@ def test_a_known_lower_bound_on_the_depth_interval_decides_without_the_next_dept
     assert learned[-4:] == [9, 11, 13, 15] and sync.min_interval_ns('depth') == 250 * MS
 
 
+def test_a_depth_image_one_period_late_is_still_paired_when_the_interval_is_learned():
+    """2 Hz: depth arrives after the next RGB (a repaired reliable sample). The fixed 0.5 s wait
+    equals the period and drops the frame (no_depth); a learned period waits 2.5 periods."""
+
+    def run(**config) -> tuple[int, int]:
+        sync = pairer(slop_ns=20 * MS, **config)
+        sync.add_info(0, 'info')
+        emitted = 0
+        for frame in range(10):
+            t = 1000 * MS + frame * 500 * MS
+            if frame == 8:  # frame 7's depth arrives after frame 8's RGB, in order
+                emitted += len(sync.add('rgb', t, None))
+                emitted += len(sync.add('depth', t - 500 * MS, None))
+                emitted += len(sync.add('depth', t, None))
+                continue
+            if frame != 7:
+                emitted += len(sync.add('depth', t, None))
+            emitted += len(sync.add('rgb', t, None))
+        return emitted, sync.stats().dropped['rgb'].get(pr.NO_DEPTH, 0)
+
+    assert run()[1] == 1  # the fixed wait gave frame 7 up
+    emitted, no_depth = run(min_interval_ns=None)
+    assert no_depth == 0 and emitted >= 9
+
+
 @settings(max_examples=200, deadline=None)
 @given(
     st.integers(20, 200), st.integers(0, 15), st.integers(0, 60), st.randoms(use_true_random=False)

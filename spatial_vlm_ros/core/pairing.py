@@ -49,6 +49,7 @@ DROP_REASONS = (QUEUE_OVERFLOW, LATE, DUPLICATE, NO_DEPTH, NO_INFO, UNMATCHED)
 NANOSECONDS_PER_SECOND = 1_000_000_000
 INTERVAL_SAMPLES = 16  # recent stamp intervals kept per stream to learn min_interval_ns
 MIN_INTERVALS_TO_LEARN = 4
+MAX_WAIT_PERIODS = 2.5  # see StampPairer.max_wait_ns
 
 
 class PairingError(SpatialVlmError):
@@ -392,6 +393,21 @@ class StampPairer:
         # Every RGB still to come is newer than the last emitted one.
         return last_rgb is not None and stamp_ns < last_rgb - self._config.slop_ns
 
+    def max_wait_ns(self) -> int:
+        """How long (RGB stamp time) a set waits for a stalled stream.
+
+        When the stream's interval is learned (``min_interval_ns`` None), at least
+        MAX_WAIT_PERIODS RGB periods: a 2 Hz camera whose depth image comes one period late (a
+        reliable sample repaired when the next one arrives) must not lose every such frame to a
+        0.5 s limit that equals its period.
+        """
+        configured = self._config.max_wait_ns
+        intervals = self._intervals[RGB]
+        if self._config.min_interval_ns is not None or len(intervals) < MIN_INTERVALS_TO_LEARN:
+            return configured
+        typical = sorted(intervals)[len(intervals) // 2]
+        return max(configured, int(MAX_WAIT_PERIODS * typical))
+
     def min_interval_ns(self, stream: str) -> int:
         """The lower bound on ``stream``'s next stamp interval that decisions rely on."""
         configured = self._config.min_interval_ns
@@ -424,7 +440,6 @@ class StampPairer:
         return next_at_least >= rgb_stamp + distance + config.reorder_margin_ns, best
 
     def _drain(self, force: bool, now_ns: int | None = None) -> list[RgbdSet]:
-        config = self._config
         counters = self._counters
         rgb_buffer = self._buffers[RGB]
         emitted: list[RgbdSet] = []
@@ -432,7 +447,7 @@ class StampPairer:
             rgb = rgb_buffer.items[0]
             newest_rgb = self._newest[RGB]
             timed_out = force or (
-                newest_rgb is not None and newest_rgb - rgb.stamp_ns >= config.max_wait_ns
+                newest_rgb is not None and newest_rgb - rgb.stamp_ns >= self.max_wait_ns()
             )
             depth_final, depth = self._decide(DEPTH, rgb.stamp_ns, timed_out)
             if depth_final and depth is None:
