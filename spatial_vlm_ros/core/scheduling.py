@@ -37,11 +37,14 @@ DROP_STALE = 'stale'  # older than max_age_s when a worker was free
 DROP_OUT_OF_ORDER = 'out_of_order'  # finished after a newer frame's result was published
 DROP_FAILED = 'failed'  # the processing call raised or timed out
 DROP_TIMEOUT = 'timeout'
+RATE_BURST = 2.0  # rate_hz allows one dispatch beyond the steady rate after a gap
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    rate_hz: float = 2.0  # upper bound on dispatches per second (0 = as fast as slots free up)
+    # Upper bound on dispatches per second, long-run (0 = as fast as slots free up); a burst of
+    # RATE_BURST is allowed so that transport jitter does not delay or drop frames.
+    rate_hz: float = 2.0
     max_in_flight: int = 1  # stream requests running at once
     max_age_s: float = 1.0  # frames older than this (by stamp) are not sent
     timeout_s: float = 30.0  # per-request deadline
@@ -175,7 +178,9 @@ class FrameScheduler(Generic[FrameT, ResultT]):
         self._priority_slots = asyncio.Semaphore(config.priority_in_flight)
         self._wakeup = asyncio.Event()
         self._last_published_stamp_ns = -1
-        self._last_dispatch_s = float('-inf')
+        # Token bucket for rate_hz: tokens accrue at rate_hz up to RATE_BURST, one per dispatch.
+        self._tokens = float(RATE_BURST)
+        self._tokens_at_s = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
         self.drops: Counter[str] = Counter()
         self.published = 0
@@ -219,9 +224,7 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch loop; returns when ``stop`` is set (in-flight requests are awaited)."""
         while not stop.is_set():
-            rate_hz = self._config.rate_hz
-            min_period_s = 1.0 / rate_hz if rate_hz > 0 else 0.0
-            wait_s = self._last_dispatch_s + min_period_s - time.monotonic()
+            wait_s = self._token_wait_s()
             if wait_s > 0:
                 await _wait_any(stop, None, wait_s)
                 continue
@@ -238,7 +241,7 @@ class FrameScheduler(Generic[FrameT, ResultT]):
                 self.drops[DROP_STALE] += 1
                 self._stream_slots.release()
                 continue
-            self._last_dispatch_s = time.monotonic()
+            self._tokens -= 1.0
             frame = replace(
                 frame, taken_ns=self._clock_ns(), deadline=Deadline.after(self._config.timeout_s)
             )
@@ -247,6 +250,21 @@ class FrameScheduler(Generic[FrameT, ResultT]):
             task.add_done_callback(self._tasks.discard)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def _token_wait_s(self) -> float:
+        """Seconds until a dispatch is allowed by ``rate_hz`` (0: now).
+
+        A bucket of RATE_BURST tokens rather than a fixed gap since the last dispatch: a frame
+        that arrives late (a repaired sample) right before the next one must not make that one
+        wait a whole period, nor be superseded by it, while the long-run rate stays bounded.
+        """
+        rate_hz = self._config.rate_hz
+        if rate_hz <= 0:
+            return 0.0
+        now_s = time.monotonic()
+        self._tokens = min(RATE_BURST, self._tokens + (now_s - self._tokens_at_s) * rate_hz)
+        self._tokens_at_s = now_s
+        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / rate_hz
 
     async def _run_one(self, frame: StampedFrame[FrameT]) -> None:
         self.in_flight += 1
