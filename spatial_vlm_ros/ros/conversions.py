@@ -57,16 +57,18 @@ def _fresh_copier(default: Any) -> Callable[[], Any]:
 
 
 @functools.cache
-def _builder(msg_class: type) -> Callable[[Mapping[str, Any]], Any] | None:
-    """A function that fills a new instance of ``msg_class`` from field values, generated once
-    per class from the class's own definition (``SLOT_TYPES``) and a default instance; None
-    when the class checks its fields (``ROS_PYTHON_CHECK_FIELDS=1``), where every message goes
-    through the constructor.
+def _builders(
+    msg_class: type,
+) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[], Any]] | None:
+    """Two functions generated once per class from the class's own definition
+    (``SLOT_TYPES``) and a default instance: one fills a new instance of ``msg_class`` from
+    field values, the other makes a default instance. None when the class checks its fields
+    (``ROS_PYTHON_CHECK_FIELDS=1``), where every message goes through the constructor.
 
-    It stores each value in the attribute the generated property reads, as the constructor
-    does with field checks off, but builds a default only for the fields left out (the
-    constructor builds one for every field first), and runs each array field's setter, which
-    converts the values to the field's array type.
+    They store each value in the attribute the generated property reads, as the constructor
+    does with field checks off, but build a default only for the fields left out (the
+    constructor builds one for every field first), and run each given array field's setter,
+    which converts the values to the field's array type.
     """
     template = msg_class()
     if template._check_fields:
@@ -79,7 +81,7 @@ def _builder(msg_class: type) -> Callable[[Mapping[str, Any]], Any] | None:
         'names': frozenset(names),
         'unknown': _unknown_field,
     }
-    lines = [
+    build = [
         'def build(fields):',
         '    for name in fields:',
         '        if name not in names:',
@@ -87,38 +89,56 @@ def _builder(msg_class: type) -> Callable[[Mapping[str, Any]], Any] | None:
         '    message = new(message_class)',
         '    message._check_fields = False',
     ]
+    fresh = [
+        'def fresh():',
+        '    message = new(message_class)',
+        '    message._check_fields = False',
+    ]
     for index, (name, field_type) in enumerate(zip(names, msg_class.SLOT_TYPES, strict=True)):
         default = getattr(template, name)
-        lines.append(f'    value = fields.get({name!r}, MISSING)')
+        build.append(f'    value = fields.get({name!r}, MISSING)')
         if isinstance(field_type, NamespacedType):
-            scope[f'build_{index}'] = _builder_or_constructor(_message_class(field_type))
-            given, fresh = f'build_{index}(value)', f'build_{index}({{}})'
+            scope[f'build_{index}'], scope[f'fresh_{index}'] = _builders_or_constructor(
+                _message_class(field_type)
+            )
+            given, made = f'build_{index}(value)', f'fresh_{index}()'
         elif isinstance(field_type, AbstractNestedType) and isinstance(
             field_type.value_type, NamespacedType
         ):
-            scope[f'build_{index}'] = _builder_or_constructor(
+            scope[f'build_{index}'], scope[f'fresh_{index}'] = _builders_or_constructor(
                 _message_class(field_type.value_type)
             )
             given = f'[build_{index}(item) for item in value]'
-            fresh = f'[build_{index}({{}}) for _ in range({len(default)})]'
+            made = f'[fresh_{index}() for _ in range({len(default)})]'
         elif isinstance(field_type, AbstractNestedType):
+            # An array of primitives: the setter converts given values to the array type;
+            # the default is already of that type.
             scope[f'set_{index}'] = getattr(msg_class, name).fset
-            scope[f'default_{index}'] = _fresh_copier(default)
-            lines.append(f'    if value is MISSING:\n        value = default_{index}()')
-            lines.append(f'    set_{index}(message, value)')  # converts to the array type
+            scope[f'copy_{index}'] = _fresh_copier(default)
+            build.append(
+                f'    if value is MISSING:\n        message._{name} = copy_{index}()\n'
+                f'    else:\n        set_{index}(message, value)'
+            )
+            fresh.append(f'    message._{name} = copy_{index}()')
             continue
         else:
             scope[f'default_{index}'] = default  # a number or string: immutable
-            given, fresh = 'value', f'default_{index}'
-        lines.append(f'    message._{name} = {fresh} if value is MISSING else {given}')
-    lines.append('    return message')
-    exec('\n'.join(lines), scope)  # noqa: S102 (code generated from the class definition)
-    return scope['build']
+            given, made = 'value', f'default_{index}'
+        build.append(f'    message._{name} = {made} if value is MISSING else {given}')
+        fresh.append(f'    message._{name} = {made}')
+    build.append('    return message')
+    fresh.append('    return message')
+    exec('\n'.join(build + fresh), scope)  # noqa: S102 (generated from the class definition)
+    return scope['build'], scope['fresh']
 
 
-def _builder_or_constructor(msg_class: type) -> Callable[[Mapping[str, Any]], Any]:
-    builder = _builder(msg_class)
-    return builder if builder is not None else functools.partial(_constructed, msg_class)
+def _builders_or_constructor(
+    msg_class: type,
+) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[], Any]]:
+    builders = _builders(msg_class)
+    if builders is not None:
+        return builders
+    return functools.partial(_constructed, msg_class), msg_class
 
 
 def _unknown_field(msg_class: type, name: str) -> None:
@@ -130,13 +150,13 @@ def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
     dicts for nested messages, lists of dicts for message sequences). Unnamed fields keep their
     defaults; an unknown field name raises ``AttributeError`` naming it.
 
-    Goes through a builder generated per class (:func:`_builder`): a MarkerArray of a
+    Goes through a builder generated per class (:func:`_builders`): a MarkerArray of a
     20-object scene takes a fraction of the constructor path's time (docs/PERFORMANCE.md).
     """
-    builder = _builder(msg_class)
-    if builder is None:
+    builders = _builders(msg_class)
+    if builders is None:
         return _constructed(msg_class, fields)
-    return builder(fields)
+    return builders[0](fields)
 
 
 @functools.cache
