@@ -52,6 +52,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+import functools
 import math
 from typing import Any
 
@@ -379,8 +380,13 @@ def _kernel_depth(depth: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
 def _as_image_dtype(value: float, depth: npt.NDArray[np.floating], kernel_dtype: Any) -> Any:
     """``value`` as numpy compares it with the image: a Python float is cast to the image's
     dtype first (NEP 50), then widened exactly to the kernel's dtype."""
+    return _cast(float(value), depth.dtype, np.dtype(kernel_dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _cast(value: float, image_dtype: np.dtype, kernel_dtype: np.dtype) -> Any:
     with np.errstate(over='ignore'):
-        return kernel_dtype.type(depth.dtype.type(value))
+        return kernel_dtype.type(image_dtype.type(value))
 
 
 def _exclusion_arrays(
@@ -422,7 +428,7 @@ def _axis_weights(
     if taper <= 0.0:
         return weights, np.ones_like(coordinates)
     normalized = np.abs(coordinates - centers) / halves
-    ramp = np.clip((normalized - (1.0 - taper)) / taper, 0.0, 1.0)
+    ramp = np.minimum(np.maximum((normalized - (1.0 - taper)) / taper, 0.0), 1.0)  # clip
     # The floor keeps a 1-pixel-wide box from having zero total weight.
     return weights, 0.5 * (1.0 + np.cos(np.pi * ramp)) + 1e-6
 
@@ -461,7 +467,7 @@ def _lift_many(
         status,
         lattice,
         _,
-        axis_offsets,
+        _,
         axis_coordinates,
         centers,
         sigmas,
@@ -540,7 +546,6 @@ def _lift_many(
         bin_counts,
         context,
         _smooth(weighted, offsets, sizes),
-        axis_offsets,
         axis_coordinates,
         taper,
         np.array([intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy], dtype=np.float64),
