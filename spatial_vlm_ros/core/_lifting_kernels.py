@@ -923,3 +923,30 @@ def describe_boxes(
         support_u[:supported],
         support_v[:supported],
     )
+
+
+@numba.njit(**_JIT)
+def shares_inside(
+    support_u: Array,
+    support_v: Array,
+    starts: Array,
+    subjects: Array,
+    others: Array,
+    corners: Array,
+) -> Array:
+    """For each pair (``subjects[k]``, ``others[k]``): the share of the subject box's object
+    pixels (``support_u``/``support_v`` from ``starts[subject]``) whose centres lie in the
+    other box (``corners``: x_min, y_min, x_max, y_max)."""
+    shares = np.empty(subjects.size)
+    for pair in range(subjects.size):
+        subject, other = subjects[pair], others[pair]
+        x_min, y_min = corners[other, 0], corners[other, 1]
+        x_max, y_max = corners[other, 2], corners[other, 3]
+        first, stop = starts[subject], starts[subject + 1]
+        inside = 0
+        for index in range(first, stop):
+            u, v = support_u[index] + 0.5, support_v[index] + 0.5
+            if u >= x_min and u < x_max and v >= y_min and v < y_max:
+                inside += 1
+        shares[pair] = inside / max(stop - first, 1)
+    return shares

@@ -54,6 +54,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 import functools
 import math
+import time
 from typing import Any
 
 import numpy as np
@@ -170,25 +171,40 @@ class DepthExclusion:
 
 
 @dataclass(frozen=True)
-class _Support:
-    """The pixels a lift used, for resolving occlusions: where they are, and the depth range of
-    the surface (nearest and farthest pixel, widened by the sensor noise at both ends)."""
+class _Lifts:
+    """What :func:`_lift_many` found for each of its boxes, as arrays (box ``i`` in row ``i``).
 
-    us: npt.NDArray[np.float64]
-    vs: npt.NDArray[np.float64]
-    near_m: float
-    far_m: float
+    Boxes without a position have NaN there. ``support_u``/``support_v`` hold the image
+    coordinates of the pixels each positioned box was lifted from, box after box (``starts``),
+    and ``near``/``far`` their depth range widened by the sensor noise at both ends: what
+    resolving occlusions needs.
+    """
 
-    def share_inside(self, box: PixelBox) -> float:
-        """Fraction of the pixels whose centres lie in ``box``."""
-        inside = _centres_inside(self.us, box.x_min, box.x_max)
-        inside &= _centres_inside(self.vs, box.y_min, box.y_max)
-        return float(np.count_nonzero(inside)) / max(self.us.size, 1)
+    depth_samples: npt.NDArray[np.int64]
+    ratios: FloatArray
+    positioned: npt.NDArray[np.bool_]
+    positions: FloatArray  # (B, 3)
+    covariances: FloatArray  # (B, 3, 3)
+    sizes: FloatArray  # (B, 3)
+    near: FloatArray
+    far: FloatArray
+    starts: npt.NDArray[np.int64]  # (B + 1,)
+    support_u: FloatArray
+    support_v: FloatArray
 
-
-def _centres_inside(indices: FloatArray, low: float, high: float) -> npt.NDArray[np.bool_]:
-    """Pixel ``i`` spans ``[i, i + 1)``; it is inside ``[low, high)`` when its centre is."""
-    return (indices + 0.5 >= low) & (indices + 0.5 < high)
+    def lifted(self) -> list[Lifted3D]:
+        """One :class:`Lifted3D` per box."""
+        samples, ratios = self.depth_samples.tolist(), self.ratios.tolist()
+        return [
+            Lifted3D(
+                self.positions[index], self.covariances[index], self.sizes[index], ratio, count
+            )
+            if positioned
+            else empty_lift(ratio, count)
+            for index, (positioned, ratio, count) in enumerate(
+                zip(self.positioned.tolist(), ratios, samples, strict=True)
+            )
+        ]
 
 
 def empty_lift(valid_depth_ratio: float = 0.0, depth_samples: int = 0) -> Lifted3D:
@@ -452,7 +468,7 @@ def _lift_many(
     corners: FloatArray,
     config: LiftingConfig,
     exclusions: Sequence[Sequence[DepthExclusion]] | None = None,
-) -> list[tuple[Lifted3D, _Support | None]]:
+) -> _Lifts:
     """Lift every box (``corners`` (B, 4): x_min, y_min, x_max, y_max) of one checked depth
     image; ``exclusions[i]`` applies to box ``i``.
 
@@ -493,13 +509,11 @@ def _lift_many(
         float(config.center_sigma),
         *_exclusion_arrays(exclusions, boxes, depth, dtype),
     )
-    results: list[tuple[Lifted3D, _Support | None]] = [(empty_lift(), None)] * boxes
-    counts = np.diff(sample_starts)
-    for index in np.flatnonzero(status == kernels.TOO_FEW).tolist():
-        count = int(counts[index])
-        results[index] = (empty_lift(count / int(lattice[index]), count), None)
-    if not np.any(status == kernels.SAMPLED):
-        return results
+    depth_samples = np.diff(sample_starts)
+    sampled = status == kernels.SAMPLED
+    if not sampled.any():
+        ratios = np.where(status == kernels.TOO_FEW, depth_samples / np.maximum(lattice, 1), 0.0)
+        return _no_positions(boxes, depth_samples, ratios)
     coordinates = _noise_adapted_coordinate(distinct, config)
     if not np.all(np.isfinite(coordinates)):
         raise LiftingError(
@@ -549,35 +563,60 @@ def _lift_many(
         axis_coordinates,
         taper,
         np.array([intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy], dtype=np.float64),
-        np.array(
-            [
-                config.valley_ratio,
-                config.contrast_floor,
-                config.min_samples,
-                config.min_valid_ratio,
-                config.band_mads,
-                config.band_noise_sigmas,
-                config.depth_noise_coefficient,
-                config.pixel_sigma,
-                config.effective_samples,
-            ],
-            dtype=np.float64,
-        ),
+        _settings(config),
     )
-    sampled = np.flatnonzero(status == kernels.SAMPLED).tolist()
-    ratios = (kept / np.maximum(lattice, 1)).tolist()
-    kept_list, positioned_list = kept.tolist(), positioned.tolist()
-    starts, near_list, far_list = support_starts.tolist(), near.tolist(), far.tolist()
-    for index in sampled:
-        count, ratio = kept_list[index], ratios[index]
-        if not positioned_list[index]:
-            results[index] = (empty_lift(ratio, count), None)
-            continue
-        part = slice(starts[index], starts[index + 1])
-        lifted = Lifted3D(positions[index], covariances[index], extents[index], ratio, count)
-        support = _Support(support_u[part], support_v[part], near_list[index], far_list[index])
-        results[index] = (lifted, support)
-    return results
+    # Sampled boxes report the object pixels, boxes with too few valid samples those.
+    depth_samples = np.where(sampled, kept, depth_samples)
+    ratios = np.where(status == kernels.NO_WINDOW, 0.0, depth_samples / np.maximum(lattice, 1))
+    return _Lifts(
+        depth_samples,
+        ratios,
+        positioned,
+        positions,
+        covariances,
+        extents,
+        near,
+        far,
+        support_starts,
+        support_u,
+        support_v,
+    )
+
+
+def _no_positions(boxes: int, depth_samples: npt.NDArray[np.int64], ratios: FloatArray) -> _Lifts:
+    nan3 = np.full((boxes, 3), np.nan)
+    return _Lifts(
+        depth_samples,
+        ratios,
+        np.zeros(boxes, dtype=bool),
+        nan3,
+        np.full((boxes, 3, 3), np.nan),
+        nan3.copy(),
+        np.full(boxes, np.nan),
+        np.full(boxes, np.nan),
+        np.zeros(boxes + 1, dtype=np.int64),
+        np.zeros(0),
+        np.zeros(0),
+    )
+
+
+@functools.lru_cache(maxsize=16)
+def _settings(config: LiftingConfig) -> FloatArray:
+    """The configuration values :func:`kernels.describe_boxes` reads, in its order."""
+    return np.array(
+        [
+            config.valley_ratio,
+            config.contrast_floor,
+            config.min_samples,
+            config.min_valid_ratio,
+            config.band_mads,
+            config.band_noise_sigmas,
+            config.depth_noise_coefficient,
+            config.pixel_sigma,
+            config.effective_samples,
+        ],
+        dtype=np.float64,
+    )
 
 
 def lift_box(
@@ -598,14 +637,11 @@ def lift_box(
     """
     depth = _check_inputs(depth_m, intrinsics, box)
     corners = np.array([box.as_list()], dtype=np.float64)
-    return _lift_many(depth, intrinsics, corners, config, [exclusions])[0][0]
+    return _lift_many(depth, intrinsics, corners, config, [exclusions]).lifted()[0]
 
 
 def _occlusions(
-    boxes: Sequence[PixelBox],
-    corners: FloatArray,
-    first: Sequence[tuple[Lifted3D, _Support | None]],
-    config: LiftingConfig,
+    boxes: Sequence[PixelBox], corners: FloatArray, first: _Lifts, config: LiftingConfig
 ) -> dict[int, list[DepthExclusion]]:
     """For each box lifted to the surface of another boxed object, that object's pixels.
 
@@ -624,10 +660,7 @@ def _occlusions(
     union = areas[:, None] + areas - overlap
     with np.errstate(divide='ignore', invalid='ignore'):
         iou = np.where(union > 0, overlap / union, 0.0)
-    supported = np.array([support is not None for _, support in first])
-    near = np.array([support.near_m if support else np.nan for _, support in first])
-    far = np.array([support.far_m if support else np.nan for _, support in first])
-    ratios = np.array([lifted.valid_depth_ratio for lifted, _ in first])
+    supported, near, far, ratios = first.positioned, first.near, first.far, first.ratios
     with np.errstate(invalid='ignore'):
         candidates = (
             supported[:, None]
@@ -638,28 +671,34 @@ def _occlusions(
             & (ratios > ratios[:, None])  # the other box is filled better by it
         )
     np.fill_diagonal(candidates, False)
+    subjects, others = np.nonzero(candidates)
+    if not subjects.size:
+        return {}
+    # Share of each candidate's claimed pixels whose centres lie in the other box.
+    shares = kernels.shares_inside(
+        first.support_u, first.support_v, first.starts, subjects, others, corners
+    )
     exclusions: dict[int, list[DepthExclusion]] = {}
-    for index, other in zip(*np.nonzero(candidates), strict=True):
-        support = first[index][1]
-        assert support is not None  # candidates have support
-        if support.share_inside(boxes[other]) >= config.occlusion_share:
-            exclusion = _occluder_exclusion(boxes[other], first[other], config)
-            exclusions.setdefault(int(index), []).append(exclusion)
+    for index, other, share in zip(
+        subjects.tolist(), others.tolist(), shares.tolist(), strict=True
+    ):
+        if share >= config.occlusion_share:
+            exclusion = _occluder_exclusion(boxes[other], first, other, config)
+            exclusions.setdefault(index, []).append(exclusion)
     return exclusions
 
 
 def _occluder_exclusion(
-    box: PixelBox, lifted: tuple[Lifted3D, _Support | None], config: LiftingConfig
+    box: PixelBox, first: _Lifts, occluder: int, config: LiftingConfig
 ) -> DepthExclusion:
     """The pixels of the occluder in ``box``: everything inside its box up to its far side.
 
     Anything nearer than the occluder's surface inside its box is not the hidden object either
     (that object is behind the surface it was wrongly lifted to).
     """
-    occluder, support = lifted
-    assert support is not None and occluder.size is not None  # checked by _occlusions
-    far = support.far_m
-    depth_extra = config.occluder_depth_factor * float(max(occluder.size[0], occluder.size[1]))
+    far = float(first.far[occluder])
+    size = first.sizes[occluder]
+    depth_extra = config.occluder_depth_factor * float(max(size[0], size[1]))
     return DepthExclusion(box, 0.0, far + depth_extra)
 
 
@@ -683,7 +722,7 @@ def lift_boxes(
     depth = _check_depth(depth_m, intrinsics)
     corners = _check_boxes(boxes)
     first = _lift_many(depth, intrinsics, corners, config)
-    results = [lifted for lifted, _ in first]
+    results = first.lifted()
     if not resolve_occlusions or len(boxes) < 2:
         return results
     exclusions = _occlusions(boxes, corners, first, config)
@@ -692,6 +731,22 @@ def lift_boxes(
         redone = _lift_many(
             depth, intrinsics, corners[again], config, [exclusions[index] for index in again]
         )
-        for index, (lifted, _) in zip(again, redone, strict=True):
+        for index, lifted in zip(again, redone.lifted(), strict=True):
             results[index] = lifted
     return results
+
+
+def warm_up(dtypes: Sequence[npt.DTypeLike] = (np.float32,)) -> float:
+    """Compile the lifting kernels for depth images of ``dtypes`` (float32: what decoded
+    frames hold), or load them from numba's cache, so that the first frame does not pay it;
+    returns the seconds it took (docs/PERFORMANCE.md: about 1 s from the cache, tens of
+    seconds for a first compile).
+    """
+    started = time.perf_counter()
+    intrinsics = CameraIntrinsics(fx=20.0, fy=20.0, cx=15.5, cy=11.5, width=32, height=24)
+    for dtype in dtypes:
+        depth = np.full((24, 32), 3.0, dtype=dtype)
+        depth[6:18, 8:20] = 1.0  # a near object half covering a second box: occlusions too
+        boxes = [PixelBox(8, 6, 20, 18), PixelBox(12, 4, 30, 22)]
+        lift_boxes(depth, intrinsics, boxes, DEFAULT_LIFTING_CONFIG)
+    return time.perf_counter() - started

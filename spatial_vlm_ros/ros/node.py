@@ -38,6 +38,7 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from spatial_vlm_ros.core.annotate import annotate_scene
+from spatial_vlm_ros.core.lifting import warm_up as warm_up_lifting
 from spatial_vlm_ros.core.pairing import PairingConfig, RgbdSet, StampPairer
 from spatial_vlm_ros.core.scene_json import scene_to_json
 from spatial_vlm_ros.core.scheduling import FrameScheduler, SchedulerConfig, StampedFrame
@@ -128,6 +129,8 @@ class SpatialVlmNode(LifecycleNode):
         except (SpatialVlmError, ValueError, OSError, ImportError) as error:
             self.get_logger().error(f'cannot configure the engine: {error}')
             return TransitionCallbackReturn.FAILURE
+        # Compiled lifting kernels loaded (or compiled) now, not on the first frame.
+        self.get_logger().info(f'lifting kernels ready in {warm_up_lifting():.2f} s')
         self._pairer = StampPairer(PairingConfig.from_seconds(slop_s=values['sync_slop_s']))
         with self._lock:
             self._snapshots = deque(maxlen=int(values['query_buffer_frames']))
