@@ -294,9 +294,9 @@ def marker_fields(
         fields['action'] = MARKER_ACTION_DELETEALL
         return fields
     color = spec.color
+    fields['pose'] = pose_fields(spec.position, spec.orientation)
     fields['type'] = _MARKER_TYPES[spec.kind]
     fields['action'] = MARKER_ACTION_ADD
-    fields['pose'] = pose_fields(spec.position, spec.orientation)
     fields['scale'] = xyz_fields(spec.scale)
     fields['color'] = {
         'r': float(color.r),
