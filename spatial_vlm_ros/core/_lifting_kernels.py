@@ -79,6 +79,33 @@ def _shift(size: int) -> np.uint64:
     return np.uint64(64 - bits)
 
 
+@numba.njit(inline='always', **_JIT)
+def _distinct_index(
+    keys: Array,
+    slots: Array,
+    mask: int,
+    shift: np.uint64,
+    distinct: Array,
+    count: int,
+    bits: Any,
+    value: float,
+) -> tuple[int, int]:
+    """The index of the depth value with bit pattern ``bits`` among the ``count`` distinct
+    values so far, adding it (``distinct``, the hash table ``keys``/``slots``) when new;
+    returns the index and the new count."""
+    key = np.uint64(bits)
+    position = np.int64((key * _GOLDEN) >> shift)
+    while True:
+        slot = slots[position]
+        if slot == _EMPTY:
+            slots[position], keys[position] = count, key
+            distinct[count] = value
+            return count, count + 1
+        if keys[position] == key:
+            return slot, count
+        position = (position + 1) & mask
+
+
 @numba.njit(**_JIT)
 def _excluded(
     row_centre: float,
@@ -248,19 +275,9 @@ def sample_boxes(
                     excluded_stop,
                 ):
                     continue
-                key = np.uint64(depth_bits[y, x])
-                position = np.int64((key * _GOLDEN) >> shift)
-                while True:
-                    slot = slots[position]
-                    if slot == _EMPTY:
-                        slot = count
-                        slots[position], keys[position] = slot, key
-                        distinct[slot] = float(value)
-                        count += 1
-                        break
-                    if keys[position] == key:
-                        break
-                    position = (position + 1) & mask
+                slot, count = _distinct_index(
+                    keys, slots, mask, shift, distinct, count, depth_bits[y, x], float(value)
+                )
                 sample_values[written] = slot
                 sample_rows[written] = row_first + row
                 sample_columns[written] = column_first + column
@@ -296,19 +313,9 @@ def sample_boxes(
                         value64 = float(depth[y, x])
                         if not (value64 >= low64 and value64 <= high64):
                             continue
-                        key = np.uint64(depth_bits[y, x])
-                        position = np.int64((key * _GOLDEN) >> shift)
-                        while True:
-                            slot = slots[position]
-                            if slot == _EMPTY:
-                                slot = count
-                                slots[position], keys[position] = slot, key
-                                distinct[slot] = value64
-                                count += 1
-                                break
-                            if keys[position] == key:
-                                break
-                            position = (position + 1) & mask
+                        slot, count = _distinct_index(
+                            keys, slots, mask, shift, distinct, count, depth_bits[y, x], value64
+                        )
                         ring_values[ring_written] = slot
                         ring_written += 1
         ring_starts[box + 1] = ring_written

@@ -533,18 +533,9 @@ def _lift_many(
         weights,
         _HISTOGRAM_GAP,
     )
-    (
-        kept,
-        positioned,
-        positions,
-        covariances,
-        extents,
-        near,
-        far,
-        support_starts,
-        support_u,
-        support_v,
-    ) = kernels.describe_boxes(
+    # (object pixels, positioned, positions, covariances, sizes, near, far, support starts,
+    # support u, support v) of each box.
+    described = kernels.describe_boxes(
         status,
         lattice,
         sample_values,
@@ -566,21 +557,9 @@ def _lift_many(
         _settings(config),
     )
     # Sampled boxes report the object pixels, boxes with too few valid samples those.
-    depth_samples = np.where(sampled, kept, depth_samples)
+    depth_samples = np.where(sampled, described[0], depth_samples)
     ratios = np.where(status == kernels.NO_WINDOW, 0.0, depth_samples / np.maximum(lattice, 1))
-    return _Lifts(
-        depth_samples,
-        ratios,
-        positioned,
-        positions,
-        covariances,
-        extents,
-        near,
-        far,
-        support_starts,
-        support_u,
-        support_v,
-    )
+    return _Lifts(depth_samples, ratios, *described[1:])
 
 
 def _no_positions(boxes: int, depth_samples: npt.NDArray[np.int64], ratios: FloatArray) -> _Lifts:
