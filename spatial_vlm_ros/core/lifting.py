@@ -37,12 +37,14 @@ claimed pixels lie inside that other box, which that surface fills better), the 
 again without the other object's pixels (:class:`DepthExclusion`), so a partly hidden object is
 placed at its own visible surface instead of its occluder's.
 
-The work is laid out for speed, not per box: the boxes of one call share every array pass (one
-noise-adapted coordinate computation over all their samples, one joint histogram with a gap
-between boxes, one weight table per image axis) and only what is sequential by nature (merging
-histogram peaks, order statistics) runs per box. The result for a box is the one it gets when
-lifted alone; test/test_lifting_equivalence.py checks it against the one-box-at-a-time version
-this replaced, and docs/PERFORMANCE.md has the timings.
+The per-sample work runs in compiled passes (core/_lifting_kernels.py, numba) shared by all
+boxes of one call: one read of every box's lattice with a table of the frame's distinct depths,
+one joint histogram with a gap between boxes, one weight table per image axis; this module keeps
+the orchestration and the numpy steps between the passes (the logarithm of each distinct depth,
+the axis weights, the histogram smoothing), so every value is numpy's. :func:`warm_up` loads
+(or compiles) the kernels ahead of the first frame. The result for a box is the one it gets
+when lifted alone; test/test_lifting_equivalence.py checks it against the one-box-at-a-time
+version, and docs/PERFORMANCE.md has the timings.
 
 The two baselines the benchmark compares against (centre pixel, box median) live in
 bench/lifting_baselines.py.
