@@ -32,6 +32,7 @@ from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackRet
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_system_default
 
+from spatial_vlm_ros.core.lifting import warm_up as warm_up_lifting
 from spatial_vlm_ros.core.pairing import PairingConfig
 from spatial_vlm_ros.core.scheduling import FrameScheduler, SchedulerConfig
 from spatial_vlm_ros.core.types import SpatialVlmError
@@ -45,6 +46,7 @@ from spatial_vlm_ros.ros.services import SnapshotBuffer, SpatialServices
 from spatial_vlm_ros.ros.stream import SceneStream
 from spatial_vlm_ros.ros.tf import TransformSource
 from spatial_vlm_ros.ros.worker import WorkerLoop
+from spatial_vlm_ros.runtime import tune_memory_allocator
 from spatial_vlm_ros.settings import deprecation_warnings
 from spatial_vlm_ros.srv import LocateObject, SpatialQuery
 
@@ -159,6 +161,8 @@ class SpatialVlmNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         engine.configured, engine.configure_error = True, ''
         self._pipeline = pipeline
+        # Compiled lifting kernels loaded (or compiled) now, not on the first frame.
+        self.get_logger().info(f'lifting kernels ready in {warm_up_lifting():.2f} s')
         self._snapshots.resize(int(values['query_buffer_frames']))
         self._inputs = CameraInputs(
             self,
@@ -351,6 +355,7 @@ def main(args: list[str] | None = None) -> int:
     # DDS transports stay as the user configured them (FASTDDS_BUILTIN_TRANSPORTS): a node that
     # picked LARGE_DATA for itself would not discover a camera driver started the usual way.
     # The launch file's large_data_transport:=true sets it for everything it starts.
+    tune_memory_allocator()
     rclpy.init(args=args)
     node = SpatialVlmNode()
     executor = MultiThreadedExecutor(num_threads=4)
