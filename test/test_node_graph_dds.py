@@ -137,6 +137,24 @@ def listener(rclpy_session: Any) -> Iterator[Callable[[str], Listener]]:
         item.close()
 
 
+class ArrivalClock:
+    """Arrival times of one topic in the test process: the ground truth for a reported rate."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def record(self, _message: Any) -> None:
+        self.times.append(time.monotonic())
+
+    def rate_hz(self, window_s: float) -> float:
+        """Intervals per second among the arrivals of the last ``window_s`` seconds."""
+        horizon = time.monotonic() - window_s
+        recent = [t for t in self.times if t >= horizon]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / (recent[-1] - recent[0])
+
+
 def level_names(statuses: dict[str, Any]) -> dict[str, int]:
     return {name: int.from_bytes(status.level, 'little') for name, status in statuses.items()}
 
@@ -154,6 +172,13 @@ def test_reliable_camera_on_default_transports_gives_scenes_correct_rates_and_no
     node = start_node(env, ns, tmp_path / 'node.log', {'max_frame_age_s': '5.0'}, model_server)
     camera = start_camera(env, ns, tmp_path / 'camera.log', '--rate', '2')
     watch = listener(ns)
+    info_arrivals = ArrivalClock()
+    from rclpy.qos import qos_profile_sensor_data
+    from sensor_msgs.msg import CameraInfo
+
+    watch.node.create_subscription(
+        CameraInfo, f'{ns}/color/camera_info', info_arrivals.record, qos_profile_sensor_data
+    )
     try:
         assert watch.wait(lambda: len(watch.scenes) >= 6, 90.0), (
             tmp_path / 'node.log'
@@ -166,9 +191,17 @@ def test_reliable_camera_on_default_transports_gives_scenes_correct_rates_and_no
         assert set(statuses) == {'engine', 'pipeline', *topics}
         messages = {name: status.message for name, status in statuses.items()}
         assert all(level == 0 for level in level_names(statuses).values()), messages
+        # The rate the node reports is compared with the rate this process observes on the
+        # same camera over the same window, not with the nominal 2 Hz: a loaded machine slows
+        # the camera process itself (1.25 Hz seen in CI). The bug this guards against counted
+        # each frame more than once (3-4 Hz reported for 2 Hz), a ratio far outside the band.
         for topic in topics:
             values = {kv.key: kv.value for kv in statuses[topic].values}
-            assert 1.5 <= float(values['Actual frequency (Hz)']) <= 2.5, (topic, values)
+            window_s = float(values['Duration of window (s)'])
+            observed_hz = info_arrivals.rate_hz(window_s)
+            reported_hz = float(values['Actual frequency (Hz)'])
+            assert observed_hz > 0.5, (topic, values, observed_hz)
+            assert 0.65 <= reported_hz / observed_hz <= 1.35, (topic, values, observed_hz)
         assert all(status.hardware_id == f'{ns}/spatial_vlm' for status in statuses.values())
     finally:
         stop(camera)
