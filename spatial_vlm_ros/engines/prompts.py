@@ -40,9 +40,15 @@ def grounding_prompt(profile: ModelProfile, vocabulary: tuple[str, ...] | list[s
     return profile.grounding_prompt_classes.format(categories=', '.join(categories))
 
 
+def _clean_question(question: str) -> str:
+    """Runs of spaces collapsed on each line; line breaks kept (multi-line options, facts)."""
+    lines = (' '.join(line.split()) for line in str(question).splitlines())
+    return '\n'.join(line for line in lines if line)
+
+
 def question_prompt(profile: ModelProfile, question: str) -> str:
     """The question plus the profile's answer-format instruction (e.g. Spatial-SSRL's)."""
-    text = ' '.join(str(question).split()) if question else ''
+    text = _clean_question(question) if question else ''
     if not text:
         raise PromptError('a question task needs a non-empty question')
     return profile.question_prompt.format(question=text)
