@@ -55,7 +55,7 @@ PLAIN = resolve_profile('qwen3-vl-4b-instruct-fp8')
 SSRL = resolve_profile('spatial-ssrl-4b-fp8')
 _FACT_LINE = re.compile(
     r'^(\S+) [^:\n]+: (-?\d+\.\d\d) (-?\d+\.\d\d) (-?\d+\.\d\d); '
-    r'(\d+\.\d\d) (\d+\.\d\d) (\d+\.\d\d); (\d+\.\d\d); (ok|weak \d+%)$',
+    r'(\d+\.\d\d) (\d+\.\d\d) (\d+\.\d\d); (\d+\.\d\d); (ok|sparse \d+%)$',
     re.MULTILINE,
 )
 _DISTANCE = re.compile(r'(\S+?)-(\S+?) (\d+\.\d\d)')

@@ -31,7 +31,8 @@ SYNONYM_SCORE = 0.75
 
 # Words a person uses for the same thing. Keys and values are normalized labels or head nouns;
 # the relation is applied in both directions. Kept small and literal on purpose: a wrong
-# synonym makes ~/locate answer with the wrong object.
+# synonym makes ~/locate answer with the wrong object, and broader terms are not synonyms (an
+# armchair is a chair, but "the leftmost chair" should not pick it over the chairs).
 _SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ('mug', 'cup'),
     ('sofa', 'couch'),
@@ -51,7 +52,6 @@ _SYNONYM_GROUPS: tuple[tuple[str, ...], ...] = (
     ('backpack', 'rucksack'),
     ('box', 'carton'),
     ('cardboard box', 'carton'),
-    ('armchair', 'chair'),
 )
 
 

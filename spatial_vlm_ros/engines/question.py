@@ -91,9 +91,8 @@ def _object_line(obj: PlacedObject) -> str:
     x, y, z = (_cm(float(v)) for v in obj.position)
     size = 'size ?' if obj.size is None else ' '.join(_cm(float(v)) for v in obj.size)
     rng = '?' if not math.isfinite(obj.range_m) else _cm(obj.range_m)
-    depth = (
-        'ok' if obj.valid_depth_ratio >= GOOD_DEPTH_RATIO else f'weak {obj.valid_depth_ratio:.0%}'
-    )
+    ratio = obj.valid_depth_ratio
+    depth = 'ok' if ratio >= GOOD_DEPTH_RATIO else f'sparse {ratio:.0%}'
     seen = '' if obj.in_view else f'; not in view, last seen {obj.age_s:.0f} s ago'
     return f'{obj.id} {label}: {x} {y} {z}; {size}; {rng}; {depth}{seen}'
 
