@@ -93,7 +93,11 @@ def _named_objects(
             for other in mentions
             if (other.start, other.end) == (mention.start, mention.end) and other.kind != 'id'
         ]
-        candidates = sorted({i for other in same_span for i in by_label.get(other.label, [])})
+        # "the chair" with labels chair and office chair names the chair: the best kind wins.
+        best = max(other.score for other in same_span)
+        candidates = sorted(
+            {i for other in same_span if other.score == best for i in by_label[other.label]}
+        )
         spans_used.add((mention.start, mention.end))
         if len(candidates) == 1:
             named.append((mention.start, candidates[0]))
