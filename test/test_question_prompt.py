@@ -166,3 +166,13 @@ def test_bad_questions_are_refused_clearly():
     assert not empty.success and empty.message == 'the question is empty'
     long = asyncio.run(answer_question(snapshot, 'x' * 5000, None, PLAIN))
     assert not long.success and 'longer than 4096 bytes' in long.message
+
+
+def test_an_exact_label_names_its_object_beside_a_longer_label_with_that_head_noun():
+    # tum_office has a "chair" and an "office chair": "the chair" is the chair.
+    scene, frame, _ = build_real_scene('tum_office')
+    question = 'Which is closer to the camera, the chair or the plastic bag?'
+    reply = asyncio.run(answer_question(QuerySnapshot(scene, frame.rgb), question, None, PLAIN))
+    assert reply.success, reply.message
+    assert {m.object_ids[0] for m in reply.measurements} == {'chair_0', 'plastic_bag_0'}
+    assert reply.answer.startswith('chair_0 is the nearest to the camera.')

@@ -50,6 +50,26 @@ def object_caption(obj: SpatialObject, positions_in_camera_frame: bool) -> str:
     return f'{obj.id} ({x:.2f}, {y:.2f}, {z:.2f}) m'
 
 
+def _checked_copy(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
+    """A writable copy of an RGB uint8 (H, W, 3) image, or :class:`AnnotationError`."""
+    array = np.asarray(rgb)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
+        raise AnnotationError(
+            f'expected an RGB uint8 image of shape (H, W, 3), got {array.dtype} {array.shape}'
+        )
+    return np.ascontiguousarray(array).copy()
+
+
+def _pixel_corners(box: PixelBox, width: int, height: int) -> tuple[int, int, int, int]:
+    """Inclusive pixel corners of a half-open box (the last covered pixel is x_max - 1)."""
+    return (
+        round(min(max(box.x_min, 0.0), width - 1)),
+        round(min(max(box.y_min, 0.0), height - 1)),
+        round(min(max(box.x_max - 1.0, 0.0), width - 1)),
+        round(min(max(box.y_max - 1.0, 0.0), height - 1)),
+    )
+
+
 def _text_block(
     image: npt.NDArray[np.uint8],
     text: str,
@@ -79,12 +99,7 @@ def annotate_scene(
 ) -> npt.NDArray[np.uint8]:
     """A copy of ``rgb`` (H, W, 3, RGB order) with ``scene`` drawn on it."""
     style = style or AnnotationStyle()
-    array = np.asarray(rgb)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise AnnotationError(
-            f'expected an RGB uint8 image of shape (H, W, 3), got {array.dtype} {array.shape}'
-        )
-    image = np.ascontiguousarray(array).copy()
+    image = _checked_copy(rgb)
     height, width = image.shape[:2]
     # Sizes scale with the image so a 320-px thumbnail and a 1280-px frame both stay legible.
     unit = max(min(width, height) / 480.0, 0.4)
@@ -94,11 +109,7 @@ def annotate_scene(
     optical = positions_are_optical(scene)
     for obj in scene.objects:
         colour = label_color(obj.label).as_rgb8()
-        x0 = round(min(max(obj.box.x_min, 0.0), width - 1))
-        y0 = round(min(max(obj.box.y_min, 0.0), height - 1))
-        # Half-open boxes: the last covered pixel is x_max - 1.
-        x1 = round(min(max(obj.box.x_max - 1.0, 0.0), width - 1))
-        y1 = round(min(max(obj.box.y_max - 1.0, 0.0), height - 1))
+        x0, y0, x1, y1 = _pixel_corners(obj.box, width, height)
         cv2.rectangle(image, (x0, y0), (x1, y1), colour, thickness)
         caption = object_caption(obj, optical)
         (_, text_h), baseline = cv2.getTextSize(caption, _FONT, font_scale, text_thickness)
@@ -191,12 +202,7 @@ def draw_marks(rgb: npt.NDArray[np.uint8], marks: Sequence[Mark]) -> MarkedImage
     before, else the one with the least overlap. Sizes scale with the image so the ids stay
     legible after an engine shrinks the image to its pixel budget.
     """
-    array = np.asarray(rgb)
-    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
-        raise AnnotationError(
-            f'expected an RGB uint8 image of shape (H, W, 3), got {array.dtype} {array.shape}'
-        )
-    image = np.ascontiguousarray(array).copy()
+    image = _checked_copy(rgb)
     height, width = image.shape[:2]
     unit = max(min(width, height) / 480.0, 0.4)
     font_scale = 0.55 * unit
@@ -205,10 +211,7 @@ def draw_marks(rgb: npt.NDArray[np.uint8], marks: Sequence[Mark]) -> MarkedImage
     pad = max(2, round(2 * unit))
     boxes = []
     for mark in marks:
-        x0 = round(min(max(mark.box.x_min, 0.0), width - 1))
-        y0 = round(min(max(mark.box.y_min, 0.0), height - 1))
-        x1 = round(min(max(mark.box.x_max - 1.0, 0.0), width - 1))
-        y1 = round(min(max(mark.box.y_max - 1.0, 0.0), height - 1))
+        x0, y0, x1, y1 = _pixel_corners(mark.box, width, height)
         boxes.append((x0, y0, x1, y1))
         cv2.rectangle(image, (x0, y0), (x1, y1), label_color(mark.label).as_rgb8(), thickness)
     order = sorted(
