@@ -111,6 +111,16 @@ fi
 "${VPY}" -c "import spatial_vlm_ros.msg, spatial_vlm_ros.srv, spatial_vlm_ros.core" \
   || { echo "[setup] the package or its interfaces do not import" >&2; exit 1; }
 
+# The lifter's numba kernels compile once (tens of seconds) into numba's on-disk cache; doing it
+# here keeps that out of the first test, node start or replay (which then load it in ~0.3 s).
+KERNELS="${ROOT}/spatial_vlm_ros/core/_lifting_kernels.py"
+if ! fresh lifting-kernels "${KERNELS}" "${ROOT}/spatial_vlm_ros/core/lifting.py" "$0"; then
+  log "compiling the lifting kernels (numba, float32 and float64 depth)"
+  "${VPY}" -c "import numpy as np; from spatial_vlm_ros.core.lifting import warm_up; \
+print(f'[setup] lifting kernels ready in {warm_up((np.float32, np.float64)):.1f} s')"
+  stamp lifting-kernels
+fi
+
 # --- engines: the sglang contract environment (test/test_sglang_contract.py) -------------------
 # ~0.5 GB beside the main venv; set SPATIAL_VLM_SKIP_SGLANG_CONTRACT=1 to leave it out (the
 # contract tests then skip, loudly; CI requires them).

@@ -17,6 +17,7 @@ from pathlib import Path
 import sys
 from typing import Any
 
+from spatial_vlm_ros import settings
 from spatial_vlm_ros.core.types import SpatialVlmError
 from spatial_vlm_ros.runtime import tune_memory_allocator
 
@@ -25,45 +26,21 @@ EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_BAG_DIR = REPO_ROOT / 'data' / 'sample_bag'
-ENGINE_CHOICES = ('recorded', 'sglang', 'openai', 'transformers')
 
 
 class CliError(SpatialVlmError):
     """A command-line option is unusable."""
 
 
-def _vocabulary(text: str) -> tuple[str, ...]:
-    return tuple(word.strip() for word in text.split(',') if word.strip())
-
-
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group('engine')
-    group.add_argument(
-        '--engine',
-        choices=ENGINE_CHOICES,
-        help='VLM backend (default: recorded when --recording is given, else sglang)',
+    """The settings the replay shares with the node (spatial_vlm_ros/settings.py), one flag
+    each; ``--engine`` defaults to recorded when ``--recording`` is given."""
+    group = parser.add_argument_group(
+        'pipeline (the node parameters of the same names; defaults from settings.py)'
     )
-    group.add_argument(
-        '--model',
-        default='',
-        help='model profile name, Hugging Face id or local checkpoint directory '
-        '(default: the default profile; for recorded: the id stored in the recording)',
-    )
-    group.add_argument('--recording', type=Path, help='JSONL of raw model outputs (recorded)')
-    group.add_argument(
-        '--server-url',
-        default='http://127.0.0.1:30000',
-        help='OpenAI-compatible server (openai engine)',
-    )
-    group.add_argument('--device', default='auto', help='torch device (transformers engine)')
-    group.add_argument(
-        '--record-to', type=Path, help='also append every raw model output to this JSONL'
-    )
-    group.add_argument(
-        '--vocabulary',
-        type=_vocabulary,
-        default=(),
-        help='comma-separated classes to ground (default: every salient object)',
+    settings.add_cli_flags(
+        group,
+        aliases={'record_outputs': ('--record-to',), 'sync_slop_s': ('--slop',)},
     )
 
 
@@ -82,15 +59,6 @@ def _add_replay_options(parser: argparse.ArgumentParser) -> None:
     )
     run.add_argument(
         '--max-frames', type=int, default=0, help='stop after N processed frames (0: all)'
-    )
-    run.add_argument(
-        '--depth-scale',
-        type=float,
-        default=0.0,
-        help='metres per depth unit (default: by encoding, 16UC1 = 0.001, 32FC1 = 1)',
-    )
-    run.add_argument(
-        '--slop', type=float, default=0.05, help='RGB-depth pairing tolerance, seconds'
     )
     run.add_argument('--no-bag', action='store_true', help='do not write the output MCAP bag')
     run.add_argument('--no-report', action='store_true', help='do not write report.html')
@@ -135,6 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument('--qos-depth', type=int, default=10)
     play.add_argument('--topics', nargs='+', default=[], help='only these topics')
     play.add_argument(
+        '--remap',
+        nargs='+',
+        default=[],
+        metavar='FROM:=TO',
+        help='publish bag topic FROM as TO (exact names), like `ros2 bag play --remap`',
+    )
+    play.add_argument(
         '--wait-for-subscribers',
         type=float,
         default=0.0,
@@ -166,46 +141,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _engine_kind(args: argparse.Namespace) -> str:
-    if args.engine:
-        return str(args.engine)
-    return 'recorded' if args.recording else 'sglang'
-
-
-def _engine_options(kind: str, args: argparse.Namespace) -> dict[str, Any]:
-    if kind == 'recorded':
-        if not args.recording:
+def pipeline_values(args: argparse.Namespace) -> dict[str, Any]:
+    """The replay's settings: the flags given, the table's defaults for the rest, and engine
+    ``recorded`` when ``--recording`` is given without ``--engine``."""
+    values = settings.complete(settings.values_from_cli(args))
+    if args.engine is None and args.recording is not None:
+        values['engine'] = 'recorded'
+    if values['engine'] == 'recorded':
+        if not values['recording']:
             raise CliError('--engine recorded needs --recording FILE.jsonl')
-        if not Path(args.recording).is_file():
-            raise CliError(f'recording not found: {args.recording}')
-        return {'path': str(args.recording)}
-    if kind == 'openai':
-        return {'base_url': args.server_url}
-    if kind == 'transformers':
-        return {'device': args.device}
-    return {}
+        if not Path(values['recording']).is_file():
+            raise CliError(f'recording not found: {values["recording"]}')
+    problems = settings.validate(values)
+    if problems:
+        raise CliError('; '.join(problems))
+    return values
 
 
-def _build_pipeline(
-    kind: str,
-    model: str,
-    options: dict[str, Any],
-    vocabulary: tuple[str, ...],
-    depth_scale: float,
-    record_to: Path | None,
-) -> Any:
-    from spatial_vlm_ros.core.camera import DepthConfig
-    from spatial_vlm_ros.engines.registry import create_engine
-    from spatial_vlm_ros.pipeline import PipelineConfig, SpatialPipeline
+def _build_pipeline(values: dict[str, Any]) -> Any:
+    from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline
 
-    engine = create_engine(
-        kind, model or None, record_to=str(record_to) if record_to else None, **options
-    )
-    config = PipelineConfig(
-        vocabulary=vocabulary,
-        depth=DepthConfig(depth_scale=depth_scale if depth_scale > 0 else None),
-    )
-    return SpatialPipeline(engine, model, config)
+    return SpatialPipeline.from_settings(PipelineSettings.from_parameters(values))
 
 
 def _run_replay(
@@ -277,15 +233,16 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
     # Check the bag before building the engine: loading a model for a typo wastes minutes.
     resolve_bag_path(args.bag)
-    kind = _engine_kind(args)
-    pipeline = _build_pipeline(
-        kind,
-        args.model,
-        _engine_options(kind, args),
-        args.vocabulary,
-        args.depth_scale,
-        args.record_to,
-    )
+    values = pipeline_values(args)
+    for name in ('target_frame', 'relation_frame'):
+        if values[name]:
+            print(
+                f'warning: --{name.replace("_", "-")} {values[name]}: the replay has no TF '
+                'source yet, so positions and relations stay in the camera frame (each scene '
+                'says which frame it uses)',
+                file=sys.stderr,
+            )
+    pipeline = _build_pipeline(values)
     return _run_replay(
         args.bag,
         args.out,
@@ -295,7 +252,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         info_topic=args.info_topic,
         rate_hz=args.rate,
         max_frames=args.max_frames,
-        slop_s=args.slop,
+        slop_s=values['sync_slop_s'],
         write_bag=not args.no_bag,
         write_report=not args.no_report,
         progress=not args.quiet,
@@ -303,7 +260,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def cmd_play(args: argparse.Namespace) -> int:
-    from spatial_vlm_ros.replay.play import PlayOptions, play_bag
+    from spatial_vlm_ros.replay.play import PlayOptions, parse_remap, play_bag
 
     stats = play_bag(
         PlayOptions(
@@ -315,6 +272,7 @@ def cmd_play(args: argparse.Namespace) -> int:
             best_effort=args.best_effort,
             qos_depth=args.qos_depth,
             topics=tuple(args.topics),
+            remap=tuple(parse_remap(rule) for rule in args.remap),
             wait_for_subscribers_s=args.wait_for_subscribers,
         )
     )
@@ -397,13 +355,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 '  Depth lifting, relations, markers and the report are computed live.',
             ]
         )
-        options: dict[str, Any] = {'path': str(args.recording)}
+        values: dict[str, Any] = {'engine': kind, 'recording': str(args.recording)}
         if not Path(args.recording).is_file():
             raise CliError(f'recording not found: {args.recording}')
     else:
         _banner(['spatial-vlm demo: engine = SGLANG (live model)', f'  why: {why}'])
-        options = {}
-    pipeline = _build_pipeline(kind, '', options, (), 0.0, None)
+        values = {'engine': kind}
+    pipeline = _build_pipeline(values)
     status = _run_replay(args.bag, args.out, pipeline, progress=not args.quiet)
     print(
         f'demo outputs in {args.out.resolve()}: open report.html in a browser, or '

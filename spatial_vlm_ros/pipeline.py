@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 import difflib
 import math
@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from spatial_vlm_ros import settings as settings_table
 from spatial_vlm_ros.core.camera import (
     DepthConfig,
     make_rgbd_frame_with_warnings,
@@ -30,6 +31,7 @@ from spatial_vlm_ros.core.image_decoding import decode_color_any
 from spatial_vlm_ros.core.lifting import LiftingConfig, lift_boxes
 from spatial_vlm_ros.core.pairing import RgbdSet
 from spatial_vlm_ros.core.relations import RelationConfig, compute_relations, transform_objects
+from spatial_vlm_ros.core.scheduling import Deadline
 from spatial_vlm_ros.core.types import (
     Detection,
     FloatArray,
@@ -79,50 +81,53 @@ class PipelineSettings:
     config: PipelineConfig
     engine_options: dict[str, Any] = field(default_factory=dict)
     record_outputs: str = ''
+    request_timeout_s: float = 30.0  # one deadline per request (scene, query, locate)
 
     @classmethod
-    def from_parameters(cls, values: dict[str, Any]) -> PipelineSettings:
-        vocabulary = normalize_vocabulary(values.get('vocabulary'))
-        depth_scale = float(values.get('depth_scale', 0.0))
+    def from_parameters(cls, values: Mapping[str, Any]) -> PipelineSettings:
+        """Settings from node parameters or CLI flags: names and defaults of
+        ``spatial_vlm_ros.settings`` (missing names take the table's default)."""
+        values = settings_table.complete(values)
+        depth_scale = float(values['depth_scale'])
+        min_depth_m, max_depth_m = float(values['min_depth_m']), float(values['max_depth_m'])
         config = PipelineConfig(
-            vocabulary=vocabulary,
+            vocabulary=normalize_vocabulary(values['vocabulary']),
             depth=DepthConfig(
                 depth_scale=depth_scale if depth_scale > 0 else None,
-                min_depth_m=float(values.get('min_depth_m', 0.1)),
-                max_depth_m=float(values.get('max_depth_m', 10.0)),
+                min_depth_m=min_depth_m,
+                max_depth_m=max_depth_m,
             ),
-            lifting=LiftingConfig(
-                min_depth_m=float(values.get('min_depth_m', 0.1)),
-                max_depth_m=float(values.get('max_depth_m', 10.0)),
-            ),
+            lifting=LiftingConfig(min_depth_m=min_depth_m, max_depth_m=max_depth_m),
             relations=replace(
                 RelationConfig(),
-                near_threshold_m=float(values.get('near_threshold_m', 0.5)),
-                mode=str(values.get('relations', RelationConfig.mode)),
-                per_object=int(values.get('relations_per_object', RelationConfig.per_object)),
+                near_threshold_m=float(values['near_threshold_m']),
+                mode=str(values['relations']),
+                per_object=int(values['relations_per_object']),
             ),
-            max_objects=int(values.get('max_objects', 64)),
-            target_frame=str(values.get('target_frame', '')),
-            relation_frame=str(values.get('relation_frame', '')),
+            max_objects=int(values['max_objects']),
+            target_frame=str(values['target_frame']),
+            relation_frame=str(values['relation_frame']),
         )
-        kind = str(values.get('engine', 'sglang'))
+        kind = str(values['engine'])
+        in_flight = int(values['max_in_flight'])
         options: dict[str, Any] = {}
         if kind == 'recorded':
-            options['path'] = values.get('recording', '')
+            options['path'] = str(values['recording'])
         elif kind == 'openai':
-            options['base_url'] = values.get('server_url', '')
-            options['served_model_name'] = str(values.get('served_model_name', ''))
-            options['api_key_env'] = values.get('api_key_env', 'OPENAI_API_KEY')
-            options['max_concurrency'] = int(values.get('max_in_flight', 1)) + 1
+            options['base_url'] = str(values['server_url'])
+            options['served_model_name'] = str(values['served_model_name'])
+            options['api_key_env'] = str(values['api_key_env'])
+            options['max_concurrency'] = in_flight + 1
         elif kind == 'transformers':
-            options['device'] = values.get('device', 'auto')
-            options['max_batch_size'] = max(int(values.get('max_in_flight', 1)) + 1, 1)
+            options['device'] = str(values['device'])
+            options['max_batch_size'] = in_flight + 1
         return cls(
             engine_kind=kind,
-            model=str(values.get('model', '')),
+            model=str(values['model']),
             config=config,
             engine_options=options,
-            record_outputs=str(values.get('record_outputs', '')),
+            record_outputs=str(values['record_outputs']),
+            request_timeout_s=float(values['request_timeout_s']),
         )
 
 
@@ -164,7 +169,10 @@ class SpatialPipeline:
             record_to=settings.record_outputs or None,
             **settings.engine_options,
         )
-        return cls(engine, settings.model, settings.config)
+        # Recorded outputs name the model that produced them: label the scenes with that, not
+        # with a profile that never ran.
+        model_id = '' if settings.engine_kind == 'recorded' else settings.model
+        return cls(engine, model_id, settings.config)
 
     async def start(self) -> None:
         await self.engine.start()
@@ -212,13 +220,15 @@ class SpatialPipeline:
         relation_from_camera: FloatArray | None = None,
         warnings: Sequence[str] = (),
         timings: StageTimings | None = None,
+        deadline: Deadline | None = None,
     ) -> Scene:
         """Ground, lift and relate one frame.
 
         ``now_ns`` gives the clock that latency is measured against (ROS time in the node);
         None measures the wall time spent here (bag time does not advance in a replay).
         ``timings`` carries the stages measured before this call (receive, pair, queue,
-        decode); the engine, lift and relations stages are measured here.
+        decode); the engine, lift and relations stages are measured here. ``deadline`` is the
+        request's one deadline; the engine call gets what is left of it.
         """
         started_s = time.perf_counter()
         words = tuple(vocabulary) if vocabulary is not None else self.config.vocabulary
@@ -228,6 +238,7 @@ class SpatialPipeline:
                 task=TaskKind.GROUND,
                 stamp_ns=frame.stamp_ns,
                 vocabulary=words,
+                timeout_s=_remaining_s(deadline),
             )
         )
         engine_ms = 1e3 * (time.perf_counter() - started_s)
@@ -254,13 +265,15 @@ class SpatialPipeline:
         now_ns: Callable[[], int] | int | None = None,
         transforms: TransformLookup | None = None,
         timings: StageTimings | None = None,
+        deadline: Deadline | None = None,
     ) -> Scene:
         """Decode (off the event loop), look up transforms at the image stamp, perceive.
 
-        ``timings`` may carry the receive, pair and queue stages the caller measured.
+        ``timings`` may carry the receive, pair and queue stages the caller measured;
+        ``deadline`` is the request's one deadline.
         """
         _, scene = await self._perceive_paired_frame(
-            paired, vocabulary, now_ns, transforms, timings
+            paired, vocabulary, now_ns, transforms, timings, deadline
         )
         return scene
 
@@ -271,6 +284,7 @@ class SpatialPipeline:
         now_ns: Callable[[], int] | int | None,
         transforms: TransformLookup | None,
         timings: StageTimings | None = None,
+        deadline: Deadline | None = None,
     ) -> tuple[RgbdFrame, Scene]:
         loop = asyncio.get_running_loop()
         decode_started_s = time.perf_counter()
@@ -289,6 +303,7 @@ class SpatialPipeline:
             relation_from_camera=relation[1],
             warnings=warnings,
             timings=replace(timings or StageTimings(), decode_ms=decode_ms),
+            deadline=deadline,
         )
         return frame, scene
 
@@ -316,11 +331,14 @@ class SpatialPipeline:
         vocabulary: Sequence[str] | None = None,
         now_ns: Callable[[], int] | int | None = None,
         transforms: TransformLookup | None = None,
+        deadline: Deadline | None = None,
     ) -> Answer:
-        """Answer ``question`` on one snapshot; ``scene`` reuses an already computed grounding."""
+        """Answer ``question`` on one snapshot; ``scene`` reuses an already computed grounding.
+
+        ``deadline`` covers both engine calls (grounding, when needed, and the answer)."""
         if scene is None:
             frame, scene = await self._perceive_paired_frame(
-                paired, vocabulary, now_ns, transforms
+                paired, vocabulary, now_ns, transforms, deadline=deadline
             )
             rgb = frame.rgb
         else:  # the grounding exists: only the colour image is needed (usually still kept)
@@ -331,6 +349,7 @@ class SpatialPipeline:
                 task=TaskKind.QUESTION,
                 stamp_ns=paired.stamp_ns,
                 question=question,
+                timeout_s=_remaining_s(deadline),
             )
         )
         parsed = response.parsed
@@ -485,6 +504,14 @@ def referenced_object_ids(scene: Scene, text: str) -> tuple[str, ...]:
         for obj in scene.objects
         if obj.id.lower() in lowered or obj.label.lower() in lowered
     )
+
+
+def _remaining_s(deadline: Deadline | None) -> float | None:
+    """What an engine call may still take (None: the engine's own default). A passed deadline
+    leaves a token budget rather than 0, which engines would read as "no deadline"."""
+    if deadline is None:
+        return None
+    return max(deadline.remaining_s(), 1e-3)
 
 
 def _inference_ms(response: EngineResponse, started_s: float) -> float:

@@ -92,3 +92,49 @@ def spin_until(
             return True
         executor.spin_once(timeout_sec=step_s)
     return predicate()
+
+
+# ---------------------------------------------------------------- the node over DDS
+# Shared by the DDS test modules; Harness and the recorded texts live in test_node_dds.py.
+
+
+@pytest.fixture()
+def stamps() -> list[int]:
+    start = time.time_ns()
+    # Up to 24 s of frames at 0.2 s (more at 0.5 s); streams stop as soon as the test has seen
+    # what it waits for, so the length only matters on a slow machine.
+    return [start + i * 200_000_000 for i in range(120)]
+
+
+@pytest.fixture()
+def recording(tmp_path: Path, stamps: list[int]) -> Path:
+    """A recorded-engine JSONL with the two-object grounding and an answer for every stamp."""
+    import json
+
+    from test_node_dds import ANSWER_TEXT, RECORDED_TEXT
+
+    path = tmp_path / 'recorded.jsonl'
+    with path.open('w') as out:
+        for stamp in stamps:
+            out.write(json.dumps({'stamp_ns': stamp, 'text': RECORDED_TEXT}) + '\n')
+            out.write(
+                json.dumps({'stamp_ns': stamp, 'task': 'question', 'text': ANSWER_TEXT}) + '\n'
+            )
+    return path
+
+
+@pytest.fixture()
+def harness_factory(rclpy_session: Any) -> Iterator[Any]:
+    """Makes test-side nodes (camera publishers, scene listeners, service clients)."""
+    from test_node_dds import Harness
+
+    made: list[Any] = []
+
+    def make(reliability: Any) -> Any:
+        harness = Harness(rclpy_session, reliability)
+        made.append(harness)
+        return harness
+
+    yield make
+    for harness in made:
+        harness.close()

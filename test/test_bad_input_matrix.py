@@ -95,28 +95,37 @@ class LiveNode:
     """An active node plus what a test needs to drive and observe it."""
 
     def __init__(self, node: Any, stamps: list[int]) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
         self.node = node
         self.stamps = stamps
+        # Service handlers are coroutines: an executor runs them, as in the node process.
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(node)
+
+    def call(self, handler: Callable[..., Any], request: Any, response: Any) -> Any:
+        """Run a service handler the way the executor does, and wait for its reply."""
+        task = self.executor.create_task(handler, request, response)
+        self.executor.spin_until_future_complete(task, timeout_sec=60.0)
+        assert task.done(), 'the service handler never finished'
+        return task.result()
 
     @property
     def errors(self) -> dict[str, int]:
-        return dict(self.node._errors)
+        return dict(self.node._reporter.errors.counts)
 
     @property
     def last_error(self) -> str:
-        return self.node._last_error
+        return self.node._reporter.errors.last_error
 
     def scene_at(self, stamp_ns: int) -> Any:
-        for scene in list(self.node._scenes):
-            if scene.stamp_ns == stamp_ns:
-                return scene
-        return None
+        return self.node._snapshots.scene(stamp_ns)
 
     def drops(self) -> dict[str, int]:
         return self.node._scheduler.drop_counts()
 
     def pairing(self) -> dict[str, int]:
-        return self.node._pairer.stats().as_flat_dict()
+        return self.node._inputs.pairer.stats().as_flat_dict()
 
     def is_active(self) -> bool:
         return self.node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
@@ -125,7 +134,7 @@ class LiveNode:
         convert = as_received if received else (lambda msg: msg)
         for stream, msg in (('info', info), ('depth', depth), ('rgb', rgb)):
             if msg is not None:
-                self.node._on_input(stream, convert(msg))
+                self.node._inputs._on_message(stream, convert(msg))
 
     def feed_good(self, stamp_ns: int) -> Any:
         """Send a clean frame and return its scene (asserting one is published)."""
@@ -141,7 +150,7 @@ class LiveNode:
 def live_node(rclpy_session: Any, tmp_path: Path) -> Iterator[Callable[..., LiveNode]]:
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    made: list[Any] = []
+    made: list[LiveNode] = []
 
     def start(
         texts: dict[int, str] | None = None,
@@ -164,15 +173,16 @@ def live_node(rclpy_session: Any, tmp_path: Path) -> Iterator[Callable[..., Live
                 )
         values = {'max_frame_age_s': 30.0, 'rate_hz': 0.0, **overrides}
         node = make_node(rclpy_session, path, **values)
-        made.append(node)
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        return LiveNode(node, stamps)
+        made.append(LiveNode(node, stamps))
+        return made[-1]
 
     yield start
-    for node in made:
-        node.trigger_shutdown()
-        node.destroy_node()
+    for live in made:
+        live.executor.shutdown()
+        live.node.trigger_shutdown()
+        live.node.destroy_node()
 
 
 @pytest.fixture(scope='module')
@@ -198,7 +208,7 @@ def diagnostics_of(listener: Any, live: LiveNode) -> dict[str, str]:
     def mine() -> dict[str, str] | None:
         for array in reversed(listener.received):
             for status in array.status:
-                if status.hardware_id == name:
+                if status.name == f'{name}: pipeline':
                     return {kv.key: kv.value for kv in status.values} | {'message': status.message}
         return None
 
@@ -462,7 +472,7 @@ def test_bad_frame_is_reported_and_the_stream_goes_on(live_node: Any, case: Fram
         assert wait_until(lambda: _count(live, case.drop_keys) > drops_before), (
             f'not counted: drops={live.drops()} pairing={live.pairing()}'
         )
-        assert not [s for s in live.node._scenes if s.stamp_ns not in (live.stamps[0],)]
+        assert not [s for s in live.node._snapshots.scenes() if s.stamp_ns != live.stamps[0]]
     else:
         assert wait_until(lambda: live.scene_at(bad) is not None), (
             f'no scene: errors={live.errors} last_error={live.last_error!r}'
@@ -631,14 +641,14 @@ def query(live: LiveNode, question: str, stamp_ns: int = 0) -> Any:
     from spatial_vlm_ros.srv import SpatialQuery
 
     request = SpatialQuery.Request(question=question, stamp=ns_to_stamp(stamp_ns))
-    return live.node._on_query(request, SpatialQuery.Response())
+    return live.call(live.node._spatial_services.on_query, request, SpatialQuery.Response())
 
 
 def locate(live: LiveNode, description: str, target_frame: str = '') -> Any:
     from spatial_vlm_ros.srv import LocateObject
 
     request = LocateObject.Request(description=description, target_frame=target_frame)
-    return live.node._on_locate(request, LocateObject.Response())
+    return live.call(live.node._spatial_services.on_locate, request, LocateObject.Response())
 
 
 @dataclass(frozen=True)

@@ -291,3 +291,95 @@ def test_the_console_script_entry_point_runs(tmp_path):
         env=dict(os.environ),
     )
     assert result.returncode == 0 and result.stdout.strip()
+
+
+def test_replay_sets_every_setting_it_shares_with_the_node(small_bag, tmp_path, capsys):
+    """One table: each node parameter of scope `both` is a replay flag and reaches the pipeline."""
+    from spatial_vlm_ros import settings
+    from spatial_vlm_ros.pipeline import PipelineSettings
+
+    bag, recording, _ = small_bag
+    given = {
+        'max_objects': 1,
+        'near_threshold_m': 0.25,
+        'min_depth_m': 0.2,
+        'max_depth_m': 5.0,
+        'depth_scale': 0.001,
+        'sync_slop_s': 0.02,
+        'request_timeout_s': 12.0,
+        'vocabulary': ['cup', 'book'],
+        'relation_frame': 'base_link',
+        'target_frame': 'map',
+        'max_in_flight': 3,
+    }
+    flags = [f'--{name.replace("_", "-")}' for name in given]
+    argv = ['replay', str(bag), '-o', str(tmp_path / 'out'), '--recording', str(recording)]
+    for flag, value in zip(flags, given.values(), strict=True):
+        argv += [flag, ','.join(value) if isinstance(value, list) else str(value)]
+    values = cli.pipeline_values(cli.build_parser().parse_args(argv))
+    assert {name: values[name] for name in given} == given
+    assert values['engine'] == 'recorded'  # --recording without --engine
+    shared = {s.name for s in settings.SETTINGS if s.scope == settings.BOTH}
+    assert set(given) | {'engine', 'recording'} <= shared
+    pipeline_settings = PipelineSettings.from_parameters(values)
+    config = pipeline_settings.config
+    assert (config.max_objects, config.relations.near_threshold_m) == (1, 0.25)
+    assert (config.depth.min_depth_m, config.lifting.max_depth_m) == (0.2, 5.0)
+    assert (config.target_frame, config.relation_frame) == ('map', 'base_link')
+    assert config.vocabulary == ('cup', 'book') and config.depth.depth_scale == 0.001
+    assert pipeline_settings.request_timeout_s == 12.0
+
+    out = tmp_path / 'run'
+    status = cli.main(
+        ['replay', str(bag), '-o', str(out), '--recording', str(recording), '--quiet']
+        + ['--max-objects', '1', '--near-threshold-m', '0.25', '--no-bag', '--no-report']
+    )
+    assert status == cli.EXIT_OK, capsys.readouterr().err
+    scenes = [json.loads(line) for line in (out / 'scenes.jsonl').read_text().splitlines()]
+    assert scenes and all(len(scene['objects']) == 1 for scene in scenes)
+
+
+def test_replay_rejects_values_outside_the_table_ranges(small_bag, tmp_path, capsys):
+    bag, recording, _ = small_bag
+    argv = ['replay', str(bag), '-o', str(tmp_path / 'o'), '--recording', str(recording)]
+    assert cli.main([*argv, '--max-objects', '0', '--quiet']) == cli.EXIT_ERROR
+    assert 'max_objects=0: must lie in [1, 1024]' in error_line(capsys)
+
+
+def test_play_remaps_topics_like_ros2_bag_play(small_bag, rclpy_session, ros_env):
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import Image
+
+    bag, _, layout = small_bag
+    with BagReader(bag) as reader:
+        count = reader.topics[layout.resolved_rgb_topic].message_count
+    node = rclpy_session.create_node('remap_listener')
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    moved: list[int] = []
+    node.create_subscription(
+        Image, '/robot/front/color/image_raw', lambda m: moved.append(m.header.stamp.sec),
+        QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE),
+    )  # fmt: skip
+    command = [
+        sys.executable, '-m', 'spatial_vlm_ros.cli', 'play', str(bag), '--rate', '4',
+        '--wait-for-subscribers', '15', '--topics', layout.resolved_rgb_topic,
+        '--remap', f'{layout.resolved_rgb_topic}:=/robot/front/color/image_raw',
+    ]  # fmt: skip
+    env = dict(ros_env, ROS_AUTOMATIC_DISCOVERY_RANGE='LOCALHOST')
+    player = subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    try:
+        spin_until(executor, lambda: player.poll() is not None, timeout_s=45)
+        spin_until(executor, lambda: len(moved) == count, timeout_s=3)
+    finally:
+        if player.poll() is None:
+            player.kill()
+        output = player.communicate()[0]
+        executor.shutdown()
+        node.destroy_node()
+    assert player.returncode == 0, output
+    assert len(moved) == count
+    assert cli.main(['play', str(bag), '--remap', 'no-separator']) == cli.EXIT_ERROR

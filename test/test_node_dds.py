@@ -8,7 +8,6 @@ config/spatial_vlm.yaml`), with the recorded engine so the model output is known
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 import json
 import math
 import os
@@ -163,40 +162,6 @@ class Harness:
     def close(self) -> None:
         self.executor.shutdown()
         self.node.destroy_node()
-
-
-@pytest.fixture()
-def stamps() -> list[int]:
-    start = time.time_ns()
-    # Up to 24 s of frames at 0.2 s (more at 0.5 s); streams stop as soon as the test has seen
-    # what it waits for, so the length only matters on a slow machine.
-    return [start + i * 200_000_000 for i in range(120)]
-
-
-@pytest.fixture()
-def recording(tmp_path: Path, stamps: list[int]) -> Path:
-    path = tmp_path / 'recorded.jsonl'
-    with path.open('w') as out:
-        for stamp in stamps:
-            out.write(json.dumps({'stamp_ns': stamp, 'text': RECORDED_TEXT}) + '\n')
-            out.write(
-                json.dumps({'stamp_ns': stamp, 'task': 'question', 'text': ANSWER_TEXT}) + '\n'
-            )
-    return path
-
-
-@pytest.fixture()
-def harness_factory(rclpy_session: Any) -> Iterator[Any]:
-    made: list[Harness] = []
-
-    def make(reliability: Any) -> Harness:
-        harness = Harness(rclpy_session, reliability)
-        made.append(harness)
-        return harness
-
-    yield make
-    for harness in made:
-        harness.close()
 
 
 def run_stream(harness: Harness, stamps: list[int], until: Any, period_s: float = 0.2) -> None:

@@ -56,17 +56,17 @@ def test_lifecycle_chain_runs_twice(rclpy_session: Any, recording: Path) -> None
             assert node._state_machine.current_state[0] == State.PRIMARY_STATE_INACTIVE
             assert node.trigger_activate() == success
             assert node._state_machine.current_state[0] == State.PRIMARY_STATE_ACTIVE
-            assert node._scheduler is not None and len(node._inputs) == 3
+            assert node._scheduler is not None and node._inputs.subscribed
             assert node.trigger_deactivate() == success
-            assert node._scheduler is None and not node._inputs
+            assert node._scheduler is None and not node._inputs.subscribed
             assert node.trigger_cleanup() == success
             assert node._state_machine.current_state[0] == State.PRIMARY_STATE_UNCONFIGURED
-            assert node._pipeline is None and not node._outputs
+            assert node._pipeline is None and node._outputs is None and node._inputs is None
         assert node.trigger_configure() == success
         assert node.trigger_activate() == success
         assert node.trigger_shutdown() == success
         assert node._state_machine.current_state[0] == State.PRIMARY_STATE_FINALIZED
-        assert node._pipeline is None and node._loop is None
+        assert node._pipeline is None and node._worker.loop is None
     finally:
         node.destroy_node()
 
@@ -196,7 +196,7 @@ def test_bad_messages_over_dds_leave_the_node_alive_and_reported(
         def reported() -> dict[str, str]:
             for array in reversed(harness.diagnostics):
                 for status in array.status:
-                    if 'spatial_vlm' in status.name:
+                    if status.name.endswith('spatial_vlm: pipeline'):
                         return {kv.key: kv.value for kv in status.values}
             return {}
 

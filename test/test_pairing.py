@@ -67,6 +67,79 @@ def test_depth_before_rgb_also_pairs():
     assert stamps_of(sets) == [(101 * MS, 100 * MS)]
 
 
+def test_a_known_lower_bound_on_the_depth_interval_decides_without_the_next_depth():
+    """2 Hz camera, depth stamped 5 ms before RGB (each message stamped when published): the
+    strict rule waits for the next depth, 500 ms later; a lower bound on the interval (given,
+    or learned from the stream as in message_filters' setInterMessageLowerBound) does not."""
+
+    def run(**config) -> tuple[list[int], pr.StampPairer]:
+        sync = pairer(slop_ns=50 * MS, **config)
+        sync.add('info', 0, 'info')
+        emitted_at = []  # for each set, the index of the message that completed it
+        for frame in range(8):
+            t = 1000 * MS + frame * 500 * MS
+            for index, (stream, stamp) in enumerate((('depth', t - 5 * MS), ('rgb', t))):
+                for _ in sync.add(stream, stamp, None, received_ns=stamp):
+                    emitted_at.append(2 * frame + index)
+        return emitted_at, sync
+
+    waited, _ = run()  # the rule before: decided by the next frame's depth
+    assert waited == [2, 4, 6, 8, 10, 12, 14]
+    given, _ = run(min_interval_ns=400 * MS)
+    assert given == [1, 3, 5, 7, 9, 11, 13, 15]  # each frame's own RGB completes it
+    learned, sync = run(min_interval_ns=None)
+    # Learning needs a few intervals first, then every frame completes on its own RGB.
+    assert learned[-4:] == [9, 11, 13, 15] and sync.min_interval_ns('depth') == 250 * MS
+
+
+def test_a_depth_image_one_period_late_is_still_paired_when_the_interval_is_learned():
+    """2 Hz: depth arrives after the next RGB (a repaired reliable sample). The fixed 0.5 s wait
+    equals the period and drops the frame (no_depth); a learned period waits 2.5 periods."""
+
+    def run(**config) -> tuple[int, int]:
+        sync = pairer(slop_ns=20 * MS, **config)
+        sync.add('info', 0, 'info')
+        emitted = 0
+        for frame in range(10):
+            t = 1000 * MS + frame * 500 * MS
+            if frame == 8:  # frame 7's depth arrives after frame 8's RGB, in order
+                emitted += len(sync.add('rgb', t, None))
+                emitted += len(sync.add('depth', t - 500 * MS, None))
+                emitted += len(sync.add('depth', t, None))
+                continue
+            if frame != 7:
+                emitted += len(sync.add('depth', t, None))
+            emitted += len(sync.add('rgb', t, None))
+        return emitted, sync.stats().dropped['rgb'].get(pr.NO_DEPTH, 0)
+
+    assert run()[1] == 1  # the fixed wait gave frame 7 up
+    emitted, no_depth = run(min_interval_ns=None)
+    assert no_depth == 0 and emitted >= 9
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(20, 200), st.integers(0, 15), st.integers(0, 60), st.randoms(use_true_random=False)
+)
+def test_a_learned_lower_bound_keeps_the_offline_result_on_regular_streams(
+    period_ms, jitter_ms, slop_ms, rng
+):
+    """Streams at a steady rate with jitter below a quarter of the period: deciding early with
+    the learned bound pairs exactly as the offline reference."""
+    jitter_ms = min(jitter_ms, period_ms // 4)
+    rgb = [i * period_ms * MS + rng.randint(0, jitter_ms) * MS for i in range(30)]
+    depth = [i * period_ms * MS + rng.randint(0, jitter_ms) * MS for i in range(30)]
+    sync = pairer(slop_ns=slop_ms * MS, queue_size=1000, max_wait_ns=10**12, min_interval_ns=None)
+    sync.add('info', 0, 'info')
+    queues = {'rgb': sorted(set(rgb)), 'depth': sorted(set(depth))}
+    emitted = []
+    while queues['rgb'] or queues['depth']:
+        stream = rng.choice([name for name, queue in queues.items() if queue])
+        emitted += sync.add(stream, queues[stream].pop(0), None)
+    emitted += sync.flush()
+    assert stamps_of(emitted) == offline_greedy(rgb, depth, slop_ms * MS)
+
+
 def test_rgb_without_depth_in_slop_is_dropped_as_no_depth():
     sync = pairer(slop_ns=10 * MS)
     sync.add('info', 0, 'info')

@@ -292,6 +292,7 @@ def test_parameters_map_onto_the_pipeline_settings() -> None:
         'base_url': 'http://gpu:30000',
         'api_key_env': 'MY_KEY',
         'max_concurrency': 4,
+        'served_model_name': '',
     }
     assert config.vocabulary == ('mug', 'chair')
     assert config.depth.depth_scale is None

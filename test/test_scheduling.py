@@ -124,6 +124,42 @@ def test_rate_limit_bounds_dispatches() -> None:
     assert drops['superseded'] >= 40  # the rest were replaced by newer frames, not queued
 
 
+def test_a_late_frame_does_not_hold_back_the_next_one() -> None:
+    """2 Hz camera, rate_hz 2: frame 2 arrives late, just before frame 3 (a repaired sample).
+    Both are sent, and frame 3 does not wait a period behind frame 2."""
+
+    async def scenario() -> tuple[list[tuple[int, float]], dict[str, int]]:
+        loop = asyncio.get_running_loop()
+        taken: list[tuple[int, float]] = []
+
+        async def process(frame: StampedFrame[int]) -> int:
+            taken.append((frame.frame, frame.queue_ms))
+            return frame.frame
+
+        scheduler: FrameScheduler[int, int] = FrameScheduler(
+            process, lambda f, r: None, SchedulerConfig(rate_hz=2.0, max_age_s=5.0),
+            clock_ns=lambda: int(loop.time() * 1e9),
+        )  # fmt: skip
+        stop = asyncio.Event()
+        worker = asyncio.ensure_future(scheduler.run(stop))
+        start = loop.time()
+        for index, arrives_s in ((0, 0.0), (1, 0.5), (2, 1.49), (3, 1.5), (4, 2.5)):
+            await asyncio.sleep(max(0.0, start + arrives_s - loop.time()))
+            stamp = int((start + 0.5 * index) * 1e9)
+            scheduler.submit(stamp, index, loop)
+            await asyncio.sleep(0.002)  # frame 2 is taken before frame 3 arrives
+        await asyncio.sleep(0.3)
+        stop.set()
+        await worker
+        return taken, scheduler.drop_counts()
+
+    taken, drops = asyncio.run(scenario())
+    assert [frame for frame, _ in taken] == [0, 1, 2, 3, 4]
+    assert drops['superseded'] == 0
+    queue_ms = dict(taken)
+    assert queue_ms[3] < 250.0, taken  # a fixed 0.5 s gap since frame 2 made it wait ~490 ms
+
+
 def test_frames_older_than_max_age_are_never_sent() -> None:
     async def scenario() -> tuple[list[int], dict[str, int]]:
         loop = asyncio.get_running_loop()

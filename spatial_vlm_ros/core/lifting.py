@@ -37,12 +37,14 @@ claimed pixels lie inside that other box, which that surface fills better), the 
 again without the other object's pixels (:class:`DepthExclusion`), so a partly hidden object is
 placed at its own visible surface instead of its occluder's.
 
-The work is laid out for speed, not per box: the boxes of one call share every array pass (one
-noise-adapted coordinate computation over all their samples, one joint histogram with a gap
-between boxes, one weight table per image axis) and only what is sequential by nature (merging
-histogram peaks, order statistics) runs per box. The result for a box is the one it gets when
-lifted alone; test/test_lifting_equivalence.py checks it against the one-box-at-a-time version
-this replaced, and docs/PERFORMANCE.md has the timings.
+The per-sample work runs in compiled passes (core/_lifting_kernels.py, numba) shared by all
+boxes of one call: one read of every box's lattice with a table of the frame's distinct depths,
+one joint histogram with a gap between boxes, one weight table per image axis; this module keeps
+the orchestration and the numpy steps between the passes (the logarithm of each distinct depth,
+the axis weights, the histogram smoothing), so every value is numpy's. :func:`warm_up` loads
+(or compiles) the kernels ahead of the first frame. The result for a box is the one it gets
+when lifted alone; test/test_lifting_equivalence.py checks it against the one-box-at-a-time
+version, and docs/PERFORMANCE.md has the timings.
 
 The two baselines the benchmark compares against (centre pixel, box median) live in
 bench/lifting_baselines.py.
@@ -51,13 +53,16 @@ bench/lifting_baselines.py.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+import functools
 import math
+import time
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
+from spatial_vlm_ros.core import _lifting_kernels as kernels
 from spatial_vlm_ros.core.types import (
     CameraIntrinsics,
     FloatArray,
@@ -168,25 +173,40 @@ class DepthExclusion:
 
 
 @dataclass(frozen=True)
-class _Support:
-    """The pixels a lift used, for resolving occlusions: where they are, and the depth range of
-    the surface (nearest and farthest pixel, widened by the sensor noise at both ends)."""
+class _Lifts:
+    """What :func:`_lift_many` found for each of its boxes, as arrays (box ``i`` in row ``i``).
 
-    us: npt.NDArray[np.float64]
-    vs: npt.NDArray[np.float64]
-    near_m: float
-    far_m: float
+    Boxes without a position have NaN there. ``support_u``/``support_v`` hold the image
+    coordinates of the pixels each positioned box was lifted from, box after box (``starts``),
+    and ``near``/``far`` their depth range widened by the sensor noise at both ends: what
+    resolving occlusions needs.
+    """
 
-    def share_inside(self, box: PixelBox) -> float:
-        """Fraction of the pixels whose centres lie in ``box``."""
-        inside = _centres_inside(self.us, box.x_min, box.x_max)
-        inside &= _centres_inside(self.vs, box.y_min, box.y_max)
-        return float(np.count_nonzero(inside)) / max(self.us.size, 1)
+    depth_samples: npt.NDArray[np.int64]
+    ratios: FloatArray
+    positioned: npt.NDArray[np.bool_]
+    positions: FloatArray  # (B, 3)
+    covariances: FloatArray  # (B, 3, 3)
+    sizes: FloatArray  # (B, 3)
+    near: FloatArray
+    far: FloatArray
+    starts: npt.NDArray[np.int64]  # (B + 1,)
+    support_u: FloatArray
+    support_v: FloatArray
 
-
-def _centres_inside(indices: FloatArray, low: float, high: float) -> npt.NDArray[np.bool_]:
-    """Pixel ``i`` spans ``[i, i + 1)``; it is inside ``[low, high)`` when its centre is."""
-    return (indices + 0.5 >= low) & (indices + 0.5 < high)
+    def lifted(self) -> list[Lifted3D]:
+        """One :class:`Lifted3D` per box."""
+        samples, ratios = self.depth_samples.tolist(), self.ratios.tolist()
+        return [
+            Lifted3D(
+                self.positions[index], self.covariances[index], self.sizes[index], ratio, count
+            )
+            if positioned
+            else empty_lift(ratio, count)
+            for index, (positioned, ratio, count) in enumerate(
+                zip(self.positioned.tolist(), ratios, samples, strict=True)
+            )
+        ]
 
 
 def empty_lift(valid_depth_ratio: float = 0.0, depth_samples: int = 0) -> Lifted3D:
@@ -230,6 +250,24 @@ def _check_box(box: PixelBox) -> None:
         raise LiftingError(f'box has non-finite coordinates: {corners}')
     if box.x_max < box.x_min or box.y_max < box.y_min:
         raise LiftingError(f'box is inverted (need x_min <= x_max, y_min <= y_max): {corners}')
+
+
+def _check_boxes(boxes: Sequence[PixelBox]) -> FloatArray:
+    """:func:`_check_box` of every box (the first bad one raises); their corners as (B, 4)."""
+    if all(type(box) is PixelBox for box in boxes):
+        try:
+            corners = np.array(
+                [(box.x_min, box.y_min, box.x_max, box.y_max) for box in boxes],
+                dtype=np.float64,
+            )
+        except (TypeError, ValueError):  # not numbers: _check_box says which box
+            corners = np.full((len(boxes), 4), np.nan)
+        x_min, y_min, x_max, y_max = corners.T
+        if np.isfinite(corners).all() and (x_max >= x_min).all() and (y_max >= y_min).all():
+            return corners
+    for box in boxes:
+        _check_box(box)
+    return np.array([box.as_list() for box in boxes], dtype=np.float64)
 
 
 def _check_inputs(
@@ -301,420 +339,6 @@ def _window(box: PixelBox, width: int, height: int, config: LiftingConfig) -> _W
     return _Window(x0, x1, y0, y1, max(1, math.ceil(math.sqrt(area / config.max_samples))))
 
 
-@dataclass(frozen=True)
-class _Axis:
-    """One image axis of every box's lattice, box after box (box ``b`` owns the entries from
-    ``offsets[b]``): pixel index, centre weight and border taper of each lattice row (or
-    column). Both weights are separable, so a sample's weight is its row's times its column's.
-    """
-
-    coordinates: FloatArray
-    weights: FloatArray
-    taper: FloatArray
-    offsets: list[int]
-
-
-def _axis(
-    windows: Sequence[tuple[int, int, int]],
-    bounds: Sequence[tuple[float, float]],
-    config: LiftingConfig,
-) -> _Axis:
-    """``windows`` holds (first, stop, stride) per box, ``bounds`` its box edges (low, high)."""
-    counts = [-(-(stop - first) // stride) for first, stop, stride in windows]
-    offsets = [0, *np.cumsum(counts).tolist()]
-    index = np.arange(offsets[-1]) - np.repeat(offsets[:-1], counts)
-    first = np.repeat([first for first, _, _ in windows], counts)
-    coordinates = (first + np.repeat([stride for _, _, stride in windows], counts) * index).astype(
-        np.float64
-    )
-    # The same expressions per box as a scalar-per-box computation would use, so every weight
-    # is bit for bit what lifting the box alone gives.
-    centers = np.repeat([0.5 * (low + high) - 0.5 for low, high in bounds], counts)
-    sigmas = np.repeat(
-        [max(config.center_sigma * 0.5 * (high - low), 0.5) for low, high in bounds], counts
-    )
-    weights = np.exp(-0.5 * np.square((coordinates - centers) / sigmas))
-    taper = config.border_taper
-    if taper <= 0.0:
-        tapers = np.ones_like(coordinates)
-    else:
-        halves = np.repeat([max(0.5 * (high - low), 0.5) for low, high in bounds], counts)
-        normalized = np.abs(coordinates - centers) / halves
-        ramp = np.clip((normalized - (1.0 - taper)) / taper, 0.0, 1.0)
-        # The floor keeps a 1-pixel-wide box from having zero total weight.
-        tapers = 0.5 * (1.0 + np.cos(np.pi * ramp)) + 1e-6
-    return _Axis(coordinates, weights, tapers, offsets)
-
-
-def _exclusion_mask(
-    crop: npt.NDArray[np.floating],
-    rows: FloatArray,
-    columns: FloatArray,
-    exclusions: Sequence[DepthExclusion],
-) -> npt.NDArray[np.bool_]:
-    """Lattice samples that belong to an excluded (occluding) object."""
-    excluded = np.zeros(crop.shape, dtype=bool)
-    for exclusion in exclusions:
-        other = exclusion.box
-        in_other = (
-            _centres_inside(rows, other.y_min, other.y_max)[:, None]
-            & _centres_inside(columns, other.x_min, other.x_max)[None, :]
-        )
-        excluded |= in_other & (crop >= exclusion.near_m) & (crop <= exclusion.far_m)
-    return excluded
-
-
-def _exclusive_cumsum(counts: npt.NDArray[np.intp]) -> npt.NDArray[np.intp]:
-    starts = np.zeros(counts.size, dtype=np.intp)
-    np.cumsum(counts[:-1], out=starts[1:])
-    return starts
-
-
-@dataclass(frozen=True)
-class _Samples:
-    """The valid depth samples of every box still being lifted, concatenated box after box.
-
-    Box slot ``b`` (``indices[b]`` in the caller's list) owns samples ``starts[b]`` to
-    ``starts[b] + counts[b]``, and its context ring the next ``context_counts[b]`` context
-    depths.
-    """
-
-    indices: list[int]
-    box_pixels: npt.NDArray[np.intp]  # (B,) lattice samples in the box, valid or not
-    counts: npt.NDArray[np.intp]  # (B,)
-    starts: npt.NDArray[np.intp]  # (B,)
-    depths: FloatArray  # (n,) metres
-    rows: npt.NDArray[np.intp]  # (n,) entry in the row _Axis
-    columns: npt.NDArray[np.intp]  # (n,) entry in the column _Axis
-    context_depths: FloatArray  # valid depths of the context rings
-    context_counts: npt.NDArray[np.intp]  # (B,)
-
-    def per_sample(self, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        """One value per box, repeated for each of its samples (cheaper than indexing)."""
-        return np.repeat(values, self.counts)
-
-    def per_context(self, values: npt.NDArray[Any]) -> npt.NDArray[Any]:
-        return np.repeat(values, self.context_counts)
-
-
-def _sample(
-    depth: npt.NDArray[np.floating],
-    windows: Sequence[tuple[int, _Window]],
-    rows: _Axis,
-    columns: _Axis,
-    config: LiftingConfig,
-    exclusions: Sequence[Sequence[DepthExclusion]] | None,
-    results: list[tuple[Lifted3D, _Support | None]],
-) -> _Samples | None:
-    """Read each box's lattice once; boxes with too few valid samples get their result here."""
-    indices: list[int] = []
-    pixels: list[int] = []
-    depth_parts: list[np.ndarray] = []
-    row_parts: list[np.ndarray] = []
-    column_parts: list[np.ndarray] = []
-    rings: list[np.ndarray] = []
-    ring_sizes: list[int] = []
-    low, high = config.min_depth_m, config.max_depth_m
-    for slot, (index, window) in enumerate(windows):
-        crop = window.crop(depth)
-        # NaN fails both comparisons, so this also drops holes (and +-inf fails one).
-        valid = crop >= low
-        valid &= crop <= high
-        if exclusions is not None and exclusions[index]:
-            row_first, column_first = rows.offsets[slot], columns.offsets[slot]
-            valid &= ~_exclusion_mask(
-                crop,
-                rows.coordinates[row_first : row_first + window.rows],
-                columns.coordinates[column_first : column_first + window.columns],
-                exclusions[index],
-            )
-        flat_index = np.flatnonzero(valid)
-        count = flat_index.size
-        if count < config.min_samples:
-            results[index] = (empty_lift(count / crop.size, count), None)
-            continue
-        indices.append(index)
-        pixels.append(crop.size)
-        depth_parts.append(crop[valid])
-        # (row, column) of each valid sample, as entries of the axis tables.
-        row_index = flat_index // window.columns
-        column_index = flat_index - row_index * window.columns
-        row_index += rows.offsets[slot]
-        column_index += columns.offsets[slot]
-        row_parts.append(row_index)
-        column_parts.append(column_index)
-        if config.context_ring > 0.0:
-            ring = window.ring(depth, config.context_ring)
-            rings.extend(ring)
-            ring_sizes.append(sum(part.size for part in ring))
-    if not indices:
-        return None
-    counts = np.array([part.size for part in depth_parts], dtype=np.intp)
-    context_depths, context_counts = np.zeros(0), np.zeros(len(indices), dtype=np.intp)
-    if rings:
-        # Ring depths are compared after conversion to float64; only their histogram counts
-        # matter, so their order within a box does not.
-        context_depths = np.concatenate(rings, axis=None, dtype=np.float64)
-        valid_context = context_depths >= low
-        valid_context &= context_depths <= high
-        valid_so_far = np.concatenate(([0], np.cumsum(valid_context)))
-        context_counts = np.diff(valid_so_far[np.cumsum([0, *ring_sizes])])
-        context_depths = np.compress(valid_context, context_depths)
-    return _Samples(
-        indices=indices,
-        box_pixels=np.array(pixels, dtype=np.intp),
-        counts=counts,
-        starts=_exclusive_cumsum(counts),
-        depths=np.concatenate(depth_parts, dtype=np.float64),
-        rows=np.concatenate(row_parts),
-        columns=np.concatenate(column_parts),
-        context_depths=context_depths,
-        context_counts=context_counts,
-    )
-
-
-def _noise_adapted_coordinate(depths: FloatArray, config: LiftingConfig) -> FloatArray:
-    """Monotonic depth coordinate in which one unit is one histogram bin.
-
-    The bin width is ``max(r z, c k z^2)``: relative (log depth) near the camera, where noise is
-    small, and constant in inverse depth (disparity) beyond the crossover, where the sensor's
-    noise and quantization live.
-    """
-    relative = config.bin_relative_width
-    noise = config.bin_noise_sigmas * config.depth_noise_coefficient
-    crossover = relative / noise
-    near = np.log(np.minimum(depths, crossover)) / relative
-    far = (1.0 / crossover - 1.0 / np.maximum(depths, crossover)) / noise
-    return near + far
-
-
-def _merge_peaks(
-    smoothed: list[float],
-    peaks: list[int],
-    gap_minima: list[float],
-    first_peak: int,
-    stop_peak: int,
-    valley_ratio: float,
-) -> list[int]:
-    """Merge peaks ``first_peak`` to ``stop_peak`` (indices into ``peaks``, all of one box)
-    across shallow valleys; returns the bin after the deepest valley between each pair of
-    surviving neighbours (where the next cluster starts).
-
-    ``gap_minima[k]`` is the lowest smoothed value from peak ``k`` to peak ``k + 1``, so the
-    valley between any two peaks is the lowest of the gaps between them. Plain Python: a box
-    has a few to a few tens of peaks, where numpy's per-call cost would dominate.
-    """
-    heights = [smoothed[peak] for peak in peaks[first_peak:stop_peak]]
-    gaps = gap_minima[first_peak:stop_peak]
-    # A stack of surviving peaks: a new peak merges into the previous one when the valley
-    # between them is shallow compared to the lower of the two.
-    stack: list[int] = [0]
-    for current in range(1, len(heights)):
-        while stack:
-            previous = stack[-1]
-            valley = min(gaps[previous:current])
-            if valley >= valley_ratio * min(heights[previous], heights[current]):
-                stack.pop()
-                current = previous if heights[previous] >= heights[current] else current
-            else:
-                break
-        stack.append(current)
-    starts = []
-    for left, right in zip(stack[:-1], stack[1:], strict=True):
-        # The first lowest bin between the two: in the first gap that reaches the minimum.
-        between = gaps[left:right]
-        gap = first_peak + left + between.index(min(between))
-        bins = smoothed[peaks[gap] : peaks[gap + 1] + 1]
-        starts.append(peaks[gap] + bins.index(min(bins)) + 1)
-    return starts
-
-
-def _median(values: FloatArray) -> float:
-    """``np.median`` of a non-empty float array (the same selection and the same mean of the
-    two middle values), without its per-call overhead."""
-    half = values.size // 2
-    # One selection (numpy's vectorized one, which a second index would forgo); the element
-    # below the middle is then the largest of the lower part.
-    ordered = np.partition(values, half)
-    if values.size % 2:
-        return float(ordered[half])
-    return float((ordered[:half].max() + ordered[half]) / 2.0)
-
-
-# Empty bins between two boxes' histograms in the joint histogram: the smoothing kernel reaches
-# two bins out, so a box's smoothed histogram never sees its neighbour's bins.
-_HISTOGRAM_GAP = 2
-
-
-@dataclass(frozen=True)
-class _Histograms:
-    """Every box's depth histogram in one array, box after box with empty gaps between them.
-
-    Box slot ``b`` owns bins ``offsets[b]`` to ``offsets[b] + sizes[b]``; ``bins`` is each
-    sample's bin within its box.
-    """
-
-    bins: npt.NDArray[np.intp]
-    joint: npt.NDArray[np.intp]  # each sample's bin in the joint histogram
-    origins: FloatArray  # (B,) coordinate of each box's bin 0
-    sizes: npt.NDArray[np.intp]
-    offsets: npt.NDArray[np.intp]
-    weighted: FloatArray  # centre-weighted sample mass per bin
-    counts: npt.NDArray[np.intp]  # samples per bin
-
-
-def _histograms(samples: _Samples, weights: FloatArray, config: LiftingConfig) -> _Histograms:
-    coordinate = _noise_adapted_coordinate(samples.depths, config)
-    origins = np.minimum.reduceat(coordinate, samples.starts)
-    bins = np.floor(coordinate - samples.per_sample(origins)).astype(np.intp)
-    sizes = np.maximum.reduceat(bins, samples.starts) + 1
-    offsets = _exclusive_cumsum(sizes + _HISTOGRAM_GAP) + _HISTOGRAM_GAP
-    total = int(offsets[-1] + sizes[-1]) + _HISTOGRAM_GAP
-    joint = bins + samples.per_sample(offsets)
-    return _Histograms(
-        bins=bins,
-        joint=joint,
-        origins=origins,
-        sizes=sizes,
-        offsets=offsets,
-        weighted=np.bincount(joint, weights=weights, minlength=total),
-        counts=np.bincount(joint, minlength=total),
-    )
-
-
-def _cluster_starts(histograms: _Histograms, config: LiftingConfig) -> list[list[int]]:
-    """The first joint bin of every depth cluster of every box."""
-    offsets, sizes = histograms.offsets.tolist(), histograms.sizes.tolist()
-    # Smoothing all histograms in one convolution gives each box exactly what its own
-    # convolution would (the gaps are zeros); 'full' then trim keeps a histogram's length even
-    # when it is shorter than the kernel, where numpy convolves in another order: those few
-    # are smoothed on their own.
-    smoothed = np.convolve(histograms.weighted, _SMOOTHING_KERNEL, mode='full')[2:-2]
-    for offset, size in zip(offsets, sizes, strict=True):
-        if size < _SMOOTHING_KERNEL.size:
-            own = histograms.weighted[offset : offset + size]
-            smoothed[offset : offset + size] = np.convolve(own, _SMOOTHING_KERNEL, 'full')[2:-2]
-    # A peak is higher than its left neighbour and at least as high as its right one, with
-    # nothing (-1) beyond a box's ends.
-    edges = np.zeros(smoothed.size + 1, dtype=np.intp)
-    np.add.at(edges, histograms.offsets, 1)
-    np.add.at(edges, histograms.offsets + histograms.sizes, -1)
-    bounded = np.concatenate(([-1.0], np.where(np.cumsum(edges[:-1]) > 0, smoothed, -1.0), [-1.0]))
-    inner = bounded[1:-1]
-    peaks = np.flatnonzero((inner > bounded[:-2]) & (inner >= bounded[2:]) & (inner > 0.0))
-    if peaks.size == 0:
-        return [[offset] for offset in offsets]
-    gap_minima = np.minimum(np.minimum.reduceat(smoothed, peaks)[:-1], smoothed[peaks[1:]])
-    splits = [*np.searchsorted(peaks, histograms.offsets).tolist(), peaks.size]
-    peak_list, smoothed_list, gap_list = peaks.tolist(), smoothed.tolist(), gap_minima.tolist()
-    return [
-        [offset]
-        + (
-            _merge_peaks(
-                smoothed_list,
-                peak_list,
-                gap_list,
-                splits[slot],
-                splits[slot + 1],
-                config.valley_ratio,
-            )
-            if splits[slot + 1] > splits[slot]
-            else []
-        )
-        for slot, offset in enumerate(offsets)
-    ]
-
-
-def _chosen_clusters(
-    samples: _Samples, histograms: _Histograms, config: LiftingConfig
-) -> npt.NDArray[np.bool_]:
-    """Which joint bins belong to their box's winning cluster: the largest mass times
-    figure-ground contrast."""
-    starts = _cluster_starts(histograms, config)
-    clusters_per_box = [len(box_starts) for box_starts in starts]
-    ends = (histograms.offsets + histograms.sizes).tolist()
-    # Segments of the joint histogram: the leading gap, then per box its clusters and the gap
-    # after it; only the clusters are used.
-    segments = [0]
-    cluster_segment: list[int] = []
-    for box_starts, end in zip(starts, ends, strict=True):
-        cluster_segment.extend(range(len(segments), len(segments) + len(box_starts)))
-        segments.extend(box_starts)
-        segments.append(end)
-    segment_starts = np.array(segments, dtype=np.intp)
-    clusters = np.array(cluster_segment, dtype=np.intp)
-    cluster_low = segment_starts[clusters]
-    cluster_high = segment_starts[clusters + 1]
-    cluster_box = np.repeat(np.arange(len(starts)), clusters_per_box)
-    masses = np.add.reduceat(histograms.weighted, segment_starts)[clusters]
-    contrast = np.ones(clusters.size)
-    if samples.context_depths.size:
-        context_bins = np.floor(
-            _noise_adapted_coordinate(samples.context_depths, config)
-            - samples.per_context(histograms.origins)
-        ).astype(np.intp)
-        in_range = context_bins >= 0
-        in_range &= context_bins < samples.per_context(histograms.sizes)
-        context_joint = np.compress(
-            in_range, context_bins + samples.per_context(histograms.offsets)
-        )
-        context_counts = np.add.reduceat(
-            np.bincount(context_joint, minlength=histograms.counts.size), segment_starts
-        )[clusters]
-        context_sizes = samples.context_counts[cluster_box]
-        inside_counts = np.add.reduceat(histograms.counts, segment_starts)[clusters]
-        inside_share = inside_counts / samples.counts[cluster_box]
-        context_share = context_counts / np.maximum(context_sizes, 1)
-        with_context = context_sizes >= config.min_samples
-        contrast[with_context] = np.clip(
-            1.0 - context_share / np.maximum(inside_share, 1e-12), 0.0, 1.0
-        )[with_context]
-    floor = config.contrast_floor
-    scores = masses * (floor + (1.0 - floor) * contrast)
-    # The first best-scoring cluster of each box (np.argmax's tie rule).
-    box_first_cluster = _exclusive_cumsum(np.array(clusters_per_box, dtype=np.intp))
-    best = np.maximum.reduceat(scores, box_first_cluster)
-    candidates = np.where(scores == best[cluster_box], np.arange(scores.size), scores.size)
-    chosen = np.minimum.reduceat(candidates, box_first_cluster)
-    in_chosen = np.zeros(histograms.counts.size, dtype=bool)
-    for low, high in zip(cluster_low[chosen].tolist(), cluster_high[chosen].tolist(), strict=True):
-        in_chosen[low:high] = True
-    return in_chosen
-
-
-def _object_masks(
-    samples: _Samples, weights: FloatArray, config: LiftingConfig
-) -> npt.NDArray[np.bool_]:
-    """Which valid samples belong to each box's object (see the module docstring), for all
-    boxes at once."""
-    histograms = _histograms(samples, weights, config)
-    in_cluster = _chosen_clusters(samples, histograms, config).take(histograms.joint)
-    # Median and MAD of each box's chosen cluster; the band around the median drops flying
-    # pixels at the cluster's edges.
-    cluster_depths = np.compress(in_cluster, samples.depths)
-    cluster_counts = np.add.reduceat(in_cluster, samples.starts, dtype=np.intp)
-    parts = [
-        slice(first, first + count)
-        for first, count in zip(
-            _exclusive_cumsum(cluster_counts).tolist(), cluster_counts.tolist(), strict=True
-        )
-    ]
-    medians = np.array(
-        [_median(cluster_depths[part]) if part.stop > part.start else np.nan for part in parts]
-    )
-    deviations = np.abs(cluster_depths - np.repeat(medians, cluster_counts))
-    mads = np.array(
-        [_median(deviations[part]) if part.stop > part.start else np.nan for part in parts]
-    )
-    mad_sigma = _MAD_TO_SIGMA * mads
-    noise_sigma = depth_noise_sigma(medians, config.depth_noise_coefficient)
-    half_band = np.maximum(config.band_mads * mad_sigma, config.band_noise_sigmas * noise_sigma)
-    with np.errstate(invalid='ignore'):
-        in_band = np.abs(samples.depths - samples.per_sample(medians))
-        in_band = in_band <= samples.per_sample(half_band)
-    return in_cluster & in_band
-
-
 def _back_project(
     us: FloatArray, vs: FloatArray, depths: FloatArray, intrinsics: CameraIntrinsics
 ) -> FloatArray:
@@ -744,140 +368,236 @@ def sensor_covariance(
     return jacobian @ measurement @ jacobian.T
 
 
+def _noise_adapted_coordinate(depths: FloatArray, config: LiftingConfig) -> FloatArray:
+    """Monotonic depth coordinate in which one unit is one histogram bin.
+
+    The bin width is ``max(r z, c k z^2)``: relative (log depth) near the camera, where noise is
+    small, and constant in inverse depth (disparity) beyond the crossover, where the sensor's
+    noise and quantization live.
+    """
+    relative = config.bin_relative_width
+    noise = config.bin_noise_sigmas * config.depth_noise_coefficient
+    crossover = relative / noise
+    near = np.log(np.minimum(depths, crossover)) / relative
+    far = (1.0 / crossover - 1.0 / np.maximum(depths, crossover)) / noise
+    return near + far
+
+
+# Empty bins between two boxes' histograms in the joint histogram: the smoothing kernel reaches
+# two bins out, so a box's smoothed histogram never sees its neighbour's bins.
+_HISTOGRAM_GAP = 2
+
+
+def _kernel_depth(depth: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
+    """The depth image as the kernels read it: C-contiguous float32 or float64 (float16 widens
+    to float32 exactly; wider floats are read as float64)."""
+    dtype = np.float32 if depth.dtype.itemsize <= 4 else np.float64
+    return np.ascontiguousarray(depth, dtype=dtype)
+
+
+def _as_image_dtype(value: float, depth: npt.NDArray[np.floating], kernel_dtype: Any) -> Any:
+    """``value`` as numpy compares it with the image: a Python float is cast to the image's
+    dtype first (NEP 50), then widened exactly to the kernel's dtype."""
+    return _cast(float(value), depth.dtype, np.dtype(kernel_dtype))
+
+
+@functools.lru_cache(maxsize=256)
+def _cast(value: float, image_dtype: np.dtype, kernel_dtype: np.dtype) -> Any:
+    with np.errstate(over='ignore'):
+        return kernel_dtype.type(image_dtype.type(value))
+
+
+def _exclusion_arrays(
+    exclusions: Sequence[Sequence[DepthExclusion]] | None,
+    boxes: int,
+    depth: npt.NDArray[np.floating],
+    kernel_dtype: Any,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Offsets (per box), corners, near and far limits of every exclusion, for the kernel."""
+    offsets = np.zeros(boxes + 1, dtype=np.int64)
+    corners: list[list[float]] = []
+    near: list[Any] = []
+    far: list[Any] = []
+    for index in range(boxes):
+        for exclusion in exclusions[index] if exclusions is not None else ():
+            corners.append(exclusion.box.as_list())
+            near.append(_as_image_dtype(exclusion.near_m, depth, kernel_dtype))
+            far.append(_as_image_dtype(exclusion.far_m, depth, kernel_dtype))
+        offsets[index + 1] = len(corners)
+    return (
+        offsets,
+        np.array(corners, dtype=np.float64).reshape(-1, 4),
+        np.array(near, dtype=kernel_dtype),
+        np.array(far, dtype=kernel_dtype),
+    )
+
+
+def _axis_weights(
+    coordinates: FloatArray,
+    centers: FloatArray,
+    sigmas: FloatArray,
+    halves: FloatArray,
+    config: LiftingConfig,
+) -> tuple[FloatArray, FloatArray]:
+    """Centre weight and border taper of every lattice row and column (both separable, so a
+    sample's weight is its row's times its column's)."""
+    weights = np.exp(-0.5 * np.square((coordinates - centers) / sigmas))
+    taper = config.border_taper
+    if taper <= 0.0:
+        return weights, np.ones_like(coordinates)
+    normalized = np.abs(coordinates - centers) / halves
+    ramp = np.minimum(np.maximum((normalized - (1.0 - taper)) / taper, 0.0), 1.0)  # clip
+    # The floor keeps a 1-pixel-wide box from having zero total weight.
+    return weights, 0.5 * (1.0 + np.cos(np.pi * ramp)) + 1e-6
+
+
+def _smooth(weighted: FloatArray, offsets: np.ndarray, sizes: np.ndarray) -> FloatArray:
+    """Every box's histogram smoothed with the Gaussian kernel in one convolution (the gaps
+    are zeros, so each box gets exactly what its own convolution gives); 'full' then trim
+    keeps a histogram's length even when it is shorter than the kernel, where numpy convolves
+    in another order: those few are smoothed on their own."""
+    smoothed = np.convolve(weighted, _SMOOTHING_KERNEL, mode='full')[2:-2]
+    for box in np.flatnonzero((sizes > 0) & (sizes < _SMOOTHING_KERNEL.size)).tolist():
+        offset, size = int(offsets[box]), int(sizes[box])
+        own = weighted[offset : offset + size]
+        smoothed[offset : offset + size] = np.convolve(own, _SMOOTHING_KERNEL, 'full')[2:-2]
+    return smoothed
+
+
 def _lift_many(
     depth: npt.NDArray[np.floating],
     intrinsics: CameraIntrinsics,
-    boxes: Sequence[PixelBox],
+    corners: FloatArray,
     config: LiftingConfig,
     exclusions: Sequence[Sequence[DepthExclusion]] | None = None,
-) -> list[tuple[Lifted3D, _Support | None]]:
-    """Lift every box of one (checked) depth image; ``exclusions[i]`` applies to box ``i``.
+) -> _Lifts:
+    """Lift every box (``corners`` (B, 4): x_min, y_min, x_max, y_max) of one checked depth
+    image; ``exclusions[i]`` applies to box ``i``.
 
-    The result for each box is exactly what lifting it alone gives: the boxes share array
-    passes (one histogram array, one coordinate computation, one weight table), never data.
+    The result for each box is exactly what lifting it alone gives: the boxes share the
+    compiled passes (_lifting_kernels.py), never data.
     """
-    height, width = depth.shape
-    results: list[tuple[Lifted3D, _Support | None]] = [(empty_lift(), None)] * len(boxes)
-    windows = [
-        (index, window)
-        for index, box in enumerate(boxes)
-        if (window := _window(box, width, height, config)) is not None
-    ]
-    if not windows:
-        return results
-    placed = [boxes[index] for index, _ in windows]
-    # Rows of every box, then columns of every box, in one table.
-    axes = _axis(
-        [(w.y0, w.y1, w.stride) for _, w in windows]
-        + [(w.x0, w.x1, w.stride) for _, w in windows],
-        [(box.y_min, box.y_max) for box in placed] + [(box.x_min, box.x_max) for box in placed],
-        config,
+    image = _kernel_depth(depth)
+    dtype = image.dtype
+    bits = image.view(np.uint32 if dtype == np.float32 else np.uint64)
+    boxes = corners.shape[0]
+    (
+        status,
+        lattice,
+        _,
+        _,
+        axis_coordinates,
+        centers,
+        sigmas,
+        halves,
+        sample_values,
+        sample_rows,
+        sample_columns,
+        sample_starts,
+        ring_values,
+        ring_starts,
+        distinct,
+    ) = kernels.sample_boxes(
+        image,
+        bits,
+        corners,
+        _as_image_dtype(config.min_depth_m, depth, dtype),
+        _as_image_dtype(config.max_depth_m, depth, dtype),
+        float(config.min_depth_m),
+        float(config.max_depth_m),
+        int(config.max_samples),
+        int(config.min_samples),
+        float(config.context_ring),
+        float(config.center_sigma),
+        *_exclusion_arrays(exclusions, boxes, depth, dtype),
     )
-    rows = replace(axes, offsets=axes.offsets[: len(windows)])
-    columns = replace(axes, offsets=axes.offsets[len(windows) :])
-    with np.errstate(invalid='ignore'):
-        samples = _sample(depth, windows, rows, columns, config, exclusions, results)
-    if samples is None:
-        return results
-    weights = rows.weights.take(samples.rows) * columns.weights.take(samples.columns)
-    mask = _object_masks(samples, weights, config)
-    counts = np.add.reduceat(mask, samples.starts, dtype=np.intp)
-    ratios = counts / samples.box_pixels
-    lifted = (counts >= config.min_samples) & (ratios >= config.min_valid_ratio)
-    selected = np.flatnonzero(mask & samples.per_sample(lifted))
-    sample_rows, sample_columns = samples.rows.take(selected), samples.columns.take(selected)
-    us = columns.coordinates.take(sample_columns)
-    vs = rows.coordinates.take(sample_rows)
-    depths = samples.depths.take(selected)
-    # (3, n): x, y, z rows, so that per-axis work runs along contiguous memory.
-    points = np.stack(
-        (
-            (us - intrinsics.cx) * depths / intrinsics.fx,
-            (vs - intrinsics.cy) * depths / intrinsics.fy,
-            depths,
+    depth_samples = np.diff(sample_starts)
+    sampled = status == kernels.SAMPLED
+    if not sampled.any():
+        ratios = np.where(status == kernels.TOO_FEW, depth_samples / np.maximum(lattice, 1), 0.0)
+        return _no_positions(boxes, depth_samples, ratios)
+    coordinates = _noise_adapted_coordinate(distinct, config)
+    if not np.all(np.isfinite(coordinates)):
+        raise LiftingError(
+            'a depth of 0 m is inside [min_depth_m, max_depth_m]: the histogram coordinate '
+            '(log depth) is undefined there; use min_depth_m > 0'
         )
+    weights, taper = _axis_weights(axis_coordinates, centers, sigmas, halves, config)
+    sample_bins, offsets, sizes, weighted, bin_counts, context = kernels.histograms(
+        status,
+        sample_values,
+        sample_rows,
+        sample_columns,
+        sample_starts,
+        ring_values,
+        ring_starts,
+        coordinates,
+        weights,
+        _HISTOGRAM_GAP,
     )
-    taper = rows.taper.take(sample_rows) * columns.taper.take(sample_columns)
-    described = iter(
-        ()
-        if not selected.size
-        else _describe(points, taper, us, vs, counts[lifted], intrinsics, config)
+    # (object pixels, positioned, positions, covariances, sizes, near, far, support starts,
+    # support u, support v) of each box.
+    described = kernels.describe_boxes(
+        status,
+        lattice,
+        sample_values,
+        sample_rows,
+        sample_columns,
+        sample_starts,
+        sample_bins,
+        ring_starts,
+        distinct,
+        offsets,
+        sizes,
+        weighted,
+        bin_counts,
+        context,
+        _smooth(weighted, offsets, sizes),
+        axis_coordinates,
+        taper,
+        np.array([intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy], dtype=np.float64),
+        _settings(config),
     )
-    for slot, index in enumerate(samples.indices):
-        count, ratio = int(counts[slot]), float(ratios[slot])
-        if not lifted[slot]:
-            results[index] = (empty_lift(ratio, count), None)
-            continue
-        position, covariance, size, support = next(described)
-        results[index] = (Lifted3D(position, covariance, size, ratio, count), support)
-    return results
+    # Sampled boxes report the object pixels, boxes with too few valid samples those.
+    depth_samples = np.where(sampled, described[0], depth_samples)
+    ratios = np.where(status == kernels.NO_WINDOW, 0.0, depth_samples / np.maximum(lattice, 1))
+    return _Lifts(depth_samples, ratios, *described[1:])
 
 
-def _describe(
-    points: FloatArray,
-    taper: FloatArray,
-    us: FloatArray,
-    vs: FloatArray,
-    counts: npt.NDArray[np.intp],
-    intrinsics: CameraIntrinsics,
-    config: LiftingConfig,
-) -> list[tuple[FloatArray, FloatArray, FloatArray, _Support]]:
-    """Centroid, covariance, extent and support of each object's back-projected pixels.
-
-    ``points`` (3, n) holds every object's pixels, object after object (``counts`` each),
-    weighted by the border ``taper``.
-    """
-    starts = _exclusive_cumsum(counts)
-    parts = [
-        slice(first, first + count)
-        for first, count in zip(starts.tolist(), counts.tolist(), strict=True)
-    ]
-    total_weight = np.add.reduceat(taper, starts)
-    centroids = np.add.reduceat(points * taper, starts, axis=1) / total_weight  # (3, B)
-    centered = points - np.repeat(centroids, counts, axis=1)
-    weighted = centered * taper
-    # Weighted second moments about the centroid, (3, 3, B): one small product per object.
-    spread = np.stack([weighted[:, part] @ centered[:, part].T for part in parts], axis=2)
-    spread /= total_weight
-    effective = np.minimum(counts, config.effective_samples)
-    covariances = _sensor_covariances(centroids, intrinsics, config) + spread / effective
-    covariances = 0.5 * (covariances + covariances.transpose(1, 0, 2))
-    # Nearest and farthest pixel, widened by the sensor noise, for resolving occlusions.
-    near = np.minimum.reduceat(points[2], starts)
-    far = np.maximum.reduceat(points[2], starts)
-    near -= config.band_noise_sigmas * depth_noise_sigma(near, config.depth_noise_coefficient)
-    far += config.band_noise_sigmas * depth_noise_sigma(far, config.depth_noise_coefficient)
-    described = []
-    positions = centroids.T.copy()
-    covariances = covariances.transpose(2, 0, 1).copy()
-    for index, part in enumerate(parts):
-        count = part.stop - part.start
-        # 2nd-98th percentile extent: robust to the few stray pixels a min-max would catch.
-        low_rank, high_rank = int(0.02 * (count - 1)), int(math.ceil(0.98 * (count - 1)))
-        ranked = np.partition(points[:, part], (low_rank, high_rank), axis=1)
-        size = ranked[:, high_rank] - ranked[:, low_rank]
-        support = _Support(us[part], vs[part], float(near[index]), float(far[index]))
-        described.append((positions[index], covariances[index], size, support))
-    return described
+def _no_positions(boxes: int, depth_samples: npt.NDArray[np.int64], ratios: FloatArray) -> _Lifts:
+    nan3 = np.full((boxes, 3), np.nan)
+    return _Lifts(
+        depth_samples,
+        ratios,
+        np.zeros(boxes, dtype=bool),
+        nan3,
+        np.full((boxes, 3, 3), np.nan),
+        nan3.copy(),
+        np.full(boxes, np.nan),
+        np.full(boxes, np.nan),
+        np.zeros(boxes + 1, dtype=np.int64),
+        np.zeros(0),
+        np.zeros(0),
+    )
 
 
-def _sensor_covariances(
-    positions: FloatArray, intrinsics: CameraIntrinsics, config: LiftingConfig
-) -> FloatArray:
-    """:func:`sensor_covariance` of each column of ``positions`` (3, B), as (3, 3, B)."""
-    x, y, z = positions
-    pixel = config.pixel_sigma**2
-    depth = depth_noise_sigma(z, config.depth_noise_coefficient) ** 2
-    along_x, along_y = z / intrinsics.fx, z / intrinsics.fy  # d(x, y) / d(u, v)
-    slope_x, slope_y = x / z, y / z  # d(x, y) / dz
-    covariances = np.empty((3, 3, positions.shape[1]))
-    covariances[0, 0] = along_x * pixel * along_x + slope_x * depth * slope_x
-    covariances[1, 1] = along_y * pixel * along_y + slope_y * depth * slope_y
-    covariances[2, 2] = depth
-    covariances[0, 1] = covariances[1, 0] = slope_x * depth * slope_y
-    covariances[0, 2] = covariances[2, 0] = slope_x * depth
-    covariances[1, 2] = covariances[2, 1] = slope_y * depth
-    return covariances
+@functools.lru_cache(maxsize=16)
+def _settings(config: LiftingConfig) -> FloatArray:
+    """The configuration values :func:`kernels.describe_boxes` reads, in its order."""
+    return np.array(
+        [
+            config.valley_ratio,
+            config.contrast_floor,
+            config.min_samples,
+            config.min_valid_ratio,
+            config.band_mads,
+            config.band_noise_sigmas,
+            config.depth_noise_coefficient,
+            config.pixel_sigma,
+            config.effective_samples,
+        ],
+        dtype=np.float64,
+    )
 
 
 def lift_box(
@@ -897,13 +617,12 @@ def lift_box(
     the object. Raises :class:`LiftingError` for malformed inputs.
     """
     depth = _check_inputs(depth_m, intrinsics, box)
-    return _lift_many(depth, intrinsics, [box], config, [exclusions])[0][0]
+    corners = np.array([box.as_list()], dtype=np.float64)
+    return _lift_many(depth, intrinsics, corners, config, [exclusions]).lifted()[0]
 
 
 def _occlusions(
-    boxes: Sequence[PixelBox],
-    first: Sequence[tuple[Lifted3D, _Support | None]],
-    config: LiftingConfig,
+    boxes: Sequence[PixelBox], corners: FloatArray, first: _Lifts, config: LiftingConfig
 ) -> dict[int, list[DepthExclusion]]:
     """For each box lifted to the surface of another boxed object, that object's pixels.
 
@@ -914,7 +633,6 @@ def _occlusions(
     area for the hidden object). Two objects side by side at one depth claim mostly their own
     pixels and are left alone.
     """
-    corners = np.array([box.as_list() for box in boxes], dtype=np.float64)
     x_min, y_min, x_max, y_max = corners.T
     overlap = np.maximum(
         0.0, np.minimum(x_max[:, None], x_max) - np.maximum(x_min[:, None], x_min)
@@ -923,10 +641,7 @@ def _occlusions(
     union = areas[:, None] + areas - overlap
     with np.errstate(divide='ignore', invalid='ignore'):
         iou = np.where(union > 0, overlap / union, 0.0)
-    supported = np.array([support is not None for _, support in first])
-    near = np.array([support.near_m if support else np.nan for _, support in first])
-    far = np.array([support.far_m if support else np.nan for _, support in first])
-    ratios = np.array([lifted.valid_depth_ratio for lifted, _ in first])
+    supported, near, far, ratios = first.positioned, first.near, first.far, first.ratios
     with np.errstate(invalid='ignore'):
         candidates = (
             supported[:, None]
@@ -937,28 +652,34 @@ def _occlusions(
             & (ratios > ratios[:, None])  # the other box is filled better by it
         )
     np.fill_diagonal(candidates, False)
+    subjects, others = np.nonzero(candidates)
+    if not subjects.size:
+        return {}
+    # Share of each candidate's claimed pixels whose centres lie in the other box.
+    shares = kernels.shares_inside(
+        first.support_u, first.support_v, first.starts, subjects, others, corners
+    )
     exclusions: dict[int, list[DepthExclusion]] = {}
-    for index, other in zip(*np.nonzero(candidates), strict=True):
-        support = first[index][1]
-        assert support is not None  # candidates have support
-        if support.share_inside(boxes[other]) >= config.occlusion_share:
-            exclusion = _occluder_exclusion(boxes[other], first[other], config)
-            exclusions.setdefault(int(index), []).append(exclusion)
+    for index, other, share in zip(
+        subjects.tolist(), others.tolist(), shares.tolist(), strict=True
+    ):
+        if share >= config.occlusion_share:
+            exclusion = _occluder_exclusion(boxes[other], first, other, config)
+            exclusions.setdefault(index, []).append(exclusion)
     return exclusions
 
 
 def _occluder_exclusion(
-    box: PixelBox, lifted: tuple[Lifted3D, _Support | None], config: LiftingConfig
+    box: PixelBox, first: _Lifts, occluder: int, config: LiftingConfig
 ) -> DepthExclusion:
     """The pixels of the occluder in ``box``: everything inside its box up to its far side.
 
     Anything nearer than the occluder's surface inside its box is not the hidden object either
     (that object is behind the surface it was wrongly lifted to).
     """
-    occluder, support = lifted
-    assert support is not None and occluder.size is not None  # checked by _occlusions
-    far = support.far_m
-    depth_extra = config.occluder_depth_factor * float(max(occluder.size[0], occluder.size[1]))
+    far = float(first.far[occluder])
+    size = first.sizes[occluder]
+    depth_extra = config.occluder_depth_factor * float(max(size[0], size[1]))
     return DepthExclusion(box, 0.0, far + depth_extra)
 
 
@@ -980,22 +701,33 @@ def lift_boxes(
     if not boxes:
         return []
     depth = _check_depth(depth_m, intrinsics)
-    for box in boxes:
-        _check_box(box)
-    first = _lift_many(depth, intrinsics, boxes, config)
-    results = [lifted for lifted, _ in first]
+    corners = _check_boxes(boxes)
+    first = _lift_many(depth, intrinsics, corners, config)
+    results = first.lifted()
     if not resolve_occlusions or len(boxes) < 2:
         return results
-    exclusions = _occlusions(boxes, first, config)
+    exclusions = _occlusions(boxes, corners, first, config)
     if exclusions:
         again = sorted(exclusions)
         redone = _lift_many(
-            depth,
-            intrinsics,
-            [boxes[index] for index in again],
-            config,
-            [exclusions[index] for index in again],
+            depth, intrinsics, corners[again], config, [exclusions[index] for index in again]
         )
-        for index, (lifted, _) in zip(again, redone, strict=True):
+        for index, lifted in zip(again, redone.lifted(), strict=True):
             results[index] = lifted
     return results
+
+
+def warm_up(dtypes: Sequence[npt.DTypeLike] = (np.float32,)) -> float:
+    """Compile the lifting kernels for depth images of ``dtypes`` (float32: what decoded
+    frames hold), or load them from numba's cache, so that the first frame does not pay it;
+    returns the seconds it took (docs/PERFORMANCE.md: about 1 s from the cache, tens of
+    seconds for a first compile).
+    """
+    started = time.perf_counter()
+    intrinsics = CameraIntrinsics(fx=20.0, fy=20.0, cx=15.5, cy=11.5, width=32, height=24)
+    for dtype in dtypes:
+        depth = np.full((24, 32), 3.0, dtype=dtype)
+        depth[6:18, 8:20] = 1.0  # a near object half covering a second box: occlusions too
+        boxes = [PixelBox(8, 6, 20, 18), PixelBox(12, 4, 30, 22)]
+        lift_boxes(depth, intrinsics, boxes, DEFAULT_LIFTING_CONFIG)
+    return time.perf_counter() - started

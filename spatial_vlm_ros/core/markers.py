@@ -15,10 +15,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 import enum
+import functools
 import zlib
 
 import numpy as np
 
+from spatial_vlm_ros.core.positions import placed
 from spatial_vlm_ros.core.types import Scene, SpatialObject
 
 Vector3 = tuple[float, float, float]
@@ -106,8 +108,9 @@ _PALETTE = (
 RELATION_COLOR = Rgba(0.95, 0.95, 0.95, 0.9)
 
 
+@functools.lru_cache(maxsize=1024)
 def label_color(label: str, alpha: float = 1.0) -> Rgba:
-    """A stable colour for ``label``."""
+    """A stable colour for ``label`` (Rgba is immutable, so one instance serves every call)."""
     r, g, b = _PALETTE[zlib.crc32(label.encode('utf-8')) % len(_PALETTE)]
     return Rgba(r, g, b, alpha)
 
@@ -128,18 +131,11 @@ def _box_extent(obj: SpatialObject, minimum: float) -> Vector3:
     size = obj.lifted.size
     if size is None:
         return (minimum, minimum, minimum)
-    sx, sy, sz = (max(float(v), minimum) for v in np.asarray(size, dtype=float).ravel())
-    return (sx, sy, sz)
-
-
-def _finite_position(obj: SpatialObject) -> Vector3 | None:
-    position = obj.lifted.position
-    if position is None:
-        return None
-    values = np.asarray(position, dtype=float).ravel()
-    if values.shape != (3,) or not np.all(np.isfinite(values)):
-        return None
-    return (float(values[0]), float(values[1]), float(values[2]))
+    if type(size) is np.ndarray and size.dtype == np.float64:
+        sx, sy, sz = size.ravel().tolist()
+    else:
+        sx, sy, sz = (float(v) for v in np.asarray(size, dtype=float).ravel())
+    return (max(sx, minimum), max(sy, minimum), max(sz, minimum))
 
 
 def scene_markers(scene: Scene, style: MarkerStyle | None = None) -> MarkerSet:
@@ -151,8 +147,8 @@ def scene_markers(scene: Scene, style: MarkerStyle | None = None) -> MarkerSet:
     orientation = scene.camera_orientation
     markers: list[MarkerSpec] = [MarkerSpec('', 0, MarkerKind.DELETE_ALL)]
     positions: dict[str, Vector3] = {}
-    for index, obj in enumerate(scene.objects):
-        position = _finite_position(obj)
+    text_scale = (style.text_height_m, style.text_height_m, style.text_height_m)
+    for index, (obj, position, distance) in enumerate(placed(scene)):
         if position is None:
             continue
         positions[obj.id] = position
@@ -183,9 +179,9 @@ def scene_markers(scene: Scene, style: MarkerStyle | None = None) -> MarkerSet:
                 marker_id=index,
                 kind=MarkerKind.TEXT,
                 position=label_position,
-                scale=(style.text_height_m, style.text_height_m, style.text_height_m),
+                scale=text_scale,
                 color=label_color(obj.label),
-                text=f'{obj.id} {scene.range_m(obj):.2f} m',
+                text=f'{obj.id} {distance:.2f} m',
             )
         )
     if style.include_relations:
@@ -218,6 +214,7 @@ def _relation_markers(
         return []
     points: list[Vector3] = []
     labels: list[MarkerSpec] = []
+    label_scale = (style.text_height_m * 0.7,) * 3
     for index, ((subject, obj), predicates) in enumerate(predicates_by_pair.items()):
         start, end = positions[subject], positions[obj]
         points.extend((start, end))
@@ -232,7 +229,7 @@ def _relation_markers(
                 marker_id=index,
                 kind=MarkerKind.TEXT,
                 position=middle,
-                scale=(style.text_height_m * 0.7,) * 3,
+                scale=label_scale,
                 color=RELATION_COLOR,
                 text=f'{subject} {", ".join(predicates)} {obj}',
             )

@@ -28,12 +28,12 @@ import numpy as np
 import numpy.typing as npt
 
 from spatial_vlm_ros.core.markers import MarkerKind, MarkerSet, MarkerSpec
+from spatial_vlm_ros.core.positions import Position, placed
 from spatial_vlm_ros.core.types import (
     Relation,
     Scene,
     SpatialObject,
     StageTimings,
-    has_position,
 )
 
 Fields = dict[str, Any]
@@ -79,6 +79,8 @@ def header_fields(stamp_ns: int, frame_id: str) -> Fields:
 
 
 def _floats(values: Iterable[Any]) -> list[float]:
+    if type(values) is np.ndarray and values.dtype == np.float64:
+        return values.ravel().tolist()
     return [float(value) for value in np.asarray(list(values), dtype=np.float64).ravel()]
 
 
@@ -124,6 +126,15 @@ def spatial_object_fields(
 ) -> Fields:
     """spatial_vlm_ros/SpatialObject. An object without a position gets NaN pose, size and
     covariance (SpatialObject.msg: never zeros)."""
+    ((_, position, distance),) = placed(scene, [obj])
+    quaternion = box_orientation(scene) if orientation is None else orientation
+    return _object_fields(obj, position, distance, quaternion)
+
+
+def _object_fields(
+    obj: SpatialObject, position: Position | None, distance: float, orientation: Sequence[float]
+) -> Fields:
+    """:func:`spatial_object_fields` of an object already placed (core/positions.py)."""
     lifted = obj.lifted
     box = obj.box
     fields: Fields = {
@@ -135,12 +146,11 @@ def spatial_object_fields(
         'bbox_x_max': float(box.x_max),
         'bbox_y_max': float(box.y_max),
         'valid_depth_ratio': float(lifted.valid_depth_ratio),
-        'range': scene.range_m(obj),
+        'range': distance,
     }
-    if has_position(obj):
-        quaternion = box_orientation(scene) if orientation is None else orientation
-        fields['pose'] = pose_fields(lifted.position, quaternion)
-        fields['size'] = xyz_fields(NAN3 if lifted.size is None else lifted.size)
+    if position is not None:
+        fields['pose'] = pose_fields(position, orientation)
+        fields['size'] = xyz_fields(NAN3 if lifted.size is None else _floats(lifted.size))
         covariance = [math.nan] * 9 if lifted.covariance is None else lifted.covariance
         fields['position_covariance'] = _floats(covariance)
     else:
@@ -181,17 +191,20 @@ def stage_latency_fields(timings: StageTimings) -> Fields:
 def scene_fields(scene: Scene) -> Fields:
     """spatial_vlm_ros/SpatialScene (message version 2)."""
     orientation = box_orientation(scene)
+    objects: list[Fields] = []
+    without_position: list[Fields] = []
+    for obj, position, distance in placed(scene):
+        if position is not None:
+            objects.append(_object_fields(obj, position, distance, orientation))
+        else:
+            without_position.append(_object_fields(obj, None, distance, NAN_QUATERNION))
     return {
         'header': header_fields(scene.stamp_ns, scene.frame_id),
         'camera_frame_id': scene.camera_frame_id,
         'relation_frame_id': scene.relation_frame_id,
         'camera_pose': camera_pose_fields(scene),
-        'objects': [
-            spatial_object_fields(obj, scene, orientation) for obj in scene.positioned_objects
-        ],
-        'objects_without_position': [
-            spatial_object_fields(obj, scene) for obj in scene.objects_without_position
-        ],
+        'objects': objects,
+        'objects_without_position': without_position,
         'relations': [relation_fields(relation) for relation in scene.relations],
         'model_id': scene.model_id,
         'engine': scene.engine,
@@ -263,43 +276,49 @@ def detection3d_array_fields(scene: Scene) -> Fields:
 # ----------------------------------------------------------------------------- markers
 
 
-def marker_fields(spec: MarkerSpec, marker_set: MarkerSet, header: Fields | None = None) -> Fields:
-    """visualization_msgs/Marker of one :class:`MarkerSpec` (``header``: the set's, when the
-    caller built it already)."""
+def marker_fields(
+    spec: MarkerSpec,
+    marker_set: MarkerSet,
+    header: Fields | None = None,
+    lifetime: Fields | None = None,
+) -> Fields:
+    """visualization_msgs/Marker of one :class:`MarkerSpec` (``header`` and ``lifetime``: the
+    set's, when the caller built them already)."""
     fields: Fields = {
         'header': header or header_fields(marker_set.stamp_ns, marker_set.frame_id),
         'ns': spec.namespace,
         'id': int(spec.marker_id),
-        'pose': pose_fields((0.0, 0.0, 0.0)),
     }
     if spec.kind is MarkerKind.DELETE_ALL:
+        fields['pose'] = pose_fields((0.0, 0.0, 0.0))
         fields['action'] = MARKER_ACTION_DELETEALL
         return fields
     color = spec.color
-    fields.update(
-        {
-            'type': _MARKER_TYPES[spec.kind],
-            'action': MARKER_ACTION_ADD,
-            'pose': pose_fields(spec.position, spec.orientation),
-            'scale': xyz_fields(spec.scale),
-            'color': {
-                'r': float(color.r),
-                'g': float(color.g),
-                'b': float(color.b),
-                'a': float(color.a),
-            },
-            'lifetime': duration_fields(marker_set.lifetime_s),
-            'points': [xyz_fields(point) for point in spec.points],
-            'text': spec.text,
-        }
-    )
+    fields['pose'] = pose_fields(spec.position, spec.orientation)
+    fields['type'] = _MARKER_TYPES[spec.kind]
+    fields['action'] = MARKER_ACTION_ADD
+    fields['scale'] = xyz_fields(spec.scale)
+    fields['color'] = {
+        'r': float(color.r),
+        'g': float(color.g),
+        'b': float(color.b),
+        'a': float(color.a),
+    }
+    fields['lifetime'] = lifetime or duration_fields(marker_set.lifetime_s)
+    fields['points'] = [xyz_fields(point) for point in spec.points]
+    fields['text'] = spec.text
     return fields
 
 
 def marker_array_fields(marker_set: MarkerSet) -> Fields:
     """visualization_msgs/MarkerArray of a :class:`MarkerSet`."""
     header = header_fields(marker_set.stamp_ns, marker_set.frame_id)
-    return {'markers': [marker_fields(spec, marker_set, header) for spec in marker_set.markers]}
+    lifetime = duration_fields(marker_set.lifetime_s)
+    return {
+        'markers': [
+            marker_fields(spec, marker_set, header, lifetime) for spec in marker_set.markers
+        ]
+    }
 
 
 # ----------------------------------------------------------------------------- images

@@ -23,6 +23,7 @@ Algorithm (RGB-anchored; see docs/INPUTS.md for how it relates to message_filter
 from __future__ import annotations
 
 import bisect
+from collections import deque
 from dataclasses import dataclass, field
 import enum
 import operator
@@ -46,6 +47,9 @@ UNMATCHED = 'unmatched'  # depth/info passed over: a later one was paired instea
 DROP_REASONS = (QUEUE_OVERFLOW, LATE, DUPLICATE, NO_DEPTH, NO_INFO, UNMATCHED)
 
 NANOSECONDS_PER_SECOND = 1_000_000_000
+INTERVAL_SAMPLES = 16  # recent stamp intervals kept per stream to learn min_interval_ns
+MIN_INTERVALS_TO_LEARN = 4
+MAX_WAIT_PERIODS = 2.5  # see StampPairer.max_wait_ns
 
 
 class PairingError(SpatialVlmError):
@@ -64,8 +68,23 @@ class PairingConfig:
     info_mode: InfoMode = InfoMode.LATEST
     reorder_margin_ns: int = 0
     max_wait_ns: int = 500_000_000
+    # Lower bound on the stamp interval of the depth (and strict info) stream, as message_filters'
+    # setInterMessageLowerBound: a match is final once the next message, at least this much
+    # newer than the newest seen, could not be closer. 0: wait for that next message instead
+    # (one frame period of latency when depth is stamped before RGB). None: learn it from the
+    # stream (half the smallest of the recent intervals).
+    min_interval_ns: int | None = 0
 
     def __post_init__(self) -> None:
+        if self.min_interval_ns is not None and (
+            isinstance(self.min_interval_ns, bool)
+            or not isinstance(self.min_interval_ns, int)
+            or self.min_interval_ns < 0
+        ):
+            raise PairingError(
+                f'min_interval_ns must be None or a non-negative integer, got '
+                f'{self.min_interval_ns!r}'
+            )
         for name in ('slop_ns', 'queue_size', 'reorder_margin_ns', 'max_wait_ns'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -87,8 +106,10 @@ class PairingConfig:
         info_mode: InfoMode | str = InfoMode.LATEST,
         reorder_margin_s: float = 0.0,
         max_wait_s: float = 0.5,
+        min_interval_s: float | None = 0.0,
     ) -> PairingConfig:
-        """The same settings in seconds, as ROS parameters usually give them."""
+        """The same settings in seconds, as ROS parameters usually give them (``min_interval_s``
+        None or negative: learn it from the stream)."""
 
         def to_ns(name: str, seconds: float) -> int:
             try:
@@ -102,6 +123,9 @@ class PairingConfig:
             info_mode=info_mode,  # type: ignore[arg-type]  # __post_init__ converts
             reorder_margin_ns=to_ns('reorder_margin_s', reorder_margin_s),
             max_wait_ns=to_ns('max_wait_s', max_wait_s),
+            min_interval_ns=None
+            if min_interval_s is None or float(min_interval_s) < 0
+            else to_ns('min_interval_s', min_interval_s),
         )
 
 
@@ -109,6 +133,7 @@ class PairingConfig:
 class Stamped:
     stamp_ns: int
     payload: Any
+    received_ns: int | None = None  # arrival time (the node clock), for latency breakdowns
 
 
 @dataclass(frozen=True)
@@ -118,10 +143,24 @@ class RgbdSet:
     rgb: Stamped
     depth: Stamped
     info: Stamped
+    paired_ns: int | None = None  # arrival time of the message that completed the set
 
     @property
     def stamp_ns(self) -> int:
         return self.rgb.stamp_ns
+
+    @property
+    def received_ns(self) -> int | None:
+        """When the later of its two images arrived (the node clock); None when not recorded.
+        CameraInfo is left out: the latest one is reused, so it may have come after them."""
+        times = [self.rgb.received_ns, self.depth.received_ns]
+        return None if None in times else max(t for t in times if t is not None)
+
+    @property
+    def first_received_ns(self) -> int | None:
+        """When the first image of the set arrived (CameraInfo is often reused: not counted)."""
+        times = [self.rgb.received_ns, self.depth.received_ns]
+        return None if None in times else min(t for t in times if t is not None)
 
 
 @dataclass(frozen=True)
@@ -228,6 +267,10 @@ class StampPairer:
         self._buffers = {stream: _SortedBuffer() for stream in STREAMS}
         self._latest_info: Stamped | None = None
         self._newest: dict[str, int | None] = dict.fromkeys(STREAMS)
+        # Recent stamp intervals per stream, to learn a lower bound (min_interval_ns None).
+        self._intervals: dict[str, deque[int]] = {
+            s: deque(maxlen=INTERVAL_SAMPLES) for s in STREAMS
+        }
         self._last_used: dict[str, int | None] = dict.fromkeys(STREAMS)
         self._counters = _Counters()
 
@@ -238,8 +281,13 @@ class StampPairer:
 
     # ------------------------------------------------------------------ input
 
-    def add(self, stream: str, stamp_ns: int, payload: Any) -> list[RgbdSet]:
-        """Store one message; returns the sets it completed, in stamp order."""
+    def add(
+        self, stream: str, stamp_ns: int, payload: Any, received_ns: int | None = None
+    ) -> list[RgbdSet]:
+        """Store one message; returns the sets it completed, in stamp order.
+
+        ``received_ns`` (the arrival time) is kept with the message, and the sets it completes
+        are marked paired at that time, so that a scene's latency can be broken down."""
         if stream not in STREAMS:
             raise PairingError(f'unknown stream {stream!r}; expected one of {STREAMS}')
         if isinstance(stamp_ns, bool):
@@ -251,8 +299,8 @@ class StampPairer:
                 f'stamp_ns must be integer nanoseconds, got {type(stamp_ns).__name__}'
             ) from None
         with self._lock:
-            self._store(stream, Stamped(stamp_ns, payload))
-            return self._drain(force=False)
+            self._store(stream, Stamped(stamp_ns, payload, received_ns))
+            return self._drain(force=False, now_ns=received_ns)
 
     def flush(self) -> list[RgbdSet]:
         """Decide every pending RGB with what is buffered now (end of input)."""
@@ -284,6 +332,8 @@ class StampPairer:
         newest = self._newest[stream]
         if newest is None or message.stamp_ns > newest:
             self._newest[stream] = message.stamp_ns
+            if newest is not None:
+                self._intervals[stream].append(message.stamp_ns - newest)
         if stream == INFO and not self._matched_by_stamp(INFO):
             self._latest_info = message
             return
@@ -308,8 +358,37 @@ class StampPairer:
         # Every RGB still to come is newer than the last emitted one.
         return last_rgb is not None and stamp_ns < last_rgb - self._config.slop_ns
 
+    def max_wait_ns(self) -> int:
+        """How long (RGB stamp time) a set waits for a stalled stream.
+
+        When the stream's interval is learned (``min_interval_ns`` None), at least
+        MAX_WAIT_PERIODS RGB periods: a 2 Hz camera whose depth image comes one period late (a
+        reliable sample repaired when the next one arrives) must not lose every such frame to a
+        0.5 s limit that equals its period.
+        """
+        configured = self._config.max_wait_ns
+        intervals = self._intervals[RGB]
+        if self._config.min_interval_ns is not None or len(intervals) < MIN_INTERVALS_TO_LEARN:
+            return configured
+        typical = sorted(intervals)[len(intervals) // 2]
+        return max(configured, int(MAX_WAIT_PERIODS * typical))
+
+    def min_interval_ns(self, stream: str) -> int:
+        """The lower bound on ``stream``'s next stamp interval that decisions rely on."""
+        configured = self._config.min_interval_ns
+        if configured is not None:
+            return configured
+        intervals = self._intervals[stream]
+        if len(intervals) < MIN_INTERVALS_TO_LEARN:
+            return 0
+        # Half the smallest recent interval: jitter and a faster camera keep it a lower bound.
+        return min(intervals) // 2
+
     def _decide(self, stream: str, rgb_stamp: int, timed_out: bool) -> tuple[bool, Stamped | None]:
-        """(whether the match for ``rgb_stamp`` on ``stream`` is final, the match or None)."""
+        """(whether the match for ``rgb_stamp`` on ``stream`` is final, the match or None).
+
+        Final once no message still to come can be closer: the next one is stamped at least
+        ``min_interval_ns`` after the newest seen (0: once it has been seen)."""
         config = self._config
         if not self._matched_by_stamp(stream):
             return self._latest_info is not None or timed_out, self._latest_info
@@ -319,13 +398,13 @@ class StampPairer:
         newest = self._newest[stream]
         if newest is None:
             return False, best
+        next_at_least = newest + self.min_interval_ns(stream)
         if best is None:
-            return newest > rgb_stamp + config.slop_ns + config.reorder_margin_ns, None
+            return next_at_least > rgb_stamp + config.slop_ns + config.reorder_margin_ns, None
         distance = abs(best.stamp_ns - rgb_stamp)
-        return newest >= rgb_stamp + distance + config.reorder_margin_ns, best
+        return next_at_least >= rgb_stamp + distance + config.reorder_margin_ns, best
 
-    def _drain(self, force: bool) -> list[RgbdSet]:
-        config = self._config
+    def _drain(self, force: bool, now_ns: int | None = None) -> list[RgbdSet]:
         counters = self._counters
         rgb_buffer = self._buffers[RGB]
         emitted: list[RgbdSet] = []
@@ -333,7 +412,7 @@ class StampPairer:
             rgb = rgb_buffer.items[0]
             newest_rgb = self._newest[RGB]
             timed_out = force or (
-                newest_rgb is not None and newest_rgb - rgb.stamp_ns >= config.max_wait_ns
+                newest_rgb is not None and newest_rgb - rgb.stamp_ns >= self.max_wait_ns()
             )
             depth_final, depth = self._decide(DEPTH, rgb.stamp_ns, timed_out)
             if depth_final and depth is None:
@@ -354,7 +433,7 @@ class StampPairer:
             if self._matched_by_stamp(INFO):
                 self._consume(INFO, info.stamp_ns)
             counters.emitted += 1
-            emitted.append(RgbdSet(rgb=rgb, depth=depth, info=info))
+            emitted.append(RgbdSet(rgb=rgb, depth=depth, info=info, paired_ns=now_ns))
         return emitted
 
     def _mark_rgb_done(self, rgb_stamp: int) -> None:

@@ -160,7 +160,77 @@ def _finite_array(value: npt.ArrayLike | None, shape: tuple[int, ...], what: str
 
 def _place(objects: Sequence[SpatialObject], transform: FloatArray | None) -> _Placed:
     seen: set[str] = set()
-    rows: list[tuple[str, FloatArray, FloatArray, FloatArray]] = []
+    located: list[SpatialObject] = []
+    for item in objects:
+        if not isinstance(item, SpatialObject) or item.id in seen:
+            _check_objects(objects)  # raises for the first problem, in input order
+        seen.add(item.id)
+        if item.lifted.position is not None:
+            located.append(item)
+    located.sort(key=lambda item: item.id)
+    stacked = _stacked(located)
+    if stacked is None:
+        _check_objects(objects)
+        raise AssertionError('a malformed value passed every check')  # unreachable
+    positions, covariances, sizes = stacked
+    reference_positions, reference_covariances = positions, covariances
+    if transform is not None and located:
+        reference_positions = apply_transform(transform, positions)
+        reference_covariances = np.array(
+            [rotate_covariance(transform, covariance) for covariance in covariances]
+        )
+    return _Placed(
+        ids=[item.id for item in located],
+        camera_positions=positions,
+        camera_covariances=covariances,
+        sizes=sizes,
+        positions=reference_positions,
+        covariances=reference_covariances,
+    )
+
+
+def _stacked(
+    located: Sequence[SpatialObject],
+) -> tuple[FloatArray, FloatArray, FloatArray] | None:
+    """Positions (n, 3), covariances (n, 3, 3) (zeros where unknown) and absolute sizes (n, 3)
+    (zeros where unknown) of objects that have a position, stacked in one pass each; None if
+    any value is malformed or not finite."""
+    zeros3, zeros33 = np.zeros(3), np.zeros((3, 3))
+    try:
+        positions = np.array([item.lifted.position for item in located], dtype=np.float64)
+        covariances = np.array(
+            [
+                zeros33 if item.lifted.covariance is None else item.lifted.covariance
+                for item in located
+            ],
+            dtype=np.float64,
+        )
+        sizes = np.array(
+            [zeros3 if item.lifted.size is None else item.lifted.size for item in located],
+            dtype=np.float64,
+        )
+    except (TypeError, ValueError):  # ragged or not numeric
+        return None
+    count = len(located)
+    if count and (
+        positions.shape != (count, 3)
+        or covariances.shape != (count, 3, 3)
+        or sizes.shape != (count, 3)
+    ):
+        return None
+    if not (
+        np.isfinite(positions).all()
+        and np.isfinite(covariances).all()
+        and np.isfinite(sizes).all()
+    ):
+        return None
+    return positions.reshape(-1, 3), covariances.reshape(-1, 3, 3), np.abs(sizes).reshape(-1, 3)
+
+
+def _check_objects(objects: Sequence[SpatialObject]) -> None:
+    """Raise :class:`RelationError` for the first malformed object, duplicate id or malformed
+    value, in input order."""
+    seen: set[str] = set()
     for item in objects:
         if not isinstance(item, SpatialObject):
             raise RelationError(f'expected SpatialObject, got {type(item).__name__}')
@@ -170,35 +240,11 @@ def _place(objects: Sequence[SpatialObject], transform: FloatArray | None) -> _P
         lifted = item.lifted
         if lifted.position is None:
             continue
-        position = _finite_array(lifted.position, (3,), f'{item.id}: position')
-        covariance = (
-            np.zeros((3, 3))
-            if lifted.covariance is None
-            else _finite_array(lifted.covariance, (3, 3), f'{item.id}: covariance')
-        )
-        size = (
-            np.zeros(3)
-            if lifted.size is None
-            else np.abs(_finite_array(lifted.size, (3,), f'{item.id}: size'))
-        )
-        rows.append((item.id, position, covariance, size))
-    rows.sort(key=lambda row: row[0])
-    positions = np.array([row[1] for row in rows]).reshape(-1, 3)
-    covariances = np.array([row[2] for row in rows]).reshape(-1, 3, 3)
-    reference_positions, reference_covariances = positions, covariances
-    if transform is not None and rows:
-        reference_positions = apply_transform(transform, positions)
-        reference_covariances = np.array(
-            [rotate_covariance(transform, covariance) for covariance in covariances]
-        )
-    return _Placed(
-        ids=[row[0] for row in rows],
-        camera_positions=positions,
-        camera_covariances=covariances,
-        sizes=np.array([row[3] for row in rows]).reshape(-1, 3),
-        positions=reference_positions,
-        covariances=reference_covariances,
-    )
+        _finite_array(lifted.position, (3,), f'{item.id}: position')
+        if lifted.covariance is not None:
+            _finite_array(lifted.covariance, (3, 3), f'{item.id}: covariance')
+        if lifted.size is not None:
+            _finite_array(lifted.size, (3,), f'{item.id}: size')
 
 
 def _z_scores(magnitude: FloatArray, variance: FloatArray) -> FloatArray:
@@ -258,11 +304,34 @@ def _pair_table(placed: _Placed, axes: tuple[_Axis, ...], config: RelationConfig
     return _PairTable(distances, separations, stated, directional_z, is_near, near_z)
 
 
+@dataclass(frozen=True)
+class _PairLists:
+    """:class:`_PairTable` as nested Python lists, for reading single entries cheaply."""
+
+    distances: list[list[float]]
+    separations: list[list[list[float]]]
+    stated: list[list[list[bool]]]
+    directional_z: list[list[list[float]]]
+    is_near: list[list[bool]]
+    near_z: list[list[float]]
+
+    @staticmethod
+    def of(table: _PairTable) -> _PairLists:
+        return _PairLists(
+            table.distances.tolist(),
+            table.separations.tolist(),
+            table.stated.tolist(),
+            table.directional_z.tolist(),
+            table.is_near.tolist(),
+            table.near_z.tolist(),
+        )
+
+
 def _pair_relations(
     i: int,
     j: int,
     placed: _Placed,
-    table: _PairTable,
+    table: _PairLists,
     axes: tuple[_Axis, ...],
     axis_indices: Sequence[int],
     canonical: bool = False,
@@ -272,14 +341,17 @@ def _pair_relations(
     ``canonical`` states each axis with its first predicate (left_of, above, in_front_of),
     swapping subject and object where needed, so a pair is stated once per axis.
     """
-    distance = float(table.distances[i, j])
+    distance = table.distances[i][j]
+    stated, directional_z, separations = table.stated[i][j], table.directional_z[i][j], None
     relations = []
     for index in axis_indices:
-        if not table.stated[i, j, index]:
+        if not stated[index]:
             continue
+        if separations is None:
+            separations = table.separations[i][j]
         axis = axes[index]
-        confidence = normal_cdf(float(table.directional_z[i, j, index]))
-        subject_smaller = table.separations[i, j, index] > 0.0
+        confidence = normal_cdf(directional_z[index])
+        subject_smaller = separations[index] > 0.0
         if canonical:
             first, second = (i, j) if subject_smaller else (j, i)
             relations.append(
@@ -290,8 +362,8 @@ def _pair_relations(
             relations.append(
                 Relation(placed.ids[i], predicate, placed.ids[j], distance, confidence)
             )
-    if table.is_near[i, j]:
-        confidence = normal_cdf(float(table.near_z[i, j]))
+    if table.is_near[i][j]:
+        confidence = normal_cdf(table.near_z[i][j])
         relations.append(Relation(placed.ids[i], NEAR, placed.ids[j], distance, confidence))
     return relations
 
@@ -302,10 +374,13 @@ def neighbour_pairs(distances: FloatArray, per_object: int) -> list[tuple[int, i
     count = distances.shape[0]
     if per_object <= 0 or per_object >= count - 1:
         return [(i, j) for i in range(count) for j in range(i + 1, count)]
+    # Each row's stable order, without the object itself (the first per_object + 1 entries
+    # hold the per_object nearest others whatever the object's own place among them).
+    order = np.argsort(distances, axis=1, kind='stable')[:, : per_object + 1].tolist()
     pairs: set[tuple[int, int]] = set()
-    for i in range(count):
-        order = [j for j in np.argsort(distances[i], kind='stable') if j != i]
-        pairs.update((min(i, int(j)), max(i, int(j))) for j in order[:per_object])
+    for i, row in enumerate(order):
+        nearest = [j for j in row if j != i][:per_object]
+        pairs.update((i, j) if i < j else (j, i) for j in nearest)
     return sorted(pairs)
 
 
@@ -338,7 +413,8 @@ def compute_relations(
     if count < 2:
         return []
     axes = _CAMERA_AXES if transform is None else _BODY_AXES
-    table = _pair_table(placed, axes, config)
+    arrays = _pair_table(placed, axes, config)
+    table = _PairLists.of(arrays)
     relations: list[Relation] = []
     if config.mode == FULL:
         every_axis = range(len(axes))
@@ -353,7 +429,7 @@ def compute_relations(
             for index, axis in enumerate(axes)
             if transform is not None or axis.smaller != ABOVE
         ]
-        for i, j in neighbour_pairs(table.distances, config.per_object):
+        for i, j in neighbour_pairs(arrays.distances, config.per_object):
             relations.extend(
                 _pair_relations(i, j, placed, table, axes, axis_indices, canonical=True)
             )

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from spatial_vlm_ros.core.message_fields import STAGE_NAMES, box_orientation
+from spatial_vlm_ros.core.positions import Position, placed
 from spatial_vlm_ros.core.transforms import transform_from_translation_quaternion
 from spatial_vlm_ros.core.types import (
     Lifted3D,
@@ -24,7 +25,6 @@ from spatial_vlm_ros.core.types import (
     Scene,
     SpatialObject,
     StageTimings,
-    has_position,
 )
 
 SCHEMA_VERSION = 2
@@ -36,6 +36,8 @@ class SceneJsonError(ValueError):
 
 
 def _rounded(values: Any, digits: int) -> list[float]:
+    if type(values) is np.ndarray and values.dtype == np.float64:
+        return [round(value, digits) for value in values.ravel().tolist()]
     return [round(float(value), digits) for value in np.asarray(values, dtype=float).ravel()]
 
 
@@ -45,22 +47,37 @@ def _finite_or_none(value: float, digits: int) -> float | None:
 
 def object_to_dict(obj: SpatialObject, scene: Scene) -> dict[str, Any]:
     """One ``objects[]`` / ``objects_without_position[]`` entry (SpatialObject.msg)."""
+    ((_, position, distance),) = placed(scene, [obj])
+    return _object_dict(obj, position, distance, _rounded(box_orientation(scene), 6))
+
+
+def _object_dict(
+    obj: SpatialObject, position: Position | None, distance: float, orientation: list[float]
+) -> dict[str, Any]:
+    """:func:`object_to_dict` of an object already placed (core/positions.py), with the box
+    orientation already rounded."""
     lifted = obj.lifted
-    positioned = has_position(obj)
+    positioned = position is not None
+    box = obj.box
     return {
         'id': obj.id,
         'label': obj.label,
         'confidence': round(float(obj.confidence), 4),
-        'bbox': _rounded(obj.box.as_list(), 2),
-        'position': _rounded(lifted.position, 4) if positioned else None,
-        'orientation': _rounded(box_orientation(scene), 6) if positioned else None,
+        'bbox': [
+            round(float(box.x_min), 2),
+            round(float(box.y_min), 2),
+            round(float(box.x_max), 2),
+            round(float(box.y_max), 2),
+        ],
+        'position': [round(value, 4) for value in position] if positioned else None,
+        'orientation': list(orientation) if positioned else None,
         'size': _rounded(lifted.size, 4) if positioned and lifted.size is not None else None,
         'covariance': (
             _rounded(lifted.covariance, 8)
             if positioned and lifted.covariance is not None
             else None
         ),
-        'range': _finite_or_none(scene.range_m(obj), 4),
+        'range': _finite_or_none(distance, 4),
         'valid_depth_ratio': round(float(lifted.valid_depth_ratio), 4),
     }
 
@@ -91,6 +108,12 @@ def camera_pose_to_dict(scene: Scene) -> dict[str, list[float]]:
 
 def scene_to_dict(scene: Scene) -> dict[str, Any]:
     """The documented scenes.jsonl object (extra keys beyond the documented ones are additive)."""
+    orientation = _rounded(box_orientation(scene), 6)
+    objects: list[dict[str, Any]] = []
+    without_position: list[dict[str, Any]] = []
+    for obj, position, distance in placed(scene):
+        entry = _object_dict(obj, position, distance, orientation)
+        (objects if position is not None else without_position).append(entry)
     record: dict[str, Any] = {
         'schema_version': SCHEMA_VERSION,
         'stamp_ns': int(scene.stamp_ns),
@@ -98,10 +121,8 @@ def scene_to_dict(scene: Scene) -> dict[str, Any]:
         'camera_frame_id': scene.camera_frame_id,
         'relation_frame_id': scene.relation_frame_id,
         'camera_pose': camera_pose_to_dict(scene),
-        'objects': [object_to_dict(obj, scene) for obj in scene.positioned_objects],
-        'objects_without_position': [
-            object_to_dict(obj, scene) for obj in scene.objects_without_position
-        ],
+        'objects': objects,
+        'objects_without_position': without_position,
         'relations': [relation_to_dict(relation) for relation in scene.relations],
         'model_id': scene.model_id,
         'engine': scene.engine,

@@ -10,6 +10,10 @@ publish a result older than one already published (requests can finish out of or
 are in flight). On-demand requests (services) have their own in-flight budget, so the stream can
 never starve them.
 
+Every request has ONE deadline (:class:`Deadline`), created where the request starts (a frame
+dispatched, a service call received) and passed down to the engine call
+(``EngineRequest.timeout_s``), so waiting for a slot and every engine call share one budget.
+
 Everything here is asyncio + one lock, with an injectable clock, so it is tested without ROS.
 """
 
@@ -18,13 +22,14 @@ from __future__ import annotations
 import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import threading
 import time
 from typing import Generic, TypeVar
 
 FrameT = TypeVar('FrameT')
 ResultT = TypeVar('ResultT')
+T = TypeVar('T')
 
 # Drop reasons, reported in /diagnostics.
 DROP_SUPERSEDED = 'superseded'  # a newer frame replaced it before a worker was free
@@ -32,11 +37,14 @@ DROP_STALE = 'stale'  # older than max_age_s when a worker was free
 DROP_OUT_OF_ORDER = 'out_of_order'  # finished after a newer frame's result was published
 DROP_FAILED = 'failed'  # the processing call raised or timed out
 DROP_TIMEOUT = 'timeout'
+RATE_BURST = 2.0  # rate_hz allows one dispatch beyond the steady rate after a gap
 
 
 @dataclass(frozen=True)
 class SchedulerConfig:
-    rate_hz: float = 2.0  # upper bound on dispatches per second (0 = as fast as slots free up)
+    # Upper bound on dispatches per second, long-run (0 = as fast as slots free up); a burst of
+    # RATE_BURST is allowed so that transport jitter does not delay or drop frames.
+    rate_hz: float = 2.0
     max_in_flight: int = 1  # stream requests running at once
     max_age_s: float = 1.0  # frames older than this (by stamp) are not sent
     timeout_s: float = 30.0  # per-request deadline
@@ -52,9 +60,49 @@ class SchedulerConfig:
 
 
 @dataclass(frozen=True)
+class Deadline:
+    """One request's deadline on the monotonic clock; passed down to the engine call."""
+
+    at_s: float  # time.monotonic() value
+
+    @classmethod
+    def after(cls, seconds: float) -> Deadline:
+        return cls(time.monotonic() + seconds)
+
+    def remaining_s(self) -> float:
+        """Seconds left, never negative."""
+        return max(0.0, self.at_s - time.monotonic())
+
+    @property
+    def expired(self) -> bool:
+        return time.monotonic() >= self.at_s
+
+
+@dataclass(frozen=True)
 class StampedFrame(Generic[FrameT]):
+    """A frame in the scheduler, with the times (in the scheduler's clock) that explain its
+    latency: submitted to the slot, taken by the worker; and its request deadline."""
+
     stamp_ns: int
     frame: FrameT
+    submitted_ns: int | None = None  # clock_ns() when stored in the slot
+    taken_ns: int | None = None  # clock_ns() when a worker took it
+    deadline: Deadline | None = None  # set when dispatched
+    # What staleness is measured from: the stamp (None), or the arrival time when the camera's
+    # clock is known to be offset from the node's (a bag without --clock, device time).
+    reference_ns: int | None = None
+
+    def age_s(self, now_ns: int) -> float:
+        reference = self.stamp_ns if self.reference_ns is None else self.reference_ns
+        return (now_ns - reference) / 1e9
+
+    @property
+    def queue_ms(self) -> float:
+        """Milliseconds between being stored and being taken (waiting for a slot or the rate);
+        NaN when not known."""
+        if self.submitted_ns is None or self.taken_ns is None:
+            return float('nan')
+        return (self.taken_ns - self.submitted_ns) / 1e6
 
 
 class LatestFrameSlot(Generic[FrameT]):
@@ -67,7 +115,13 @@ class LatestFrameSlot(Generic[FrameT]):
         self.superseded = 0
         self.rejected_older = 0
 
-    def put(self, stamp_ns: int, frame: FrameT) -> bool:
+    def put(
+        self,
+        stamp_ns: int,
+        frame: FrameT,
+        submitted_ns: int | None = None,
+        reference_ns: int | None = None,
+    ) -> bool:
         """Store ``frame`` unless an equal or newer one was already stored; True when stored."""
         with self._lock:
             newest = self._frame.stamp_ns if self._frame is not None else self._taken_stamp_ns
@@ -76,7 +130,7 @@ class LatestFrameSlot(Generic[FrameT]):
                 return False
             if self._frame is not None:
                 self.superseded += 1
-            self._frame = StampedFrame(stamp_ns, frame)
+            self._frame = StampedFrame(stamp_ns, frame, submitted_ns, reference_ns=reference_ns)
             return True
 
     def take(self) -> StampedFrame[FrameT] | None:
@@ -124,7 +178,9 @@ class FrameScheduler(Generic[FrameT, ResultT]):
         self._priority_slots = asyncio.Semaphore(config.priority_in_flight)
         self._wakeup = asyncio.Event()
         self._last_published_stamp_ns = -1
-        self._last_dispatch_s = float('-inf')
+        # Token bucket for rate_hz: tokens accrue at rate_hz up to RATE_BURST, one per dispatch.
+        self._tokens = float(RATE_BURST)
+        self._tokens_at_s = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
         self.drops: Counter[str] = Counter()
         self.published = 0
@@ -148,9 +204,16 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     def last_published_stamp_ns(self) -> int:
         return self._last_published_stamp_ns
 
-    def submit(self, stamp_ns: int, frame: FrameT, loop: asyncio.AbstractEventLoop | None) -> None:
-        """Store a new frame (any thread) and wake the worker on ``loop``."""
-        if self.slot.put(stamp_ns, frame) and loop is not None:
+    def submit(
+        self,
+        stamp_ns: int,
+        frame: FrameT,
+        loop: asyncio.AbstractEventLoop | None,
+        reference_ns: int | None = None,
+    ) -> None:
+        """Store a new frame (any thread) and wake the worker on ``loop``; ``reference_ns``
+        replaces the stamp as the origin of its age (see StampedFrame)."""
+        if self.slot.put(stamp_ns, frame, self._clock_ns(), reference_ns) and loop is not None:
             loop.call_soon_threadsafe(self._wakeup.set)
 
     def drop_counts(self) -> dict[str, int]:
@@ -161,9 +224,7 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch loop; returns when ``stop`` is set (in-flight requests are awaited)."""
         while not stop.is_set():
-            rate_hz = self._config.rate_hz
-            min_period_s = 1.0 / rate_hz if rate_hz > 0 else 0.0
-            wait_s = self._last_dispatch_s + min_period_s - time.monotonic()
+            wait_s = self._token_wait_s()
             if wait_s > 0:
                 await _wait_any(stop, None, wait_s)
                 continue
@@ -176,22 +237,40 @@ class FrameScheduler(Generic[FrameT, ResultT]):
             if frame is None:
                 self._stream_slots.release()
                 continue
-            age_s = (self._clock_ns() - frame.stamp_ns) / 1e9
-            if age_s > self._config.max_age_s:
+            if frame.age_s(self._clock_ns()) > self._config.max_age_s:
                 self.drops[DROP_STALE] += 1
                 self._stream_slots.release()
                 continue
-            self._last_dispatch_s = time.monotonic()
+            self._tokens -= 1.0
+            frame = replace(
+                frame, taken_ns=self._clock_ns(), deadline=Deadline.after(self._config.timeout_s)
+            )
             task = asyncio.ensure_future(self._run_one(frame))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
+    def _token_wait_s(self) -> float:
+        """Seconds until a dispatch is allowed by ``rate_hz`` (0: now).
+
+        A bucket of RATE_BURST tokens rather than a fixed gap since the last dispatch: a frame
+        that arrives late (a repaired sample) right before the next one must not make that one
+        wait a whole period, nor be superseded by it, while the long-run rate stays bounded.
+        """
+        rate_hz = self._config.rate_hz
+        if rate_hz <= 0:
+            return 0.0
+        now_s = time.monotonic()
+        self._tokens = min(RATE_BURST, self._tokens + (now_s - self._tokens_at_s) * rate_hz)
+        self._tokens_at_s = now_s
+        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / rate_hz
+
     async def _run_one(self, frame: StampedFrame[FrameT]) -> None:
         self.in_flight += 1
         try:
-            result = await asyncio.wait_for(self._process(frame), self._config.timeout_s)
+            budget_s = frame.deadline.remaining_s() if frame.deadline else self._config.timeout_s
+            result = await asyncio.wait_for(self._process(frame), budget_s)
         except asyncio.TimeoutError as error:
             self.drops[DROP_TIMEOUT] += 1
             if self._on_error is not None:
@@ -212,17 +291,52 @@ class FrameScheduler(Generic[FrameT, ResultT]):
         self.published += 1
         self._publish(frame, result)
 
-    async def run_priority(self, work: Callable[[], Awaitable[ResultT]]) -> ResultT:
-        """Run on-demand work (a service call) in the priority lane, with the same deadline."""
+    async def run_priority(
+        self, work: Callable[[], Awaitable[T]], deadline: Deadline | None = None
+    ) -> T:
+        """Run on-demand work (a service call) in the priority lane.
+
+        ``deadline`` (default: ``timeout_s`` from now) bounds the wait for a priority slot and
+        the work together; the work should pass the same deadline to its engine calls.
+        Raises ``asyncio.TimeoutError`` when it passes.
+        """
+        deadline = deadline or Deadline.after(self._config.timeout_s)
         self.priority_waiting += 1
         try:
-            await self._priority_slots.acquire()
+            acquired = await _acquire_before(self._priority_slots, deadline.remaining_s())
         finally:
             self.priority_waiting -= 1
+        if not acquired:
+            raise asyncio.TimeoutError('the deadline passed while waiting for a priority slot')
         try:
-            return await asyncio.wait_for(work(), self._config.timeout_s)
+            return await asyncio.wait_for(work(), deadline.remaining_s())
         finally:
             self._priority_slots.release()
+
+
+async def _acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> bool:
+    """Acquire within ``timeout_s``; False on timeout. Not ``asyncio.wait_for``, which can lose
+    an acquisition won just as the timeout fires (before Python 3.12) and leak the slot."""
+    acquiring = asyncio.ensure_future(semaphore.acquire())
+    try:
+        done, _ = await asyncio.wait({acquiring}, timeout=max(timeout_s, 0.0))
+    except asyncio.CancelledError:
+        _abandon(acquiring, semaphore)
+        raise
+    if done:
+        return True
+    _abandon(acquiring, semaphore)
+    return False
+
+
+def _abandon(acquiring: asyncio.Future[bool], semaphore: asyncio.Semaphore) -> None:
+    """Give back an acquisition that completes after its waiter stopped waiting."""
+    if acquiring.done():
+        if not acquiring.cancelled():
+            semaphore.release()
+        return
+    acquiring.cancel()
+    acquiring.add_done_callback(lambda done: None if done.cancelled() else semaphore.release())
 
 
 async def _wait_any(stop: asyncio.Event, event: asyncio.Event | None, timeout_s: float) -> None:

@@ -60,6 +60,7 @@ from spatial_vlm_ros.engines.server_check import (
     choose_model,
     detect_kind,
     liveness,
+    router_hides_models,
     served_models,
     unreachable,
 )
@@ -334,8 +335,14 @@ class OpenAIEngine(VlmEngine):
             return EngineHealth.warn(mismatch[0], mismatch[1], **dict(values))
         return EngineHealth(state.level, state.message, state.fix, values)
 
+    async def _detect_kind_once(self, client: httpx.AsyncClient) -> None:
+        """Learn the server kind if generate() ran before start(): a router lists names its way."""
+        if self._kind is None:
+            self._kind, _ = await detect_kind(client, self.base_url, self.health_timeout_s)
+
     async def _resolve_model(self, client: httpx.AsyncClient) -> EngineHealth | None:
         """Set ``self._model`` from ``/v1/models``; an ERROR when no usable name is served."""
+        await self._detect_kind_once(client)
         served, listing = await served_models(client, self.base_url, self.health_timeout_s)
         if served is None:
             if listing.status is None:
@@ -346,6 +353,19 @@ class OpenAIEngine(VlmEngine):
                 'set server_url to the server root (http://host:port)',
                 server_url=self.base_url,
             )
+        if router_hides_models(self._kind, served):
+            # Behind the router the name is checked by the worker on the first request (a 404
+            # names the worker's models): the configured name, else the profile's checkpoint id,
+            # which is what vLLM and SGLang serve unless told otherwise.
+            self._model = self.served_model_name or self.profile.hf_id or None
+            if self._model is None:
+                return EngineHealth.error(
+                    f'the router at {self.base_url} does not know which model its workers '
+                    'serve (it lists only "unknown"), and no served_model_name is set',
+                    'set served_model_name to the name the workers serve (--served-model-name)',
+                    server_url=self.base_url,
+                )
+            return None
         model, problem = choose_model(
             self.base_url, self.served_model_name, served, self.profile.hf_id
         )
@@ -436,7 +456,10 @@ class OpenAIEngine(VlmEngine):
         if status in MODEL_NAME_SUSPECT_STATUS:
             sent = self.served_model_name or self._model
             self._model = None  # resolved again on the next request
+            await self._detect_kind_once(client)
             served, _ = await served_models(client, self.base_url, self.health_timeout_s)
+            if router_hides_models(self._kind, served):
+                served = None  # the worker's own 404 (in the snippet) names its models
             if served is not None and sent not in served:
                 _, problem = choose_model(self.base_url, sent or '', served, '')
                 if problem is not None:

@@ -160,6 +160,21 @@ def _router_workers(body: Any) -> str:
     return ''
 
 
+# sglang-router (0.3.2) answers /v1/models itself, with the names it read from its workers'
+# SGLang-only /server_info and /model_info; a vLLM (or any other) worker is listed under this
+# placeholder, so behind such a router /v1/models cannot confirm a name.
+ROUTER_PLACEHOLDER_MODEL = 'unknown'
+
+
+def router_hides_models(kind: ServerKind | None, served: list[str] | None) -> bool:
+    """True when a router lists only its placeholder: its workers' names are unknown to it."""
+    return (
+        kind == ServerKind.ROUTER
+        and bool(served)
+        and all(name == ROUTER_PLACEHOLDER_MODEL for name in served or ())
+    )
+
+
 async def served_models(
     client: httpx.AsyncClient, base_url: str, timeout_s: float
 ) -> tuple[list[str] | None, Probe]:

@@ -53,6 +53,8 @@ class PlayOptions:
     best_effort: bool = False
     qos_depth: int = 10
     topics: tuple[str, ...] = ()  # empty: every topic whose type rclpy can import
+    # Publish bag topic FROM as TO (``ros2 bag play --remap FROM:=TO``), exact names.
+    remap: tuple[tuple[str, str], ...] = ()
     wait_for_subscribers_s: float = 0.0  # wait up to this long for a first subscriber
     # Before exiting, wait up to this long for RELIABLE subscribers to acknowledge what was
     # published: destroying the publisher with samples in flight loses the last messages.
@@ -68,6 +70,19 @@ class PlayOptions:
             raise PlayError(f'QoS depth must be >= 1, got {self.qos_depth}')
         if not self.drain_timeout_s >= 0:
             raise PlayError(f'drain timeout must be >= 0, got {self.drain_timeout_s}')
+        for source, target in self.remap:
+            if not source.startswith('/') or not target.startswith('/'):
+                raise PlayError(
+                    f'--remap takes absolute topic names FROM:=TO, got {source}:={target}'
+                )
+
+
+def parse_remap(rule: str) -> tuple[str, str]:
+    """``FROM:=TO`` (as ``ros2 bag play --remap``) -> (FROM, TO)."""
+    source, separator, target = rule.partition(':=')
+    if not separator or not source or not target:
+        raise PlayError(f'--remap takes FROM:=TO, got {rule!r}')
+    return source.strip(), target.strip()
 
 
 @dataclass
@@ -144,6 +159,13 @@ def play_bag(
             raise MissingTopicError(
                 f'topics not in the bag: {", ".join(missing)}; it has {", ".join(available)}'
             )
+        renamed = dict(options.remap)
+        unknown = sorted(set(renamed) - set(available))
+        if unknown:
+            raise MissingTopicError(
+                f'--remap of topics not in the bag: {", ".join(unknown)}; it has '
+                f'{", ".join(available)}'
+            )
         context = rclpy.Context()
         rclpy.init(context=context)
         node = rclpy.create_node(
@@ -171,7 +193,8 @@ def play_bag(
                     if latched
                     else DurabilityPolicy.VOLATILE,
                 )
-                publishers[connection.topic] = node.create_publisher(cls, connection.topic, qos)
+                target = renamed.get(connection.topic, connection.topic)
+                publishers[connection.topic] = node.create_publisher(cls, target, qos)
             if not publishers:
                 raise PlayError('no topic of the bag can be published (see the skipped topics)')
             # rclpy's TimeSource subscribes BEST_EFFORT depth 1; a RELIABLE publisher serves

@@ -10,7 +10,7 @@ CDR bytes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 import functools
 import importlib
 from typing import Any
@@ -43,13 +43,130 @@ def _message_class(namespaced: NamespacedType) -> type:
     return getattr(module, namespaced.name)
 
 
+_MISSING = object()
+
+
+def _fresh_copier(default: Any) -> Callable[[], Any]:
+    """A function returning a fresh copy of a mutable default (an array.array, a numpy array or
+    a list); immutable defaults (numbers, strings) are returned as they are."""
+    if isinstance(default, list):
+        return lambda: list(default)
+    if hasattr(default, '__copy__'):
+        return default.__copy__
+    return lambda: default
+
+
 @functools.cache
-def _field_table(msg_class: type) -> dict[str, tuple[type | None, bool]]:
-    """For each field of ``msg_class``: its message class (None for a primitive or primitive
-    array) and whether it is a sequence of messages. Built once per class."""
+def _builders(
+    msg_class: type,
+) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[], Any]] | None:
+    """Two functions generated once per class from the class's own definition
+    (``SLOT_TYPES``) and a default instance: one fills a new instance of ``msg_class`` from
+    field values, the other makes a default instance. None when the class checks its fields
+    (``ROS_PYTHON_CHECK_FIELDS=1``), where every message goes through the constructor.
+
+    They store each value in the attribute the generated property reads, as the constructor
+    does with field checks off, but build a default only for the fields left out (the
+    constructor builds one for every field first), and run each given array field's setter,
+    which converts the values to the field's array type.
+    """
+    template = msg_class()
+    if template._check_fields:
+        return None
+    names = list(msg_class.get_fields_and_field_types())
+    scope: dict[str, Any] = {
+        'MISSING': _MISSING,
+        'new': msg_class.__new__,
+        'message_class': msg_class,
+        'names': frozenset(names),
+        'unknown': _unknown_field,
+    }
+    build = [
+        'def build(fields):',
+        '    for name in fields:',
+        '        if name not in names:',
+        '            unknown(message_class, name)',
+        '    message = new(message_class)',
+        '    message._check_fields = False',
+    ]
+    fresh = [
+        'def fresh():',
+        '    message = new(message_class)',
+        '    message._check_fields = False',
+    ]
+    for index, (name, field_type) in enumerate(zip(names, msg_class.SLOT_TYPES, strict=True)):
+        default = getattr(template, name)
+        build.append(f'    value = fields.get({name!r}, MISSING)')
+        if isinstance(field_type, NamespacedType):
+            scope[f'build_{index}'], scope[f'fresh_{index}'] = _builders_or_constructor(
+                _message_class(field_type)
+            )
+            given, made = f'build_{index}(value)', f'fresh_{index}()'
+        elif isinstance(field_type, AbstractNestedType) and isinstance(
+            field_type.value_type, NamespacedType
+        ):
+            scope[f'build_{index}'], scope[f'fresh_{index}'] = _builders_or_constructor(
+                _message_class(field_type.value_type)
+            )
+            given = f'[build_{index}(item) for item in value]'
+            made = f'[fresh_{index}() for _ in range({len(default)})]'
+        elif isinstance(field_type, AbstractNestedType):
+            # An array of primitives: the setter converts given values to the array type;
+            # the default is already of that type.
+            scope[f'set_{index}'] = getattr(msg_class, name).fset
+            scope[f'copy_{index}'] = _fresh_copier(default)
+            build.append(
+                f'    if value is MISSING:\n        message._{name} = copy_{index}()\n'
+                f'    else:\n        set_{index}(message, value)'
+            )
+            fresh.append(f'    message._{name} = copy_{index}()')
+            continue
+        else:
+            scope[f'default_{index}'] = default  # a number or string: immutable
+            given, made = 'value', f'default_{index}'
+        build.append(f'    message._{name} = {made} if value is MISSING else {given}')
+        fresh.append(f'    message._{name} = {made}')
+    build.append('    return message')
+    fresh.append('    return message')
+    exec('\n'.join(build + fresh), scope)  # noqa: S102 (generated from the class definition)
+    return scope['build'], scope['fresh']
+
+
+def _builders_or_constructor(
+    msg_class: type,
+) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[], Any]]:
+    builders = _builders(msg_class)
+    if builders is not None:
+        return builders
+    return functools.partial(_constructed, msg_class), msg_class
+
+
+def _unknown_field(msg_class: type, name: str) -> None:
+    raise AttributeError(f'{msg_class.__name__} has no field {name!r}')
+
+
+def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
+    """An instance of the rclpy message class ``msg_class`` with ``fields`` (plain values;
+    dicts for nested messages, lists of dicts for message sequences). Unnamed fields keep their
+    defaults; an unknown field name raises ``AttributeError`` naming it.
+
+    Goes through a builder generated per class (:func:`_builders`): a MarkerArray of a
+    20-object scene takes a fraction of the constructor path's time (docs/PERFORMANCE.md).
+    """
+    builders = _builders(msg_class)
+    if builders is None:
+        return _constructed(msg_class, fields)
+    return builders[0](fields)
+
+
+@functools.cache
+def _nested_types(msg_class: type) -> dict[str, tuple[type | None, bool]]:
+    """For each field: its message class (None for primitives) and whether it is a sequence
+    of messages."""
     table: dict[str, tuple[type | None, bool]] = {}
-    names = msg_class.get_fields_and_field_types()
-    for name, field_type in zip(names, msg_class.SLOT_TYPES, strict=True):
+    for name, field_type in zip(
+        msg_class.get_fields_and_field_types(), msg_class.SLOT_TYPES, strict=True
+    ):
         if isinstance(field_type, NamespacedType):
             table[name] = (_message_class(field_type), False)
         elif isinstance(field_type, AbstractNestedType) and isinstance(
@@ -61,11 +178,9 @@ def _field_table(msg_class: type) -> dict[str, tuple[type | None, bool]]:
     return table
 
 
-def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
-    """An instance of the rclpy message class ``msg_class`` with ``fields`` (plain values;
-    dicts for nested messages, lists of dicts for message sequences). Unnamed fields keep their
-    defaults; an unknown field name raises ``AttributeError`` naming it."""
-    table = _field_table(msg_class)
+def _constructed(msg_class: type, fields: Mapping[str, Any]) -> Any:
+    """:func:`to_message` through the class's constructor, which checks every value."""
+    table = _nested_types(msg_class)
     values: dict[str, Any] = {}
     for name, value in fields.items():
         if name not in table:
@@ -77,7 +192,6 @@ def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
             values[name] = [to_message(nested, item) for item in value]
         else:
             values[name] = to_message(nested, value)
-    # Through the constructor: fields given are not first built as defaults.
     return msg_class(**values)
 
 

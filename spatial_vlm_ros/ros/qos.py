@@ -20,7 +20,9 @@ from rclpy.qos import (
     ReliabilityPolicy,
 )
 
-QOS_MODES = ('auto', 'reliable', 'best_effort')
+from spatial_vlm_ros.settings import INPUT_QOS_MODES
+
+QOS_MODES = INPUT_QOS_MODES  # defined once, in the settings table
 
 
 @dataclass(frozen=True)
