@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 import math
 
 import numpy as np
@@ -125,8 +126,10 @@ def test_relation_frame_transform_moves_camera_positions_into_a_body_frame():
         ]
     )
     base_from_camera = make_transform((0.1, 0.0, 1.2), pitch_down @ R_BODY_FROM_OPTICAL)
-    scene = _camera_scene(_object('a_0', (0.0, 0.2, 2.0)), _object('b_0', (0.0, -0.2, 2.0)))
-    scene.relation_frame_id = 'base_link'
+    scene = replace(
+        _camera_scene(_object('a_0', (0.0, 0.2, 2.0)), _object('b_0', (0.0, -0.2, 2.0))),
+        relation_frame_id='base_link',
+    )
     frame = query_frame(scene, T_relation_from_camera=base_from_camera)
     placed = _placed(scene, frame)
     a_base = apply_transform(base_from_camera, (0.0, 0.2, 2.0))
@@ -139,8 +142,10 @@ def test_relation_frame_transform_moves_camera_positions_into_a_body_frame():
 
 
 def test_measurement_errors_are_typed():
-    scene = _camera_scene(_object('a_0', (0, 0, 1)))
-    scene.objects.append(SpatialObject('b_0', 'b', 1.0, BOX, Lifted3D(None, None, None, 0.0, 0)))
+    scene = _camera_scene(
+        _object('a_0', (0, 0, 1)),
+        SpatialObject('b_0', 'b', 1.0, BOX, Lifted3D(None, None, None, 0.0, 0)),
+    )
     frame = query_frame(scene)
     placed = _placed(scene, frame)
     with pytest.raises(MeasurementError, match='no measured position'):

@@ -215,7 +215,7 @@ def _ask(
     url: str, profile: ModelProfile, snapshot: QuerySnapshot, question: str, **kwargs: Any
 ) -> Any:
     async def run() -> Any:
-        engine = OpenAIEngine(profile, base_url=url, model='standin', max_attempts=1)
+        engine = OpenAIEngine(profile, base_url=url, served_model_name='standin', max_attempts=1)
         try:
             return await answer_question(snapshot, question, engine, profile, **kwargs)
         finally:
@@ -317,7 +317,7 @@ def test_one_deadline_bounds_the_engine_call(standin, snapshot):
 
 def _locate(url: str, snapshot: QuerySnapshot, description: str) -> Any:
     async def run() -> Any:
-        engine = OpenAIEngine(PLAIN, base_url=url, model='standin', max_attempts=1)
+        engine = OpenAIEngine(PLAIN, base_url=url, served_model_name='standin', max_attempts=1)
         try:
             return await locate(snapshot, description, engine=engine, profile=PLAIN)
         finally:
