@@ -19,17 +19,21 @@ them with a :class:`QuerySnapshot` and one deadline. docs/QUERIES.md is the spec
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 import math
 import re
-import time
 
 import numpy as np
 import numpy.typing as npt
 
 from spatial_vlm_ros.core.annotate import Mark, draw_marks
-from spatial_vlm_ros.core.approach import ApproachError, ApproachPose, approach_pose
+from spatial_vlm_ros.core.approach import (
+    DEFAULT_STANDOFF_M,
+    ApproachError,
+    ApproachPose,
+    approach_pose,
+)
 from spatial_vlm_ros.core.approach import footprint_radius as footprint_radius_of
 from spatial_vlm_ros.core.measurements import (
     Measurement,
@@ -50,6 +54,7 @@ from spatial_vlm_ros.core.question_plan import (
     plan_question,
 )
 from spatial_vlm_ros.core.referring import (
+    LocateCandidate,
     LocateOptions,
     LocatePlan,
     LocateResult,
@@ -59,7 +64,13 @@ from spatial_vlm_ros.core.referring import (
     prepare_locate,
     remembered_candidates,
 )
-from spatial_vlm_ros.core.transforms import validate_transform
+from spatial_vlm_ros.core.scheduling import Deadline
+from spatial_vlm_ros.core.transforms import (
+    apply_transform,
+    compose,
+    rotate_covariance,
+    validate_transform,
+)
 from spatial_vlm_ros.core.types import FloatArray, Scene
 from spatial_vlm_ros.engines.base import (
     EngineError,
@@ -101,18 +112,19 @@ SOURCE_GEOMETRY = 'geometry'  # no usable model answer; answered from the measur
 class QuerySnapshot:
     """One consistent snapshot: a scene and the colour image it was computed on.
 
-    ``T_frame_from_camera`` is the transform the scene's positions were moved with (None when
-    the scene is in the camera optical frame); ``T_relation_from_camera`` that of the relation
-    frame (``scene.relation_frame_id``), None when relations are in the camera view.
+    The scene carries where its positions are (``Scene.frame_id``, ``T_frame_from_camera``);
+    ``T_relation_from_camera`` is the transform of the relation frame
+    (``scene.relation_frame_id``) at the scene's stamp, None when relations are in the camera
+    view or the transform is not known (then quantities are read in the scene's frame).
     """
 
     scene: Scene
     rgb: npt.NDArray[np.uint8]  # (H, W, 3) RGB, the image the scene's boxes refer to
-    T_frame_from_camera: FloatArray | None = None
-    T_relation_from_camera: FloatArray | None = None
+    T_relation_from_camera: FloatArray | None = None  # noqa: N815 (transform naming)
 
     def query_frame(self) -> QueryFrame:
-        return query_frame(self.scene, self.T_frame_from_camera, self.T_relation_from_camera)
+        """The frame quantities are read in (``core.measurements.query_frame``)."""
+        return query_frame(self.scene, self.T_relation_from_camera)
 
 
 @dataclass(frozen=True)
@@ -136,30 +148,18 @@ class GroundedAnswer:
     model_text: str = ''  # the raw model output, for diagnostics
     prompt_text: str = ''  # the user text sent with the image
     tokens: TokenCounts = field(default_factory=TokenCounts)
-
-
-def _remaining_s(deadline: float | None, clock: Callable[[], float]) -> float | None:
-    if deadline is None:
-        return None
-    return max(deadline - clock(), 0.0)
+    timed_out: bool = False  # the model call ran out of the request's deadline
 
 
 async def _generate(
-    engine: VlmEngine,
-    request: EngineRequest,
-    deadline: float | None,
-    clock: Callable[[], float],
+    engine: VlmEngine, request: EngineRequest, deadline: Deadline | None
 ) -> EngineResponse:
-    remaining = _remaining_s(deadline, clock)
-    if remaining is not None and remaining <= 0.0:
-        raise EngineTimeout('the request deadline passed before the model was asked')
-    if remaining is not None:
-        request = _with_timeout(request, remaining)
+    """One engine call bounded by what is left of the request's one deadline."""
+    if deadline is not None:
+        if deadline.expired:
+            raise EngineTimeout('the request deadline passed before the model was asked')
+        request = replace(request, timeout_s=max(deadline.remaining_s(), 1e-3))
     return await engine.generate(request)
-
-
-def _with_timeout(request: EngineRequest, timeout_s: float) -> EngineRequest:
-    return replace(request, timeout_s=timeout_s)
 
 
 # ----------------------------------------------------------------------------- numbers in text
@@ -331,13 +331,12 @@ async def answer_question(
     engine: VlmEngine | None,
     profile: ModelProfile,
     *,
-    deadline: float | None = None,
+    deadline: Deadline | None = None,
     options: QueryOptions | None = None,
-    clock: Callable[[], float] = time.monotonic,
 ) -> GroundedAnswer:
     """Answer ``question`` on ``snapshot`` with the model, every quantity measured.
 
-    ``deadline`` is a ``clock()`` time (monotonic seconds) by which the engine call must end;
+    ``deadline`` is the request's one deadline: the engine call gets what is left of it;
     ``engine`` None answers from geometry alone. Never raises for a bad model answer or an
     engine failure: those fall back to the geometry answer when the question allows one, else
     give ``success=False`` with the reason.
@@ -349,14 +348,16 @@ async def answer_question(
     placed, frame, plan = prepared.placed, prepared.frame, prepared.plan
     scene_ids = prepared.facts.object_ids
     model_error = ''
+    timed_out = False
     response: EngineResponse | None = None
     if engine is None:
         model_error = 'no model engine'
     else:
         try:
-            response = await _generate(engine, prepared.request, deadline, clock)
+            response = await _generate(engine, prepared.request, deadline)
         except EngineError as error:
             model_error = f'{type(error).__name__}: {error}'
+            timed_out = isinstance(error, EngineTimeout)
     raw = response.raw_text if response is not None else ''
     tokens = response.tokens if response is not None else TokenCounts()
     structured = None
@@ -399,6 +400,7 @@ async def answer_question(
             model_text=raw,
             prompt_text=prepared.text,
             tokens=tokens,
+            timed_out=timed_out,
         )
     fallback = geometry_answer(plan, measurements)
     if plan.ambiguous_labels:
@@ -419,6 +421,7 @@ async def answer_question(
             model_text=raw,
             prompt_text=prepared.text,
             tokens=tokens,
+            timed_out=timed_out,
         )
     return GroundedAnswer(
         False,
@@ -430,6 +433,7 @@ async def answer_question(
         model_text=raw,
         prompt_text=prepared.text,
         tokens=tokens,
+        timed_out=timed_out,
     )
 
 
@@ -438,67 +442,101 @@ async def answer_question(
 
 @dataclass(frozen=True)
 class LocateSettings:
-    """Per-request options of :func:`locate`."""
+    """Per-request options of :func:`locate`.
+
+    ``target_frame`` is the frame the reply is expressed in ('' = the scene's frame);
+    ``T_target_from_scene`` maps the scene's frame into it (required when they differ). The
+    approach pose is computed in that frame, which must be gravity-aligned (REP 103/105, z up):
+    it is refused in the camera optical frame.
+    """
 
     locate: LocateOptions = field(default_factory=LocateOptions)
     want_approach_pose: bool = False
-    standoff_m: float = 0.6
-    # Where the robot stands, in the scene frame; None: the camera's position.
+    standoff_m: float = DEFAULT_STANDOFF_M
+    # Where the robot stands, in the target frame; None: the camera's position.
     viewpoint: FloatArray | None = None
+    target_frame: str = ''
+    T_target_from_scene: FloatArray | None = None  # noqa: N815 (transform naming)
 
 
 @dataclass(frozen=True)
 class LocateOutcome:
-    """The reply of ``~/locate`` (LocateObject.srv, in the scene's frame)."""
+    """The reply of ``~/locate`` (LocateObject.srv): candidates' positions, covariances and the
+    approach pose in ``frame_id``."""
 
     result: LocateResult
     frame_id: str  # frame of the candidates' positions and of the approach pose
+    stamp_ns: int = 0  # when the chosen object was last measured (the scene stamp when in view)
     approach: ApproachPose | None = None
     approach_reason: str = ''  # why there is no approach pose
     model_message: str = ''  # what happened when the model was asked to choose
     tokens: TokenCounts = field(default_factory=TokenCounts)
+    timed_out: bool = False  # the model's choice ran out of the request's deadline
 
     @property
     def found(self) -> bool:
         return self.result.found
 
 
-def _camera_in_scene(snapshot: QuerySnapshot) -> FloatArray | None:
-    """T_scene_from_camera, or None when unknown."""
-    scene = snapshot.scene
-    if not scene.frame_id or scene.frame_id == scene.camera_frame_id:
-        return np.eye(4)
-    if snapshot.T_frame_from_camera is None:
+def _camera_in_target(scene: Scene, target_from_scene: FloatArray) -> FloatArray | None:
+    """T_target_from_camera, or None when the scene does not say where the camera was."""
+    if scene.frame_id == scene.camera_frame_id:
+        return target_from_scene
+    if scene.T_frame_from_camera is None:
         return None
-    return validate_transform(snapshot.T_frame_from_camera)
+    return compose(target_from_scene, scene.T_frame_from_camera)
+
+
+def _in_target_frame(result: LocateResult, target_from_scene: FloatArray) -> LocateResult:
+    """Every candidate's position and covariance moved from the scene frame to the target."""
+
+    def moved(candidate: LocateCandidate) -> LocateCandidate:
+        if candidate.position is None:
+            return candidate
+        covariance = candidate.covariance
+        return replace(
+            candidate,
+            position=apply_transform(target_from_scene, candidate.position),
+            covariance=None
+            if covariance is None
+            else rotate_covariance(target_from_scene, covariance),
+        )
+
+    candidates = tuple(moved(c) for c in result.candidates)
+    best = None if result.best is None else moved(result.best)
+    return replace(result, best=best, candidates=candidates)
 
 
 def _approach(
-    snapshot: QuerySnapshot, result: LocateResult, settings: LocateSettings
+    scene: Scene,
+    result: LocateResult,
+    settings: LocateSettings,
+    frame_id: str,
+    target_from_scene: FloatArray,
 ) -> tuple[ApproachPose | None, str]:
     best = result.best
     if not settings.want_approach_pose:
         return None, ''
     if not result.found or best is None or best.position is None:
         return None, 'no object was found'
-    scene = snapshot.scene
-    if not scene.frame_id or scene.frame_id == scene.camera_frame_id:
+    if frame_id == scene.camera_frame_id:
         return None, (
-            'an approach pose needs a gravity-aligned frame (set target_frame, e.g. map or '
-            'base_link); positions are in the camera optical frame'
+            f'an approach pose needs a gravity-aligned frame; {frame_id} is the camera optical '
+            'frame (ask with target_frame, e.g. map or base_link, or set the node parameter '
+            'target_frame)'
         )
-    scene_from_camera = _camera_in_scene(snapshot)
+    target_from_camera = _camera_in_target(scene, target_from_scene)
     viewpoint = settings.viewpoint
     if viewpoint is None:
-        if scene_from_camera is None:
-            return None, 'the camera position in the scene frame is unknown'
-        viewpoint = scene_from_camera[:3, 3]
-    rotation = None if scene_from_camera is None else scene_from_camera[:3, :3]
+        if target_from_camera is None:
+            return None, f'the camera position in {frame_id} is unknown'
+        viewpoint = target_from_camera[:3, 3]
+    rotation = None if target_from_camera is None else target_from_camera[:3, :3]
     try:
         pose = approach_pose(
             best.position,
             viewpoint,
-            scene.frame_id,
+            frame_id,
             footprint_radius_m=footprint_radius_of(best.size, rotation),
             standoff_m=settings.standoff_m,
         )
@@ -513,15 +551,15 @@ async def _model_choice(
     engine: VlmEngine,
     profile: ModelProfile,
     settings: LocateSettings,
-    deadline: float | None,
-    clock: Callable[[], float],
-) -> tuple[ModelChoice | None, str, TokenCounts]:
+    deadline: Deadline | None,
+) -> tuple[ModelChoice | None, str, TokenCounts, bool]:
+    """``(choice, what happened, tokens, timed out)``."""
     by_id = {obj.id: obj for obj in snapshot.scene.objects}
     candidates = [c for c in plan.choice_candidates if c.id in by_id][
         : settings.locate.max_choice_candidates
     ]
     if not candidates:
-        return None, 'no candidate in view to show the model', TokenCounts()
+        return None, 'no candidate in view to show the model', TokenCounts(), False
     ids = [c.id for c in candidates]
     marked = draw_marks(snapshot.rgb, [Mark(i, by_id[i].box, by_id[i].label) for i in ids])
     request = EngineRequest(
@@ -532,15 +570,28 @@ async def _model_choice(
         output_constraint=constraint_for(profile, choice_schema(ids), CHOICE_SCHEMA_NAME),
     )
     try:
-        response = await _generate(engine, request, deadline, clock)
+        response = await _generate(engine, request, deadline)
     except EngineError as error:
         message = f'the model could not be asked: {type(error).__name__}: {error}'
-        return None, message, TokenCounts()
+        return None, message, TokenCounts(), isinstance(error, EngineTimeout)
     parsed = parse_choice(response.raw_text, profile, ids)
     if isinstance(parsed, ParseFailure):
-        return None, f'the model gave no usable choice: {parsed.reason}', response.tokens
+        return None, f'the model gave no usable choice: {parsed.reason}', response.tokens, False
     chosen = parsed.choice or 'none'
-    return ModelChoice(parsed.choice, parsed.reason), f'model chose {chosen}', response.tokens
+    choice = ModelChoice(parsed.choice, parsed.reason)
+    return choice, f'model chose {chosen}', response.tokens, False
+
+
+def _require_position(result: LocateResult) -> LocateResult:
+    """A found object without a measured position is not found: there is no pose to give."""
+    best = result.best
+    if not result.found or best is None or best.position is not None:
+        return result
+    return replace(
+        result,
+        found=False,
+        reason=f'{best.id} has too little valid depth for a position; {result.reason}',
+    )
 
 
 async def locate(
@@ -550,21 +601,27 @@ async def locate(
     memory: Sequence[RememberedCandidate] = (),
     engine: VlmEngine | None = None,
     profile: ModelProfile | None = None,
-    deadline: float | None = None,
+    deadline: Deadline | None = None,
     settings: LocateSettings | None = None,
     now_ns: int | None = None,
-    clock: Callable[[], float] = time.monotonic,
 ) -> LocateOutcome:
     """Resolve ``description`` against the snapshot (and ``memory``); see the module docstring.
 
     ``memory`` holds remembered objects in the scene's frame; ``now_ns`` (default: the scene
     stamp) ages them. The model is asked only when appearance words decide and ``engine`` and
-    ``profile`` are given. Never raises for a bad description or an engine failure.
+    ``profile`` are given; ``deadline`` bounds that call. The reply is in
+    ``settings.target_frame``. Never raises for a bad description or an engine failure.
     """
     settings = settings or LocateSettings()
     scene = snapshot.scene
-    frame_id = scene.frame_id or scene.camera_frame_id
+    frame_id = settings.target_frame or scene.frame_id
+    target_from_scene = np.eye(4)
     problem = _check_text(description, MAX_DESCRIPTION_BYTES, 'description')
+    if frame_id != scene.frame_id:
+        if settings.T_target_from_scene is None:
+            problem = problem or f'no transform {scene.frame_id} -> {frame_id} given'
+        else:
+            target_from_scene = validate_transform(settings.T_target_from_scene)
     if problem:
         return LocateOutcome(LocateResult(False, False, None, (), problem), frame_id)
     frame = snapshot.query_frame()
@@ -576,13 +633,20 @@ async def locate(
     choice = None
     model_message = ''
     tokens = TokenCounts()
+    timed_out = False
     if plan.needs_choice:
         if engine is None or profile is None:
             model_message = 'appearance words need the model; no engine given'
         else:
-            choice, model_message, tokens = await _model_choice(
-                snapshot, plan, engine, profile, settings, deadline, clock
+            choice, model_message, tokens, timed_out = await _model_choice(
+                snapshot, plan, engine, profile, settings, deadline
             )
-    result = finish_locate(plan, choice, settings.locate)
-    approach, approach_reason = _approach(snapshot, result, settings)
-    return LocateOutcome(result, frame_id, approach, approach_reason, model_message, tokens)
+    result = _require_position(finish_locate(plan, choice, settings.locate))
+    result = _in_target_frame(result, target_from_scene)
+    stamp_ns = scene.stamp_ns
+    if result.best is not None and not result.best.in_view:
+        stamp_ns = next((m.last_seen_ns for m in memory if m.id == result.best.id), stamp_ns)
+    approach, approach_reason = _approach(scene, result, settings, frame_id, target_from_scene)
+    return LocateOutcome(
+        result, frame_id, stamp_ns, approach, approach_reason, model_message, tokens, timed_out
+    )

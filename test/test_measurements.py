@@ -90,7 +90,13 @@ def _map_scene(objects_in_map, map_from_camera):
                 size)
         for object_id, position, size in objects_in_map
     ]  # fmt: skip
-    return Scene(stamp_ns=1, frame_id='map', camera_frame_id=CAMERA, objects=objects)
+    return Scene(
+        stamp_ns=1,
+        frame_id='map',
+        camera_frame_id=CAMERA,
+        objects=objects,
+        T_frame_from_camera=map_from_camera,
+    )
 
 
 def test_in_a_map_frame_left_and_near_follow_the_cameras_heading_and_up_is_gravity():
@@ -101,7 +107,7 @@ def test_in_a_map_frame_left_and_near_follow_the_cameras_heading_and_up_is_gravi
         [('a_0', (1.0, 3.0, 0.5), (0.1, 0.4, 0.2)), ('b_0', (3.0, 4.0, 0.9), (0.1, 0.2, 0.3))],
         map_from_camera,
     )
-    frame = query_frame(scene, T_frame_from_camera=map_from_camera)
+    frame = query_frame(scene)
     placed = _placed(scene, frame)
     a, b = placed['a_0'], placed['b_0']
     assert frame.frame_id == 'map' and frame.gravity_aligned

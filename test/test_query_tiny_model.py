@@ -20,7 +20,6 @@ from typing import Any
 from answer_schema_check import answer_json, check_answer, check_choice
 import pytest
 from rgbd_scenes import build_real_scene
-from fixtures.tiny_model import build_tiny_model, tiny_profile, variant_names
 
 from spatial_vlm_ros.core.annotate import Mark, draw_marks
 from spatial_vlm_ros.core.measurements import MeasurementKind
@@ -42,6 +41,8 @@ from spatial_vlm_ros.queries import (
     build_question_input,
     locate,
 )
+
+from fixtures.tiny_model import build_tiny_model, tiny_profile, variant_names
 
 pytestmark = pytest.mark.slow
 

@@ -149,8 +149,9 @@ def test_approach_pose_in_a_gravity_aligned_frame(desk):
         frame_id='base_link',
         camera_frame_id=scene.camera_frame_id,
         objects=transform_objects(scene.objects, base_from_camera),
+        T_frame_from_camera=base_from_camera,
     )
-    snapshot = QuerySnapshot(moved, desk.rgb, T_frame_from_camera=base_from_camera)
+    snapshot = QuerySnapshot(moved, desk.rgb)
     outcome = asyncio.run(
         locate(
             snapshot,

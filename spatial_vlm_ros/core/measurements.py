@@ -29,7 +29,13 @@ import math
 import numpy as np
 import numpy.typing as npt
 
-from spatial_vlm_ros.core.transforms import compose, invert_transform, validate_transform
+from spatial_vlm_ros.core.transforms import (
+    apply_transform,
+    compose,
+    invert_transform,
+    rotate_covariance,
+    validate_transform,
+)
 from spatial_vlm_ros.core.types import (
     FloatArray,
     PixelBox,
@@ -167,21 +173,21 @@ def _viewer_axes(
 
 def query_frame(
     scene: Scene,
-    T_frame_from_camera: npt.ArrayLike | None = None,  # noqa: N803 (transform naming)
-    T_relation_from_camera: npt.ArrayLike | None = None,  # noqa: N803
+    T_relation_from_camera: npt.ArrayLike | None = None,  # noqa: N803 (transform naming)
 ) -> QueryFrame:
     """The reference frame of ``scene``.
 
-    ``T_frame_from_camera`` is the transform the scene's positions were moved with (None when
-    the scene is in the camera frame, or when it is not known). ``T_relation_from_camera``
-    gives the relation frame (``scene.relation_frame_id``); without it a scene in the camera
-    frame is read in the camera view, and a scene in another frame is read in that frame.
+    The scene says where its positions are (``Scene.frame_id``) and how they got there from the
+    camera (``Scene.T_frame_from_camera``; None for a scene in the camera frame, or when the
+    camera pose is not known). ``T_relation_from_camera`` gives the relation frame
+    (``scene.relation_frame_id``); without it a scene in the camera frame is read in the camera
+    view, and a scene in another frame is read in that frame.
     """
     camera_frame = scene.camera_frame_id
     in_camera_frame = not scene.frame_id or scene.frame_id == camera_frame
     scene_from_camera: FloatArray | None = np.eye(4) if in_camera_frame else None
-    if T_frame_from_camera is not None and not in_camera_frame:
-        scene_from_camera = validate_transform(T_frame_from_camera)
+    if scene.T_frame_from_camera is not None and not in_camera_frame:
+        scene_from_camera = validate_transform(scene.T_frame_from_camera)
     if T_relation_from_camera is not None and scene_from_camera is not None:
         relation_from_camera = validate_transform(T_relation_from_camera)
         reference_from_scene = compose(relation_from_camera, invert_transform(scene_from_camera))
@@ -275,10 +281,8 @@ def place_object(
     reference_position = reference_covariance = None
     range_m = range_sigma = math.nan
     if position is not None and covariance is not None:
-        rotation = frame.T_reference_from_scene[:3, :3]
-        reference_position = rotation @ position + frame.T_reference_from_scene[:3, 3]
-        rotated = rotation @ covariance @ rotation.T
-        reference_covariance = 0.5 * (rotated + rotated.T)
+        reference_position = apply_transform(frame.T_reference_from_scene, position)
+        reference_covariance = rotate_covariance(frame.T_reference_from_scene, covariance)
         if frame.camera_position is not None:
             offset = reference_position - frame.camera_position
             range_m = float(np.linalg.norm(offset))

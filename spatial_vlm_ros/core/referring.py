@@ -216,6 +216,7 @@ class LocatePlan:
     exact_id: str = ''
     notes: tuple[str, ...] = field(default_factory=tuple)  # parse notes, for the reason
     failure: str = ''  # set when nothing can match (no candidates)
+    noun_matched: bool = True  # False: no candidate's label is named (a grounding may help)
 
     @property
     def choice_candidates(self) -> tuple[LocateCandidate, ...]:
@@ -241,6 +242,7 @@ class LocateResult:
     candidates: tuple[LocateCandidate, ...]  # best first, the best included
     reason: str
     needed_model: bool = False  # appearance words were sent to the model
+    noun_matched: bool = True  # False: the description names no label of the candidates
 
 
 # ----------------------------------------------------------------------------- parsing
@@ -634,6 +636,7 @@ def _no_noun(description: str, text: str, placed: Sequence[PlacedObject]) -> Loc
         (),
         False,
         failure=f'no object matching "{description}" (labels in view or memory: {known}){hint}',
+        noun_matched=False,
     )
 
 
@@ -645,7 +648,14 @@ def finish_locate(
     """Fold the model's choice (None: none was asked or it gave no answer) and decide."""
     options = options or LocateOptions()
     if plan.failure or not plan.candidates:
-        return LocateResult(False, False, None, (), plan.failure or 'no candidates')
+        return LocateResult(
+            False,
+            False,
+            None,
+            (),
+            plan.failure or 'no candidates',
+            noun_matched=plan.noun_matched,
+        )
     candidates = list(plan.candidates)
     appearance = ' '.join(plan.appearance_words)
     if plan.needs_choice:
