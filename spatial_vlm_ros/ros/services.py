@@ -47,6 +47,10 @@ from spatial_vlm_ros.ros.tf import TransformSource
 from spatial_vlm_ros.srv import LocateObject, SpatialQuery
 
 SCENE_CACHE = 30  # published scenes kept for snapshot reuse
+# The model calls of a request end this much before its deadline (at most, and at most 10 % of
+# request_timeout_s), so that a reply can still be composed from the geometry when the model
+# runs out of time, before the priority lane cancels the request at the deadline itself.
+REPLY_RESERVE_S = 0.5
 
 # Remembered objects for ~/locate, positions in the given frame (the scene's). The object memory
 # provides it; without one there are none.
@@ -158,8 +162,12 @@ class SpatialServices:
     def _slop_ns(self) -> int:
         return int(float(self._parameter('sync_slop_s')) * 1e9)
 
-    def _deadline(self) -> Deadline:
-        return Deadline.after(float(self._parameter('request_timeout_s')))
+    def _deadlines(self) -> tuple[Deadline, Deadline]:
+        """``(request deadline, deadline of its model calls)``: one budget per request, from
+        its arrival; the model calls end :data:`REPLY_RESERVE_S` (at most 10 %) earlier."""
+        timeout_s = float(self._parameter('request_timeout_s'))
+        request = Deadline.after(timeout_s)
+        return request, Deadline(request.at_s - min(REPLY_RESERVE_S, 0.1 * timeout_s))
 
     def _deadline_passed(self) -> str:
         timeout_s = float(self._parameter('request_timeout_s'))
@@ -186,7 +194,7 @@ class SpatialServices:
     async def on_query(
         self, request: SpatialQuery.Request, response: SpatialQuery.Response
     ) -> SpatialQuery.Response:
-        deadline = self._deadline()
+        deadline, model_deadline = self._deadlines()
         question = request.question.strip()
         if not question or len(request.question.encode()) > MAX_QUESTION_BYTES:
             response.success = False
@@ -207,9 +215,13 @@ class SpatialServices:
 
         async def work() -> tuple[QuerySnapshot, GroundedAnswer]:
             snapshot = await pipeline.snapshot(
-                frame, scene=cached, now_ns=self._now_ns, transforms=transforms, deadline=deadline
+                frame,
+                scene=cached,
+                now_ns=self._now_ns,
+                transforms=transforms,
+                deadline=model_deadline,
             )
-            return snapshot, await pipeline.answer(snapshot, question, deadline=deadline)
+            return snapshot, await pipeline.answer(snapshot, question, deadline=model_deadline)
 
         result, why = await self._run('query', work, deadline)
         if result is None:
@@ -237,7 +249,7 @@ class SpatialServices:
     async def on_locate(
         self, request: LocateObject.Request, response: LocateObject.Response
     ) -> LocateObject.Response:
-        deadline = self._deadline()
+        deadline, model_deadline = self._deadlines()
         description = request.description.strip()
         if not description or len(request.description.encode()) > MAX_DESCRIPTION_BYTES:
             response.found = False
@@ -274,13 +286,17 @@ class SpatialServices:
                     return LocateOutcome(failed, target, scene.stamp_ns), memory
                 here = replace(settings, target_frame=target, T_target_from_scene=matrix)
             outcome = await pipeline.locate(
-                snapshot, description, memory=memory, deadline=deadline, settings=here
+                snapshot, description, memory=memory, deadline=model_deadline, settings=here
             )
             return outcome, memory
 
         async def work() -> _Located:
             snapshot = await pipeline.snapshot(
-                frame, scene=cached, now_ns=self._now_ns, transforms=transforms, deadline=deadline
+                frame,
+                scene=cached,
+                now_ns=self._now_ns,
+                transforms=transforms,
+                deadline=model_deadline,
             )
             outcome, memory = await resolve(snapshot)
             if outcome.result.noun_matched:
@@ -292,7 +308,7 @@ class SpatialServices:
                 vocabulary=(description,),
                 now_ns=self._now_ns,
                 transforms=transforms,
-                deadline=deadline,
+                deadline=model_deadline,
             )
             retried, memory = await resolve(grounded)
             if not retried.result.noun_matched:
