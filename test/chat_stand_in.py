@@ -55,6 +55,27 @@ def user_text(body: dict[str, Any]) -> str:
     return ''.join(part.get('text', '') for part in content if part.get('type') == 'text')
 
 
+def grammar_of(response_format: Any, problems: list[str]) -> Any:
+    """The grammar a real server builds from ``response_format`` (xgrammar, the backend SGLang
+    and vLLM use), or None with the problem appended to ``problems``."""
+    import xgrammar
+
+    if not isinstance(response_format, dict):
+        problems.append(f'no response_format: {response_format!r}')
+        return None
+    try:
+        if response_format.get('type') == 'structural_tag':
+            return xgrammar.Grammar.from_structural_tag(json.dumps(response_format))
+        if response_format.get('type') == 'json_schema':
+            schema = response_format['json_schema']['schema']
+            return xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
+    except Exception as error:  # noqa: BLE001 - any rejection is a finding
+        problems.append(f'xgrammar rejects the response_format: {error}')
+        return None
+    problems.append(f'unknown response_format type {response_format.get("type")!r}')
+    return None
+
+
 def _completion(content: str) -> dict[str, Any]:
     return {
         'id': 'chatcmpl-stand-in',

@@ -35,7 +35,6 @@ import cv2
 import numpy as np
 import pytest
 from rgbd_scenes import build_real_scene
-import xgrammar
 from xgrammar.testing import _is_grammar_accept_string
 
 from spatial_vlm_ros.core.annotate import draw_marks, scene_marks
@@ -51,6 +50,8 @@ from spatial_vlm_ros.queries import (
     answer_question,
     locate,
 )
+
+from chat_stand_in import grammar_of
 
 PLAIN = resolve_profile('qwen3-vl-4b-instruct-fp8')
 SSRL = resolve_profile('spatial-ssrl-4b-fp8')
@@ -86,7 +87,7 @@ class StandIn:
             self._check_marks(urls[0], shown)
         if 'Question:' in text:
             self._check_facts(text)
-        return text, _grammar_of(body.get('response_format'), self.problems)
+        return text, grammar_of(body.get('response_format'), self.problems)
 
     def _check_marks(self, url: str, ids: list[str]) -> None:
         """The image is the set-of-marks image of the objects the text names."""
@@ -124,24 +125,6 @@ class StandIn:
             true = np.linalg.norm(objects[a].lifted.position - objects[b].lifted.position)
             if abs(float(value) - true) > 0.005 + 1e-9:
                 self.problems.append(f'distance {a}-{b} {value} vs {true:.4f}')
-
-
-def _grammar_of(response_format: Any, problems: list[str]) -> Any:
-    """The grammar a real server would build from ``response_format`` (xgrammar, as SGLang)."""
-    if not isinstance(response_format, dict):
-        problems.append(f'no response_format: {response_format!r}')
-        return None
-    try:
-        if response_format.get('type') == 'structural_tag':
-            return xgrammar.Grammar.from_structural_tag(json.dumps(response_format))
-        if response_format.get('type') == 'json_schema':
-            schema = response_format['json_schema']['schema']
-            return xgrammar.Grammar.from_json_schema(json.dumps(schema), any_whitespace=False)
-    except Exception as error:  # noqa: BLE001 - any rejection is a finding
-        problems.append(f'xgrammar rejects the response_format: {error}')
-        return None
-    problems.append(f'unknown response_format type {response_format.get("type")!r}')
-    return None
 
 
 def _completion(text: str) -> bytes:
