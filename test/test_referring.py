@@ -26,7 +26,12 @@ from spatial_vlm_ros.core.referring import (
     prepare_locate,
     remembered_candidates,
 )
-from spatial_vlm_ros.core.transforms import R_BODY_FROM_OPTICAL, make_transform
+from spatial_vlm_ros.core.transforms import (
+    R_BODY_FROM_OPTICAL,
+    apply_transform,
+    make_transform,
+    rotate_covariance,
+)
 from spatial_vlm_ros.queries import LocateSettings, QuerySnapshot, locate
 
 
@@ -174,3 +179,71 @@ def test_approach_pose_in_a_gravity_aligned_frame(desk):
     )
     assert camera_frame.found and camera_frame.approach is None
     assert 'gravity-aligned frame' in camera_frame.approach_reason
+
+
+def test_a_reply_in_another_frame_moves_positions_covariances_and_the_approach(desk):
+    # The scene stays in the camera frame; the request asks for base_link (camera 1.2 m up,
+    # level, looking along +x), as ~/locate's target_frame does with TF.
+    base_from_camera = make_transform((0.0, 0.0, 1.2), R_BODY_FROM_OPTICAL)
+    settings = LocateSettings(
+        want_approach_pose=True,
+        standoff_m=0.5,
+        target_frame='base_link',
+        T_target_from_scene=base_from_camera,
+    )
+    outcome = asyncio.run(locate(desk, 'the coke can on the right', settings=settings))
+    assert outcome.found and outcome.frame_id == 'base_link'
+    can = next(obj for obj in desk.scene.objects if obj.id == 'coke_can_1').lifted
+    best = outcome.result.best
+    np.testing.assert_allclose(best.position, apply_transform(base_from_camera, can.position))
+    np.testing.assert_allclose(
+        best.covariance, rotate_covariance(base_from_camera, can.covariance)
+    )
+    # Every candidate is moved, the best included.
+    np.testing.assert_allclose(outcome.result.candidates[0].position, best.position)
+    other = outcome.result.candidates[1].position
+    np.testing.assert_allclose(
+        other, apply_transform(base_from_camera, desk_position('coke_can_0', desk))
+    )
+    pose = outcome.approach
+    assert pose is not None and pose.frame_id == 'base_link' and pose.z == 0.0
+    offset = np.array([pose.x, pose.y]) - best.position[:2]
+    assert np.linalg.norm(offset) == pytest.approx(pose.footprint_radius_m + 0.5)
+    assert offset @ -best.position[:2] > 0  # towards the camera, above the base_link origin
+    missing = asyncio.run(locate(desk, 'the mug', settings=LocateSettings(target_frame='map')))
+    assert not missing.found and missing.frame_id == 'map'
+    assert missing.result.reason == 'no transform camera_color_optical_frame -> map given'
+
+
+def test_a_remembered_object_is_stamped_when_it_was_last_seen(desk):
+    last_seen_ns = desk.scene.stamp_ns - 30 * 10**9
+    memory = [
+        RememberedCandidate(
+            'laptop_0', 'laptop', np.array([1.0, 0.0, 2.0]), np.eye(3) * 1e-3, None,
+            last_seen_ns, False,
+        ),
+    ]  # fmt: skip
+    outcome = asyncio.run(locate(desk, 'the laptop', memory=memory))
+    assert outcome.found and not outcome.result.best.in_view
+    assert outcome.stamp_ns == last_seen_ns and outcome.result.best.age_s == pytest.approx(30.0)
+    in_view = asyncio.run(locate(desk, 'the mug', memory=memory))
+    assert in_view.stamp_ns == desk.scene.stamp_ns
+
+
+def test_a_named_object_without_depth_is_not_found(desk):
+    from dataclasses import replace
+
+    from spatial_vlm_ros.core.types import Lifted3D
+
+    no_depth = [
+        replace(obj, lifted=Lifted3D(None, None, None, 0.0, 0)) if obj.id == 'mug_0' else obj
+        for obj in desk.scene.objects
+    ]
+    snapshot = QuerySnapshot(replace(desk.scene, objects=no_depth), desk.rgb)
+    outcome = asyncio.run(locate(snapshot, 'the mug'))
+    assert not outcome.found and outcome.result.best.id == 'mug_0'
+    assert outcome.result.reason.startswith('mug_0 has too little valid depth for a position')
+
+
+def desk_position(object_id, snapshot):
+    return next(obj for obj in snapshot.scene.objects if obj.id == object_id).lifted.position
