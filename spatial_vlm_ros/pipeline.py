@@ -164,9 +164,14 @@ class SpatialPipeline:
         self.engine = engine
         self.model_id = model_id
         self.config = config
-        self.profile: ModelProfile = engine.profile if profile is None else profile
+        self._profile = profile
         self._decoded: OrderedDict[int, RgbdFrame] = OrderedDict()
         self._decoded_lock = threading.Lock()
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The resolved model profile (the engine's unless one was given)."""
+        return self.engine.profile if self._profile is None else self._profile
 
     @classmethod
     def from_settings(cls, settings: PipelineSettings) -> SpatialPipeline:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from rgbd_scenes import load_frame
+from rgbd_scenes import load_frame, rclpy_messages, relative_boxes
 from xgrammar.testing import _is_grammar_accept_string
 
 from chat_stand_in import ChatStandIn, grammar_of, user_text
@@ -74,47 +74,6 @@ class ScriptedModel:
         return reply
 
 
-def relative_boxes(labels: dict[str, Any]) -> list[dict[str, Any]]:
-    """The hand boxes as Qwen3-VL writes them: relative 0-1000 coordinates."""
-    width, height = labels['intrinsics']['width'], labels['intrinsics']['height']
-    return [
-        {
-            'bbox_2d': [
-                round(item['bbox'][0] * 1000 / width),
-                round(item['bbox'][1] * 1000 / height),
-                round(item['bbox'][2] * 1000 / width),
-                round(item['bbox'][3] * 1000 / height),
-            ],
-            'label': item['label'],
-        }
-        for item in labels['objects']
-    ]
-
-
-def real_frame_messages(stamp_ns: int) -> tuple[Any, Any, Any]:
-    """The tum_desk frame as a camera driver publishes it: rgb8, 16UC1 millimetres, CameraInfo."""
-    from builtin_interfaces.msg import Time
-    from sensor_msgs.msg import CameraInfo, Image
-
-    labels, frame = load_frame(FRAME_NAME)
-    intrinsics = labels['intrinsics']
-    width, height = intrinsics['width'], intrinsics['height']
-    stamp = Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9)
-    rgb = Image(height=height, width=width, encoding='rgb8', step=width * 3)
-    rgb.data = np.ascontiguousarray(frame.rgb).tobytes()
-    millimetres = np.nan_to_num(frame.depth_m * 1000.0, nan=0.0).round().astype(np.uint16)
-    depth = Image(height=height, width=width, encoding='16UC1', step=width * 2)
-    depth.data = millimetres.tobytes()
-    fx, fy, cx, cy = (intrinsics[key] for key in ('fx', 'fy', 'cx', 'cy'))
-    info = CameraInfo(height=height, width=width, distortion_model='plumb_bob')
-    info.k = [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]
-    info.p = [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]
-    info.d = [0.0] * 5
-    for message in (rgb, depth, info):
-        message.header.stamp, message.header.frame_id = stamp, CAMERA_FRAME
-    return rgb, depth, info
-
-
 def stream_until_scene(harness: Harness, stamps: list[int]) -> Any:
     """Publish the real frame until the node publishes a scene of it; returns that scene."""
     from conftest import spin_until
@@ -126,7 +85,7 @@ def stream_until_scene(harness: Harness, stamps: list[int]) -> Any:
         60.0,
     ), 'the node never subscribed to the camera topics'
     for stamp in stamps:
-        rgb, depth, info = real_frame_messages(stamp)
+        rgb, depth, info = rclpy_messages(FRAME_NAME, stamp)
         harness.info_pub.publish(info)
         harness.depth_pub.publish(depth)
         harness.rgb_pub.publish(rgb)

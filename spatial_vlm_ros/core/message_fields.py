@@ -33,6 +33,7 @@ from spatial_vlm_ros.core.measurements import Measurement
 from spatial_vlm_ros.core.positions import Position, placed
 from spatial_vlm_ros.core.referring import LocateCandidate, RememberedCandidate
 from spatial_vlm_ros.core.types import (
+    CameraIntrinsics,
     Relation,
     Scene,
     SpatialObject,
@@ -325,6 +326,26 @@ def marker_array_fields(marker_set: MarkerSet) -> Fields:
 
 
 # ----------------------------------------------------------------------------- images
+
+
+def camera_info_fields(
+    stamp_ns: int,
+    frame_id: str,
+    intrinsics: CameraIntrinsics,
+    distortion: Sequence[float] = (0.0, 0.0, 0.0, 0.0, 0.0),
+) -> Fields:
+    """sensor_msgs/CameraInfo of a pinhole camera (plumb_bob, identity rectification)."""
+    fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
+    return {
+        'header': header_fields(stamp_ns, frame_id),
+        'height': int(intrinsics.height),
+        'width': int(intrinsics.width),
+        'distortion_model': 'plumb_bob',
+        'd': _floats(distortion),
+        'k': _floats([fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]),
+        'r': [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        'p': _floats([fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]),
+    }
 
 
 def image_fields(
