@@ -219,6 +219,7 @@ def test_locate_says_ambiguous_or_not_found_with_the_candidates(desk_node) -> No
     assert either.candidates[0].score == either.candidates[1].score == 1.0
     assert either.reason.startswith('ambiguous: coke_can_0, coke_can_1 fit')
     assert either.pose.header.frame_id == ''  # no pose for an ambiguous request
+    assert all(math.isnan(value) for value in either.position_covariance)
 
     groundings = server.counts['ground']
     giraffe = locate('giraffe')

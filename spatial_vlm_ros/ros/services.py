@@ -347,6 +347,8 @@ class SpatialServices:
             for c in result.candidates
         ]
         if not result.found or best is None or best.position is None:
+            # No pose to give: the covariance says "unknown", never a zero that claims certainty.
+            response.position_covariance = message_fields.covariance_fields(None)
             return
         response.pose = conversions.to_message(
             PoseStamped,
