@@ -29,7 +29,7 @@ setup(
     ],
     install_requires=[
         'numpy>=1.26',
-        'numba>=0.68,<1',
+        'numba>=0.65,<1',
         'opencv-python-headless>=4.9',
         'pillow>=10',
         'httpx>=0.27',
