@@ -12,7 +12,6 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-import difflib
 import math
 import threading
 import time
@@ -30,6 +29,7 @@ from spatial_vlm_ros.core.camera import (
 from spatial_vlm_ros.core.image_decoding import decode_color_any
 from spatial_vlm_ros.core.lifting import LiftingConfig, lift_boxes
 from spatial_vlm_ros.core.pairing import RgbdSet
+from spatial_vlm_ros.core.referring import RememberedCandidate
 from spatial_vlm_ros.core.relations import RelationConfig, compute_relations, transform_objects
 from spatial_vlm_ros.core.scheduling import Deadline
 from spatial_vlm_ros.core.types import (
@@ -47,7 +47,17 @@ from spatial_vlm_ros.engines.base import (
     TaskKind,
     VlmEngine,
 )
-from spatial_vlm_ros.engines.results import AnswerResult, GroundingResult, ParseFailure
+from spatial_vlm_ros.engines.profiles import ModelProfile
+from spatial_vlm_ros.engines.results import GroundingResult, ParseFailure
+from spatial_vlm_ros.queries import (
+    GroundedAnswer,
+    LocateOutcome,
+    LocateSettings,
+    QueryOptions,
+    QuerySnapshot,
+    answer_question,
+    locate,
+)
 
 
 class TransformLookup(Protocol):
@@ -131,31 +141,37 @@ class PipelineSettings:
         )
 
 
-@dataclass(frozen=True)
-class Answer:
-    """A SpatialQuery result: the answer, the objects it names, the scene it was computed on."""
-
-    ok: bool
-    text: str
-    object_ids: tuple[str, ...]
-    scene: Scene
-    message: str = ''
-
-
 # Decoded frames kept for the annotated image and ~/query on a published scene, so the colour
 # image is decoded once per frame (the newest few frames suffice: both follow the scene closely).
 DECODED_FRAMES_KEPT = 4
 
 
 class SpatialPipeline:
-    """Turns one RGB-D frame into a :class:`Scene` with one engine call."""
+    """Turns one RGB-D frame into a :class:`Scene` with one engine call, and answers questions
+    and referring expressions on a scene (``queries.py``) with the same engine.
 
-    def __init__(self, engine: VlmEngine, model_id: str, config: PipelineConfig) -> None:
+    ``profile`` is the resolved model profile (prompts, answer format, grammar); None takes the
+    engine's.
+    """
+
+    def __init__(
+        self,
+        engine: VlmEngine,
+        model_id: str,
+        config: PipelineConfig,
+        profile: ModelProfile | None = None,
+    ) -> None:
         self.engine = engine
         self.model_id = model_id
         self.config = config
+        self._profile = profile
         self._decoded: OrderedDict[int, RgbdFrame] = OrderedDict()
         self._decoded_lock = threading.Lock()
+
+    @property
+    def profile(self) -> ModelProfile:
+        """The resolved model profile (the engine's unless one was given)."""
+        return self.engine.profile if self._profile is None else self._profile
 
     @classmethod
     def from_settings(cls, settings: PipelineSettings) -> SpatialPipeline:
@@ -172,7 +188,7 @@ class SpatialPipeline:
         # Recorded outputs name the model that produced them: label the scenes with that, not
         # with a profile that never ran.
         model_id = '' if settings.engine_kind == 'recorded' else settings.model
-        return cls(engine, model_id, settings.config)
+        return cls(engine, model_id, settings.config, profile)
 
     async def start(self) -> None:
         await self.engine.start()
@@ -322,42 +338,68 @@ class SpatialPipeline:
 
         return resolve(self.config.target_frame), resolve(self.config.relation_frame)
 
-    async def answer_paired(
+    # -------------------------------------------------------------- questions and locate
+
+    async def snapshot(
         self,
         paired: RgbdSet,
-        question: str,
         *,
         scene: Scene | None = None,
         vocabulary: Sequence[str] | None = None,
         now_ns: Callable[[], int] | int | None = None,
         transforms: TransformLookup | None = None,
         deadline: Deadline | None = None,
-    ) -> Answer:
-        """Answer ``question`` on one snapshot; ``scene`` reuses an already computed grounding.
+    ) -> QuerySnapshot:
+        """One consistent snapshot of ``paired`` for :meth:`answer` and :meth:`locate`.
 
-        ``deadline`` covers both engine calls (grounding, when needed, and the answer)."""
+        ``scene`` is that frame's grounding when it exists (the published one: no second engine
+        call); otherwise the frame is grounded now, within ``deadline``. The relation frame's
+        transform is looked up at the scene's stamp, as the scene's relations were computed.
+        """
+        loop = asyncio.get_running_loop()
         if scene is None:
             frame, scene = await self._perceive_paired_frame(
                 paired, vocabulary, now_ns, transforms, deadline=deadline
             )
             rgb = frame.rgb
         else:  # the grounding exists: only the colour image is needed (usually still kept)
-            rgb = await asyncio.get_running_loop().run_in_executor(None, self.rgb_of, paired)
-        response = await self.engine.generate(
-            EngineRequest(
-                images=(rgb,),
-                task=TaskKind.QUESTION,
-                stamp_ns=paired.stamp_ns,
-                question=question,
-                timeout_s=_remaining_s(deadline),
-            )
+            rgb = await loop.run_in_executor(None, self.rgb_of, paired)
+        relation = await loop.run_in_executor(None, relation_transform, scene, transforms)
+        return QuerySnapshot(scene, rgb, relation)
+
+    async def answer(
+        self,
+        snapshot: QuerySnapshot,
+        question: str,
+        *,
+        deadline: Deadline | None = None,
+        options: QueryOptions | None = None,
+    ) -> GroundedAnswer:
+        """``question`` answered on ``snapshot``, every quantity measured (``~/query``)."""
+        return await answer_question(
+            snapshot, question, self.engine, self.profile, deadline=deadline, options=options
         )
-        parsed = response.parsed
-        if isinstance(parsed, AnswerResult):
-            text = parsed.answer
-            return Answer(True, text, referenced_object_ids(scene, text), scene)
-        reason = parsed.reason if isinstance(parsed, ParseFailure) else 'no answer'
-        return Answer(False, response.raw_text.strip(), (), scene, f'unparsed answer: {reason}')
+
+    async def locate(
+        self,
+        snapshot: QuerySnapshot,
+        description: str,
+        *,
+        memory: Sequence[RememberedCandidate] = (),
+        deadline: Deadline | None = None,
+        settings: LocateSettings | None = None,
+    ) -> LocateOutcome:
+        """The object ``description`` refers to in ``snapshot`` or ``memory`` (remembered
+        objects in the scene's frame), with candidates and scores (``~/locate``)."""
+        return await locate(
+            snapshot,
+            description,
+            memory=memory,
+            engine=self.engine,
+            profile=self.profile,
+            deadline=deadline,
+            settings=settings,
+        )
 
 
 def build_scene(
@@ -431,6 +473,18 @@ def build_scene(
     )
 
 
+def relation_transform(scene: Scene, transforms: TransformLookup | None) -> FloatArray | None:
+    """T_relation_from_camera of ``scene`` at its stamp; None when relations are in the camera
+    view or the transform cannot be looked up (then quantities are read in the scene's frame)."""
+    relation_frame = scene.relation_frame_id
+    if not relation_frame or relation_frame == scene.camera_frame_id or transforms is None:
+        return None
+    matrix: FloatArray | None = transforms.lookup(
+        relation_frame, scene.camera_frame_id, scene.stamp_ns
+    ).matrix
+    return matrix
+
+
 def assign_ids(detections: Sequence[Detection]) -> list[str]:
     """Object ids of one frame's detections, in the given order: ``<label>_<n>`` with spaces
     in the label replaced by ``_`` and n counting that label's instances left to right (box
@@ -474,36 +528,6 @@ def lift_detections(
         )
     ]
     return sorted(objects, key=lambda obj: obj.id)
-
-
-def find_best_match(scene: Scene | None, description: str) -> SpatialObject | None:
-    """The object whose label best matches ``description`` (exact, contained, then fuzzy)."""
-    if scene is None or not scene.objects:
-        return None
-    wanted = ' '.join(description.lower().split())
-
-    def score(obj: SpatialObject) -> tuple[float, int, float]:
-        label = obj.label.lower()
-        if label == wanted:
-            similarity = 1.0
-        elif label in wanted or wanted in label:
-            similarity = 0.8
-        else:
-            similarity = difflib.SequenceMatcher(None, label, wanted).ratio() * 0.7
-        return (similarity, int(obj.lifted.position is not None), obj.confidence)
-
-    best = max(scene.objects, key=score)
-    return best if score(best)[0] >= 0.5 else None
-
-
-def referenced_object_ids(scene: Scene, text: str) -> tuple[str, ...]:
-    """Ids of the scene objects whose id or label occurs in the answer text."""
-    lowered = text.lower()
-    return tuple(
-        obj.id
-        for obj in scene.objects
-        if obj.id.lower() in lowered or obj.label.lower() in lowered
-    )
 
 
 def _remaining_s(deadline: Deadline | None) -> float | None:

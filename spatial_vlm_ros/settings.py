@@ -320,6 +320,22 @@ SETTINGS: tuple[Setting, ...] = (
         read_only=True,
     ),
     Setting(
+        'locate_standoff_m',
+        0.6,
+        'Default standoff of ~/locate approach poses from the object footprint edge, metres '
+        '(LocateObject.standoff_m = 0 takes it; docs/QUERIES.md).',
+        scope=NODE,
+        float_range=(0.0, 10.0),
+    ),
+    Setting(
+        'locate_min_score',
+        0.5,
+        '~/locate answers found only when the best candidate scores at least this (and the '
+        'runner-up is 0.2 lower); below it the reply lists the candidates (docs/QUERIES.md).',
+        scope=NODE,
+        float_range=(0.0, 1.0),
+    ),
+    Setting(
         'diagnostics_period_s',
         1.0,
         'Period of /diagnostics, seconds.',

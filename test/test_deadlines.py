@@ -60,8 +60,9 @@ def test_both_engine_calls_of_a_query_get_what_is_left_of_one_deadline(engine) -
     async def scenario() -> None:
         await pipeline.start()
         deadline = Deadline.after(20.0)
-        answer = await pipeline.answer_paired(paired(), 'Which is closer?', deadline=deadline)
-        assert answer.ok, answer.message
+        snapshot = await pipeline.snapshot(paired(), deadline=deadline)
+        answer = await pipeline.answer(snapshot, 'Which is closer?', deadline=deadline)
+        assert answer.success, answer.message
         left_after = deadline.remaining_s()
         await pipeline.shutdown()
         ground, question = engine.requests

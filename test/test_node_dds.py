@@ -270,6 +270,11 @@ def test_node_publishes_scenes_and_answers_services_over_dds(
         assert reply.pose.header.frame_id == 'camera_color_optical_frame'
         assert reply.pose.pose.position.z == pytest.approx(1.2, abs=0.05)
         assert reply.object.label == 'mug'
+        assert (reply.score, reply.in_view, [c.id for c in reply.candidates]) == (
+            1.0,
+            True,
+            [mug.id],
+        )
 
         missing = harness.call(harness.locate, LocateObject.Request(description='giraffe'))
         assert not missing.found and 'giraffe' in missing.reason
@@ -281,8 +286,15 @@ def test_node_publishes_scenes_and_answers_services_over_dds(
 
         answer = harness.call(harness.query, SpatialQuery.Request(question='Which is closer?'))
         assert answer.success, answer.message
-        assert answer.answer == ANSWER_TEXT
+        # The recorded answer is free text; the ranges it relies on are measured (ros/services).
+        assert answer.answer.startswith(ANSWER_TEXT + ' Measured: ')
         assert set(answer.object_ids) == {mug.id, box.id}
+        ranges = {m.object_ids[0]: m for m in answer.measurements}
+        assert set(ranges) == {mug.id, box.id}
+        for obj in answer.scene.objects:
+            assert ranges[obj.id].kind == 'range' and ranges[obj.id].value == pytest.approx(
+                obj.range, abs=1e-4
+            )
         empty = harness.call(harness.query, SpatialQuery.Request(question='   '))
         assert not empty.success and 'question' in empty.message
     finally:

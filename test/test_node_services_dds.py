@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 import signal
 import time
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from chat_stand_in import ChatStandIn
+from chat_stand_in import ANSWER_TEXT, ChatStandIn
 from conftest import spin_until
 from test_node_dds import Harness, run_stream, start_node, stop_node
 
@@ -102,7 +103,9 @@ def test_eight_concurrent_queries_leave_scenes_and_diagnostics_at_their_rate(
         for future in futures:
             reply = future.result()
             assert reply.success, reply.message
-            assert reply.answer == 'The mug is closer to the camera than the box.'
+            # The structured answer's text, then the ranges it relies on, measured.
+            assert reply.answer.startswith(ANSWER_TEXT + ' Measured: ')
+            assert sorted(m.kind for m in reply.measurements) == ['range', 'range']
         assert server.counts['question'] == 8
         assert server.max_in_flight_questions == 1  # one priority slot
     finally:
@@ -118,7 +121,8 @@ def test_a_query_past_its_deadline_is_a_typed_failure_in_time(
     stamps: list[int],
     tmp_path: Path,
 ) -> None:
-    """ONE deadline per request: waiting for the priority slot and the engine call share it."""
+    """ONE deadline per request: waiting for the priority slot and the engine call share it.
+    Past it, what the geometry alone answers is still answered, and the reply says why."""
     from rclpy.qos import ReliabilityPolicy
 
     from spatial_vlm_ros.srv import SpatialQuery
@@ -130,18 +134,35 @@ def test_a_query_past_its_deadline_is_a_typed_failure_in_time(
          '-p', 'request_timeout_s:=3.0'),
     )  # fmt: skip
     harness = harness_factory(ReliabilityPolicy.RELIABLE)
+    passed = 'the request deadline (3.0 s, request_timeout_s) passed'
     try:
         run_stream(harness, stamps, lambda: len(harness.scenes) >= 1)
         assert harness.query.wait_for_service(timeout_sec=30.0)
+        # Only the model can say a colour: both fail, one waiting on the model, one on the slot.
         futures = [
-            harness.query.call_async(SpatialQuery.Request(question='Which is closer?'))
+            harness.query.call_async(SpatialQuery.Request(question='What colour is the mug?'))
             for _ in range(2)
         ]
         assert spin_until(harness.executor, lambda: all(f.done() for f in futures), 60.0)
         for future in futures:
             reply = future.result()
-            assert not reply.success
-            assert 'deadline (3.0 s, request_timeout_s) passed' in reply.message, reply.message
+            assert not reply.success and reply.answer == ''
+            assert reply.message.startswith(passed), reply.message
+        # A distance needs no model: measured, with the deadline in the message.
+        started = time.monotonic()
+        reply = harness.call(
+            harness.query, SpatialQuery.Request(question='How far is the mug from the box?')
+        )
+        assert time.monotonic() - started < 20.0
+        assert reply.success, reply.message
+        assert reply.message.startswith(passed) and 'answered from the geometry' in reply.message
+        (distance,) = reply.measurements
+        by_id = {obj.id: obj.pose.position for obj in reply.scene.objects}
+        mug, box = (by_id[object_id] for object_id in distance.object_ids)
+        assert distance.kind == 'distance' and set(distance.object_ids) == {'mug_0', 'box_0'}
+        expected = math.dist((mug.x, mug.y, mug.z), (box.x, box.y, box.z))
+        assert distance.value == pytest.approx(expected, abs=1e-6)
+        assert reply.answer == distance.text + '.'
     finally:
         code = stop_node(process)
         server.close()

@@ -1,8 +1,8 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """The pipeline glue, without ROS: scene building, lifting of detections, id assignment, error
-flags, the parameter-to-settings mapping, and the perceive / answer paths with the recorded
-engine on messages built by the replay's rosbags types."""
+flags, the parameter-to-settings mapping, and the perceive / snapshot / answer / locate paths
+with the recorded engine on messages built by the replay's rosbags types."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ from spatial_vlm_ros.engines.base import (
     EngineResponse,
 )
 from spatial_vlm_ros.engines.parsing import GroundingResult, ParseFailure
+from spatial_vlm_ros.engines.profiles import resolve_profile
 from spatial_vlm_ros.engines.recorded import RecordedEngine
 from spatial_vlm_ros.pipeline import (
     DECODED_FRAMES_KEPT,
@@ -50,6 +51,7 @@ from spatial_vlm_ros.pipeline import (
     build_scene,
     lift_detections,
 )
+from spatial_vlm_ros.queries import SOURCE_MODEL_TEXT
 from spatial_vlm_ros.replay import msgs
 
 WIDTH, HEIGHT = 160, 120
@@ -71,6 +73,7 @@ GROUNDING = json.dumps(
     ]
 )
 ANSWER = 'The mug is in front of the box.'
+PROFILE = resolve_profile('qwen3-vl')
 
 
 def pixels(box: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
@@ -111,7 +114,7 @@ def recorded_pipeline(tmp_path: Path) -> SpatialPipeline:
 
 
 def frame_and_response(text: str = GROUNDING) -> tuple:
-    pipeline = SpatialPipeline(None, '', PipelineConfig())  # type: ignore[arg-type]
+    pipeline = SpatialPipeline(None, '', PipelineConfig(), PROFILE)  # type: ignore[arg-type]
     frame, _ = pipeline.decode_with_warnings(paired())
     parsed = GroundingResult(
         detections=tuple(
@@ -318,7 +321,7 @@ def test_parameters_map_onto_the_pipeline_settings() -> None:
 # ----------------------------------------------------------------------------- answers
 
 
-def test_answer_on_a_published_scene_reuses_the_decoded_frame(
+def test_a_question_on_a_published_scene_reuses_its_grounding_and_decoded_frame(
     recorded_pipeline: SpatialPipeline, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     frame = paired()
@@ -328,21 +331,51 @@ def test_answer_on_a_published_scene_reuses_the_decoded_frame(
         raise AssertionError('the colour image was decoded a second time')
 
     monkeypatch.setattr(pipeline_module, 'decode_color_any', no_second_decode)
-    answer = asyncio.run(recorded_pipeline.answer_paired(frame, 'Which is nearer?', scene=scene))
-    assert (answer.ok, answer.text, answer.message) == (True, ANSWER, '')
-    assert set(answer.object_ids) == {'mug_0', 'box_0'} and answer.scene is scene
+    snapshot = asyncio.run(recorded_pipeline.snapshot(frame, scene=scene))
+    assert snapshot.scene is scene and snapshot.T_relation_from_camera is None
+    answer = asyncio.run(recorded_pipeline.answer(snapshot, 'Which is nearer?'))
+    # The recorded answer is free text (no JSON): passed on, with the ranges it relies on
+    # measured from the geometry.
+    assert answer.success and answer.source == SOURCE_MODEL_TEXT, answer.message
+    assert answer.answer.startswith(ANSWER + ' Measured: ')
+    ranges = {m.object_ids: m.value for m in answer.measurements}
+    assert set(ranges) == {('box_0',), ('mug_0',)}
+    by_id = {obj.id: obj for obj in scene.objects}
+    for (object_id,), value in ranges.items():  # the scene's own range, not a model number
+        assert value == pytest.approx(scene.range_m(by_id[object_id]))
+    assert ranges[('mug_0',)] < ranges[('box_0',)]
+    assert set(answer.object_ids) == {'mug_0', 'box_0'}
+    assert answer.message == 'no structured answer: no JSON object in the answer'
 
 
-def test_answer_without_a_scene_perceives_first(recorded_pipeline: SpatialPipeline) -> None:
-    answer = asyncio.run(recorded_pipeline.answer_paired(paired(), 'Which is nearer?'))
-    assert answer.ok and answer.text == ANSWER
-    assert [obj.id for obj in answer.scene.objects] == ['box_0', 'lamp_0', 'mug_0']
+def test_a_snapshot_without_a_scene_perceives_first(recorded_pipeline: SpatialPipeline) -> None:
+    snapshot = asyncio.run(recorded_pipeline.snapshot(paired()))
+    assert [obj.id for obj in snapshot.scene.objects] == ['box_0', 'lamp_0', 'mug_0']
+    assert snapshot.rgb.shape == (HEIGHT, WIDTH, 3)
+    assert recorded_pipeline.profile.name == 'spatial-ssrl-4b-fp8'  # RecordedEngine's default
 
 
 def test_an_unanswered_question_is_a_failure_with_the_reason(recorded_pipeline) -> None:
-    answer = asyncio.run(recorded_pipeline.answer_paired(paired(STAMP + 1), 'Where?'))
-    assert not answer.ok and answer.object_ids == ()
-    assert answer.message == f'unparsed answer: {FLAG_NO_RECORDING}'
+    async def ask() -> object:
+        snapshot = await recorded_pipeline.snapshot(paired(STAMP + 1))
+        return await recorded_pipeline.answer(snapshot, 'Where?')
+
+    answer = asyncio.run(ask())
+    assert not answer.success and answer.object_ids == () and answer.answer == ''
+    assert answer.message.startswith('no answer: no structured answer')
+
+
+def test_locate_resolves_on_the_snapshot_with_the_pipeline_profile(recorded_pipeline) -> None:
+    async def find(description: str) -> object:
+        snapshot = await recorded_pipeline.snapshot(paired())
+        return await recorded_pipeline.locate(snapshot, description)
+
+    right = asyncio.run(find('the thing on the right'))
+    assert not right.found and not right.result.noun_matched
+    box = asyncio.run(find('the box'))
+    assert box.found and box.result.best.id == 'box_0' and box.frame_id == FRAME
+    lamp = asyncio.run(find('lamp'))  # named, but no depth: no pose to give
+    assert not lamp.found and 'too little valid depth' in lamp.result.reason
 
 
 def test_only_the_newest_decoded_frames_are_kept(recorded_pipeline, monkeypatch) -> None:

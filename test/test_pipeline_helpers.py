@@ -1,13 +1,20 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Pure helpers of the pipeline: vocabulary normalization and description matching."""
+"""Pure helpers of the pipeline: vocabulary normalization and the relation frame's transform of
+a snapshot. (Description matching moved to core/referring.py: test_referring, test_mentions.)"""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
-from spatial_vlm_ros.core.types import Lifted3D, PixelBox, Scene, SpatialObject
-from spatial_vlm_ros.pipeline import find_best_match, normalize_vocabulary
+from spatial_vlm_ros.core.tf_buffer import TransformBuffer
+from spatial_vlm_ros.core.transforms import T_BODY_FROM_OPTICAL
+from spatial_vlm_ros.core.types import Scene
+from spatial_vlm_ros.pipeline import normalize_vocabulary, relation_transform
+
+CAMERA = 'camera_color_optical_frame'
 
 
 def test_vocabulary_is_stripped_deduplicated_and_empty_means_everything() -> None:
@@ -16,17 +23,14 @@ def test_vocabulary_is_stripped_deduplicated_and_empty_means_everything() -> Non
     assert normalize_vocabulary([' mug ', 'chair', 'mug', '  ']) == ('mug', 'chair')
 
 
-def _object(object_id: str, label: str, positioned: bool = True) -> SpatialObject:
-    position = np.array([0.0, 0.0, 1.0]) if positioned else None
-    return SpatialObject(
-        object_id, label, 0.9, PixelBox(0, 0, 10, 10), Lifted3D(position, None, None, 1.0)
-    )
-
-
-def test_best_match_prefers_exact_then_contained_labels() -> None:
-    scene = Scene(1, 'cam', 'cam', [_object('red_mug_0', 'red mug'), _object('mug_0', 'mug')])
-    assert find_best_match(scene, 'Mug').id == 'mug_0'
-    assert find_best_match(scene, 'Red  Mug').id == 'red_mug_0'
-    assert find_best_match(scene, 'coffee mug').id == 'mug_0'
-    assert find_best_match(scene, 'giraffe') is None
-    assert find_best_match(None, 'mug') is None
+def test_the_relation_transform_is_looked_up_at_the_scene_stamp() -> None:
+    buffer = TransformBuffer()
+    buffer.set_transform('base_link', CAMERA, 0, (0.0, 0.0, 1.2), (-0.5, 0.5, -0.5, 0.5), True)
+    in_view = Scene(5, CAMERA, CAMERA, relation_frame_id=CAMERA)
+    assert relation_transform(in_view, buffer) is None  # relations in the camera view
+    body = replace(in_view, relation_frame_id='base_link')
+    expected = T_BODY_FROM_OPTICAL.copy()
+    expected[2, 3] = 1.2
+    np.testing.assert_allclose(relation_transform(body, buffer), expected, atol=1e-12)
+    assert relation_transform(body, None) is None  # no TF: read in the scene's frame
+    assert relation_transform(replace(body, relation_frame_id='map'), buffer) is None

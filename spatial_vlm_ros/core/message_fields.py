@@ -13,9 +13,9 @@ field values (a nested message; its type comes from the enclosing message's defi
 Fields left out keep their message defaults. Every number is a Python ``int``/``float`` (rclpy
 rejects numpy scalars of the wrong kind).
 
-ROS-free, and knows the message definitions only by field name: msg/*.msg for this package's
-interfaces, and visualization_msgs/Marker, sensor_msgs/Image and vision_msgs/Detection3DArray
-for the standard ones.
+ROS-free, and knows the message definitions only by field name: msg/*.msg and the srv/*.srv
+replies for this package's interfaces, and visualization_msgs/Marker, sensor_msgs/Image and
+vision_msgs/Detection3DArray for the standard ones.
 """
 
 from __future__ import annotations
@@ -27,9 +27,13 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from spatial_vlm_ros.core.approach import ApproachPose
 from spatial_vlm_ros.core.markers import MarkerKind, MarkerSet, MarkerSpec
+from spatial_vlm_ros.core.measurements import Measurement
 from spatial_vlm_ros.core.positions import Position, placed
+from spatial_vlm_ros.core.referring import LocateCandidate, RememberedCandidate
 from spatial_vlm_ros.core.types import (
+    CameraIntrinsics,
     Relation,
     Scene,
     SpatialObject,
@@ -324,6 +328,26 @@ def marker_array_fields(marker_set: MarkerSet) -> Fields:
 # ----------------------------------------------------------------------------- images
 
 
+def camera_info_fields(
+    stamp_ns: int,
+    frame_id: str,
+    intrinsics: CameraIntrinsics,
+    distortion: Sequence[float] = (0.0, 0.0, 0.0, 0.0, 0.0),
+) -> Fields:
+    """sensor_msgs/CameraInfo of a pinhole camera (plumb_bob, identity rectification)."""
+    fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
+    return {
+        'header': header_fields(stamp_ns, frame_id),
+        'height': int(intrinsics.height),
+        'width': int(intrinsics.width),
+        'distortion_model': 'plumb_bob',
+        'd': _floats(distortion),
+        'k': _floats([fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0]),
+        'r': [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
+        'p': _floats([fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0]),
+    }
+
+
 def image_fields(
     stamp_ns: int, frame_id: str, image: npt.NDArray[Any], encoding: str | None = None
 ) -> Fields:
@@ -352,4 +376,62 @@ def image_fields(
         'is_bigendian': int(big_endian),
         'step': int(array.strides[0]),
         'data': array.tobytes(),
+    }
+
+
+# ----------------------------------------------------------------------------- service replies
+
+
+def covariance_fields(covariance: npt.ArrayLike | None) -> list[float]:
+    """A row-major ``float64[9]`` covariance; NaN when there is none (never zeros)."""
+    if covariance is None:
+        return [math.nan] * 9
+    return _floats(np.asarray(covariance, dtype=np.float64).reshape(9))
+
+
+def measurement_fields(measurement: Measurement) -> Fields:
+    """spatial_vlm_ros/SpatialMeasurement."""
+    return {
+        'kind': measurement.kind.value,
+        'object_ids': list(measurement.object_ids),
+        'value': float(measurement.value),
+        'sigma': float(measurement.sigma),
+        'frame_id': measurement.frame_id,
+        'text': measurement.text,
+        'model_value': float(measurement.model_value),
+    }
+
+
+def locate_candidate_fields(candidate: LocateCandidate) -> Fields:
+    """spatial_vlm_ros/LocateCandidate."""
+    return {
+        'id': candidate.id,
+        'label': candidate.label,
+        'score': float(candidate.score),
+        'in_view': bool(candidate.in_view),
+        'reason': candidate.reason,
+    }
+
+
+def approach_pose_fields(pose: ApproachPose, stamp_ns: int) -> Fields:
+    """geometry_msgs/PoseStamped of an approach pose (on the frame's ground plane, yaw only)."""
+    position = (pose.x, pose.y, pose.z)
+    return pose_stamped_fields(stamp_ns, pose.frame_id, position, pose.quaternion_xyzw)
+
+
+def remembered_object_fields(item: RememberedCandidate, scene: Scene) -> Fields:
+    """spatial_vlm_ros/SpatialObject of a remembered object out of view, in ``scene.frame_id``
+    (``item`` is given in that frame): position and covariance as remembered; no pixel box
+    (zeros), confidence 0, size and orientation NaN (its extents are along the axes of a camera
+    pose that is not this scene's), range from this scene's camera."""
+    position = np.asarray(item.position, dtype=np.float64)
+    return {
+        'id': item.id,
+        'label': item.label,
+        'confidence': 0.0,
+        'pose': pose_fields(position, NAN_QUATERNION),
+        'size': xyz_fields(NAN3),
+        'position_covariance': covariance_fields(item.covariance),
+        'range': float(np.linalg.norm(position - scene.camera_origin)),
+        'valid_depth_ratio': 0.0,
     }

@@ -118,6 +118,22 @@ class SamplingParams:
 
 
 @dataclass(frozen=True)
+class OutputConstraint:
+    """A grammar for the answer text, applied by constrained decoding where the engine has it.
+
+    ``json_schema`` is the answer's JSON schema as compact JSON text. ``structural_tag`` is an
+    xgrammar structural tag (``{"type": "structural_tag", "format": ...}`` as JSON text) that
+    wraps the schema in the profile's answer format (Spatial-SSRL: ``<think>...</think>`` then
+    ``\\boxed{<json>}``); empty means the answer is the bare JSON. Built by
+    ``engines.question``.
+    """
+
+    json_schema: str
+    structural_tag: str = ''
+    name: str = 'answer'
+
+
+@dataclass(frozen=True)
 class EngineRequest:
     """Image(s) plus a task. Images are RGB uint8 (H, W, 3) arrays, already in RGB order."""
 
@@ -129,6 +145,8 @@ class EngineRequest:
     sampling: SamplingParams | None = None  # None: the model profile's default for the task
     constrained: bool = True  # GROUND: constrain decoding to the grounding JSON schema
     timeout_s: float | None = None
+    # QUESTION: constrain the answer (grounded answers, locate choices); None = free text.
+    output_constraint: OutputConstraint | None = None
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+import json
 import logging
 import os
 import random
@@ -34,6 +35,7 @@ from spatial_vlm_ros.engines.base import (
     EngineTimeout,
     EngineUnavailableError,
     FinishReason,
+    OutputConstraint,
     Timings,
     TokenCounts,
     VlmEngine,
@@ -104,9 +106,25 @@ def build_chat_request(
             body['top_k'] = sampling.top_k
         if sampling.repetition_penalty != 1.0:
             body['repetition_penalty'] = sampling.repetition_penalty
-    if uses_grounding_schema(request, profile):
+    if request.output_constraint is not None:
+        body['response_format'] = constraint_response_format(request.output_constraint)
+    elif uses_grounding_schema(request, profile):
         body['response_format'] = openai_response_format()
     return body
+
+
+def constraint_response_format(constraint: OutputConstraint) -> dict[str, Any]:
+    """``response_format`` for a request's own grammar (SGLang and vLLM accept both forms)."""
+    if constraint.structural_tag:
+        return json.loads(constraint.structural_tag)
+    return {
+        'type': 'json_schema',
+        'json_schema': {
+            'name': constraint.name,
+            'schema': json.loads(constraint.json_schema),
+            'strict': False,
+        },
+    }
 
 
 def _normalize_base_url(base_url: str) -> str:

@@ -199,7 +199,13 @@ def build_sglang_request(
         params['presence_penalty'] = presence_penalty
     if sampling.seed is not None:
         params['sampling_seed'] = sampling.seed
-    if uses_grounding_schema(request, profile):
+    if request.output_constraint is not None:
+        constraint = request.output_constraint
+        if constraint.structural_tag:
+            params['structural_tag'] = constraint.structural_tag
+        else:
+            params['json_schema'] = constraint.json_schema
+    elif uses_grounding_schema(request, profile):
         params['json_schema'] = grounding_schema_json()
     # One image: the bare item; several: a list for this single prompt.
     image_data: Any = images[0] if len(images) == 1 else images

@@ -39,6 +39,7 @@ from spatial_vlm_ros.engines.base import (
     EngineTimeout,
     EngineUnavailableError,
     FinishReason,
+    OutputConstraint,
     SamplingParams,
     TaskKind,
     Timings,
@@ -64,6 +65,8 @@ from spatial_vlm_ros.engines.schema import (
 LOG = logging.getLogger(__name__)
 
 MAX_IMAGES_PER_REQUEST = 8
+# Grounded answers carry a grammar per scene (its ids); keep the last few compiled.
+_MAX_CACHED_CONSTRAINTS = 32
 
 
 class InvalidRequestError(EngineError, ValueError):
@@ -86,6 +89,7 @@ class _BatchKey:
     constrained: bool
     sampling: SamplingParams
     presence_penalty: float
+    output_constraint: OutputConstraint | None = None  # a request's own grammar (questions)
 
 
 @dataclass
@@ -191,6 +195,8 @@ class TransformersEngine(VlmEngine):
         self._model: Any = None
         self._processor: Any = None
         self._grammar: Any = None
+        self._grammar_compiler: Any = None
+        self._constraint_grammars: dict[OutputConstraint, Any] = {}
         self._device = ''
         self._eos_ids: frozenset[int] = frozenset()
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -261,6 +267,8 @@ class TransformersEngine(VlmEngine):
         self._model = None
         self._processor = None
         self._grammar = None
+        self._grammar_compiler = None
+        self._constraint_grammars.clear()
         try:
             import torch
 
@@ -300,9 +308,8 @@ class TransformersEngine(VlmEngine):
                 tokenizer, vocab_size=vocab_size
             )
             # Compact JSON: with free whitespace, random or confused models can loop on spaces.
-            grammar = xgrammar.GrammarCompiler(tokenizer_info).compile_json_schema(
-                json.dumps(self._schema), any_whitespace=False
-            )
+            compiler = xgrammar.GrammarCompiler(tokenizer_info)
+            grammar = compiler.compile_json_schema(json.dumps(self._schema), any_whitespace=False)
             eos = model.generation_config.eos_token_id
             eos_ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
             if tokenizer.eos_token_id is not None:
@@ -330,6 +337,7 @@ class TransformersEngine(VlmEngine):
         self._model = model
         self._processor = processor
         self._grammar = grammar
+        self._grammar_compiler = compiler
         self._device = device
         self._eos_ids = frozenset(int(token) for token in eos_ids)
 
@@ -406,6 +414,7 @@ class TransformersEngine(VlmEngine):
             constrained=uses_grounding_schema(request, self._profile),
             sampling=sampling_for(request, self._profile),
             presence_penalty=float(presence_penalty_for(request, self._profile)),
+            output_constraint=request.output_constraint,
         )
         height, width = images[0].shape[:2]
         return text, images, key, (width, height)
@@ -507,7 +516,11 @@ class TransformersEngine(VlmEngine):
         logits_processors: list[Any] = []
         if key.presence_penalty:
             logits_processors.append(_PresencePenalty(prompt_length, key.presence_penalty))
-        if key.constrained:
+        if key.output_constraint is not None:
+            logits_processors.append(
+                GrammarLogitsProcessor(self._compiled_constraint(key.output_constraint))
+            )
+        elif key.constrained:
             # One matcher per row; a processor instance serves exactly one generate call.
             logits_processors.append(GrammarLogitsProcessor(self._grammar))
         if sampling.seed is not None:
@@ -546,6 +559,21 @@ class TransformersEngine(VlmEngine):
                 )
             )
         return outcomes
+
+    def _compiled_constraint(self, constraint: OutputConstraint) -> Any:
+        """The request's grammar, compiled once per distinct constraint (worker thread only)."""
+        compiled = self._constraint_grammars.get(constraint)
+        if compiled is None:
+            if constraint.structural_tag:
+                compiled = self._grammar_compiler.compile_structural_tag(constraint.structural_tag)
+            else:
+                compiled = self._grammar_compiler.compile_json_schema(
+                    constraint.json_schema, any_whitespace=False
+                )
+            if len(self._constraint_grammars) >= _MAX_CACHED_CONSTRAINTS:
+                self._constraint_grammars.pop(next(iter(self._constraint_grammars)))
+            self._constraint_grammars[constraint] = compiled
+        return compiled
 
     def _tokenizer_pad_id(self) -> int | None:
         tokenizer = self._processor.tokenizer

@@ -197,19 +197,9 @@ def camera_info_msg(
     distortion: Sequence[float] = (0.0, 0.0, 0.0, 0.0, 0.0),
 ) -> Any:
     """``sensor_msgs/msg/CameraInfo`` of a pinhole camera (plumb_bob, identity rectification)."""
-    fx, fy, cx, cy = intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy
     return build(
         CAMERA_INFO_TYPE,
-        {
-            'header': message_fields.header_fields(stamp_ns, frame_id),
-            'height': intrinsics.height,
-            'width': intrinsics.width,
-            'distortion_model': 'plumb_bob',
-            'd': [float(value) for value in distortion],
-            'k': [fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
-            'r': [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
-            'p': [fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0],
-        },
+        message_fields.camera_info_fields(stamp_ns, frame_id, intrinsics, distortion),
     )
 
 

@@ -7,32 +7,59 @@ no executor thread, so any number of concurrent calls leave subscriptions, timer
 lifecycle services running. Each request gets ONE deadline (``request_timeout_s``) when it
 arrives; it bounds the wait for a priority slot and every engine call of the request.
 
+The work is the pipeline's (``SpatialPipeline.snapshot`` / ``answer`` / ``locate``, ROS-free,
+docs/QUERIES.md); the handlers pick the frame, look up transforms and fill every reply field.
+
 The snapshot buffer keeps the newest paired frames (for SpatialQuery by stamp) and the published
 scenes (so a question or a locate on a frame that was already grounded makes no second call).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 import threading
 from typing import Any
 
-import numpy as np
+from geometry_msgs.msg import PoseStamped
 
+from spatial_vlm_ros.core import message_fields
 from spatial_vlm_ros.core.pairing import RgbdSet
+from spatial_vlm_ros.core.referring import LocateOptions, LocateResult, RememberedCandidate
 from spatial_vlm_ros.core.scheduling import Deadline
-from spatial_vlm_ros.core.types import Scene, SpatialVlmError
+from spatial_vlm_ros.core.types import FloatArray, Scene, SpatialVlmError
 from spatial_vlm_ros.engines.base import EngineTimeout
-from spatial_vlm_ros.pipeline import SpatialPipeline, find_best_match
+from spatial_vlm_ros.msg import LocateCandidate, SpatialMeasurement
+from spatial_vlm_ros.pipeline import SpatialPipeline
+from spatial_vlm_ros.queries import (
+    MAX_DESCRIPTION_BYTES,
+    MAX_QUESTION_BYTES,
+    GroundedAnswer,
+    LocateOutcome,
+    LocateSettings,
+    QuerySnapshot,
+)
 from spatial_vlm_ros.ros import conversions
 from spatial_vlm_ros.ros.diagnostics import ErrorLog
 from spatial_vlm_ros.ros.tf import TransformSource
 from spatial_vlm_ros.srv import LocateObject, SpatialQuery
 
-MAX_QUESTION_BYTES = 4096
-MAX_DESCRIPTION_BYTES = 512
 SCENE_CACHE = 30  # published scenes kept for snapshot reuse
+# The model calls of a request end this much before its deadline (at most, and at most 10 % of
+# request_timeout_s), so that a reply can still be composed from the geometry when the model
+# runs out of time, before the priority lane cancels the request at the deadline itself.
+REPLY_RESERVE_S = 0.5
+
+# Remembered objects for ~/locate, positions in the given frame (the scene's). The object memory
+# provides it; without one there are none.
+RememberedCandidates = Callable[[str], Sequence[RememberedCandidate]]
+
+
+def no_remembered_candidates(frame_id: str) -> Sequence[RememberedCandidate]:
+    """The seam's default: no object memory, no remembered candidates."""
+    return ()
 
 
 class SnapshotBuffer:
@@ -85,6 +112,17 @@ class SnapshotBuffer:
         return None
 
 
+@dataclass(frozen=True)
+class _Located:
+    """What one ~/locate computed: the snapshot it resolved on, the remembered objects offered,
+    the outcome."""
+
+    snapshot: QuerySnapshot
+    memory: Sequence[RememberedCandidate]
+    outcome: LocateOutcome
+    note: str = ''  # e.g. the targeted grounding that was tried
+
+
 class SpatialServices:
     """Handlers of ``~/query`` and ``~/locate``; every failure is a typed reply.
 
@@ -93,9 +131,11 @@ class SpatialServices:
         errors: where failures are counted.
         pipeline: the current pipeline (None while unconfigured).
         run_priority: awaits a coroutine factory run in the scheduler's priority lane.
-        transforms: TF lookups (None without tf2_ros or while unconfigured).
+        transforms: TF lookups (None while unconfigured).
         now_ns: the node clock.
         parameter: reads a node parameter's current value.
+        remembered_candidates: remembered objects (the object memory) with positions in the
+            given frame, for ``~/locate``; none by default.
     """
 
     def __init__(
@@ -108,6 +148,7 @@ class SpatialServices:
         transforms: Callable[[], TransformSource | None],
         now_ns: Callable[[], int],
         parameter: Callable[[str], Any],
+        remembered_candidates: RememberedCandidates = no_remembered_candidates,
     ) -> None:
         self._snapshots = snapshots
         self._errors = errors
@@ -116,12 +157,21 @@ class SpatialServices:
         self._transforms = transforms
         self._now_ns = now_ns
         self._parameter = parameter
+        self._remembered_candidates = remembered_candidates
 
     def _slop_ns(self) -> int:
         return int(float(self._parameter('sync_slop_s')) * 1e9)
 
-    def _deadline(self) -> Deadline:
-        return Deadline.after(float(self._parameter('request_timeout_s')))
+    def _deadlines(self) -> tuple[Deadline, Deadline]:
+        """``(request deadline, deadline of its model calls)``: one budget per request, from
+        its arrival; the model calls end :data:`REPLY_RESERVE_S` (at most 10 %) earlier."""
+        timeout_s = float(self._parameter('request_timeout_s'))
+        request = Deadline.after(timeout_s)
+        return request, Deadline(request.at_s - min(REPLY_RESERVE_S, 0.1 * timeout_s))
+
+    def _deadline_passed(self) -> str:
+        timeout_s = float(self._parameter('request_timeout_s'))
+        return f'the request deadline ({timeout_s:.1f} s, request_timeout_s) passed'
 
     async def _run(
         self, kind: str, work: Callable[[], Awaitable[Any]], deadline: Deadline
@@ -130,8 +180,7 @@ class SpatialServices:
         try:
             return await self._run_priority(work, deadline), ''
         except (TimeoutError, EngineTimeout):
-            timeout_s = float(self._parameter('request_timeout_s'))
-            why = f'the request deadline ({timeout_s:.1f} s, request_timeout_s) passed'
+            why = self._deadline_passed()
         except SpatialVlmError as error:
             why = f'{type(error).__name__}: {error}'
         except Exception as error:  # noqa: BLE001 - service boundary, traceback logged
@@ -140,10 +189,12 @@ class SpatialServices:
         self._errors.report(kind, why)
         return None, why
 
+    # ---------------------------------------------------------------- ~/query
+
     async def on_query(
         self, request: SpatialQuery.Request, response: SpatialQuery.Response
     ) -> SpatialQuery.Response:
-        deadline = self._deadline()
+        deadline, model_deadline = self._deadlines()
         question = request.question.strip()
         if not question or len(request.question.encode()) > MAX_QUESTION_BYTES:
             response.success = False
@@ -161,33 +212,44 @@ class SpatialServices:
             return response
         cached = self._snapshots.scene(frame.stamp_ns)
         transforms = self._transforms()
-        answer, why = await self._run(
-            'query',
-            lambda: pipeline.answer_paired(
+
+        async def work() -> tuple[QuerySnapshot, GroundedAnswer]:
+            snapshot = await pipeline.snapshot(
                 frame,
-                question,
                 scene=cached,
                 now_ns=self._now_ns,
                 transforms=transforms,
-                deadline=deadline,
-            ),
-            deadline,
-        )
-        if answer is None:
+                deadline=model_deadline,
+            )
+            return snapshot, await pipeline.answer(snapshot, question, deadline=model_deadline)
+
+        result, why = await self._run('query', work, deadline)
+        if result is None:
             response.success = False
             response.message = why
             return response
-        response.success = answer.ok
-        response.answer = answer.text
+        snapshot, answer = result
+        message = answer.message
+        if answer.timed_out:
+            self._errors.report('query', self._deadline_passed())
+            message = f'{self._deadline_passed()}; {message}'
+        response.success = answer.success
+        response.answer = answer.answer
         response.object_ids = list(answer.object_ids)
-        response.scene = conversions.scene_to_msg(answer.scene)
-        response.message = answer.message
+        response.measurements = [
+            conversions.to_message(SpatialMeasurement, message_fields.measurement_fields(m))
+            for m in answer.measurements
+        ]
+        response.scene = conversions.scene_to_msg(snapshot.scene)
+        response.message = message
         return response
+
+    # ---------------------------------------------------------------- ~/locate
 
     async def on_locate(
         self, request: LocateObject.Request, response: LocateObject.Response
     ) -> LocateObject.Response:
-        deadline = self._deadline()
+        deadline, model_deadline = self._deadlines()
         description = request.description.strip()
         if not description or len(request.description.encode()) > MAX_DESCRIPTION_BYTES:
             response.found = False
@@ -199,52 +261,126 @@ class SpatialServices:
             response.found = False
             response.reason = 'no paired RGB-D frame received yet' if pipeline else 'not active'
             return response
-        scene = self._snapshots.scene(frame.stamp_ns)
-        match = find_best_match(scene, description) if scene is not None else None
-        transforms = self._transforms()
-        if match is None:
-            scene, why = await self._run(
-                'locate',
-                lambda: pipeline.perceive_paired(
-                    frame,
-                    vocabulary=(description,),
-                    now_ns=self._now_ns,
-                    transforms=transforms,
-                    deadline=deadline,
-                ),
-                deadline,
-            )
-            if scene is None:
-                response.found = False
-                response.reason = why
-                return response
-            match = find_best_match(scene, description)
-        if match is None or scene is None:
-            response.found = False
-            response.reason = f'no object matching {description!r} in the newest frame'
-            return response
-        response.object = conversions.object_to_msg(match, scene)
-        if match.lifted.position is None:
-            response.found = False
-            response.reason = f'{match.id} has too little valid depth for a position'
-            return response
-        target = request.target_frame or scene.frame_id
-        position = np.asarray(match.lifted.position)
-        if target != scene.frame_id:
-            if transforms is None:
-                response.found = False
-                response.reason = f'no transform {scene.frame_id} -> {target}: node not active'
-                return response
-            transform = transforms.lookup(target, scene.frame_id, scene.stamp_ns)
-            if transform.matrix is None:
-                response.found = False
-                response.reason = transform.reason
-                return response
-            position = transform.matrix[:3, :3] @ position + transform.matrix[:3, 3]
-        located = conversions.pose_of(match, target, scene.stamp_ns)
-        located.pose.position.x, located.pose.position.y, located.pose.position.z = (
-            float(v) for v in position
+        standoff_m = float(request.standoff_m)
+        if standoff_m <= 0.0 or standoff_m != standoff_m:  # 0 (or NaN): the node's default
+            standoff_m = float(self._parameter('locate_standoff_m'))
+        settings = LocateSettings(
+            locate=LocateOptions(threshold=float(self._parameter('locate_min_score'))),
+            want_approach_pose=bool(request.want_approach_pose),
+            standoff_m=standoff_m,
+            target_frame=request.target_frame.strip(),
         )
-        response.found = True
-        response.pose = located
+        cached = self._snapshots.scene(frame.stamp_ns)
+        transforms = self._transforms()
+
+        async def resolve(snapshot: QuerySnapshot) -> tuple[LocateOutcome, Sequence[Any]]:
+            scene = snapshot.scene
+            memory = tuple(self._remembered_candidates(scene.frame_id))
+            target = settings.target_frame or scene.frame_id
+            if target == scene.frame_id:
+                here = replace(settings, target_frame=target)
+            else:
+                matrix, why = await _lookup(transforms, target, scene.frame_id, scene.stamp_ns)
+                if matrix is None:
+                    failed = LocateResult(False, False, None, (), why)
+                    return LocateOutcome(failed, target, scene.stamp_ns), memory
+                here = replace(settings, target_frame=target, T_target_from_scene=matrix)
+            outcome = await pipeline.locate(
+                snapshot, description, memory=memory, deadline=model_deadline, settings=here
+            )
+            return outcome, memory
+
+        async def work() -> _Located:
+            snapshot = await pipeline.snapshot(
+                frame,
+                scene=cached,
+                now_ns=self._now_ns,
+                transforms=transforms,
+                deadline=model_deadline,
+            )
+            outcome, memory = await resolve(snapshot)
+            if outcome.result.noun_matched:
+                return _Located(snapshot, memory, outcome)
+            # No label in view or memory is named: ask the model to ground the description
+            # itself on the newest frame (the stream's vocabulary may not include it).
+            grounded = await pipeline.snapshot(
+                frame,
+                vocabulary=(description,),
+                now_ns=self._now_ns,
+                transforms=transforms,
+                deadline=model_deadline,
+            )
+            retried, memory = await resolve(grounded)
+            if not retried.result.noun_matched:
+                note = f'a grounding of {description!r} on the newest frame found none either'
+                return _Located(snapshot, memory, outcome, note)
+            return _Located(grounded, memory, retried, f'grounded {description!r} on request')
+
+        located, why = await self._run('locate', work, deadline)
+        if located is None:
+            response.found = False
+            response.reason = why
+            return response
+        if located.outcome.timed_out:
+            self._errors.report('locate', self._deadline_passed())
+        self._fill_locate(response, located)
         return response
+
+    def _fill_locate(self, response: LocateObject.Response, located: _Located) -> None:
+        """Every field of LocateObject.Response from one outcome (docs/QUERIES.md)."""
+        outcome, scene = located.outcome, located.snapshot.scene
+        result, best = outcome.result, outcome.result.best
+        notes = [result.reason]
+        if outcome.approach_reason:
+            notes.append(f'no approach pose: {outcome.approach_reason}')
+        if outcome.model_message:
+            notes.append(outcome.model_message)
+        if located.note:
+            notes.append(located.note)
+        if outcome.timed_out:
+            notes.insert(0, self._deadline_passed())
+        response.found = result.found
+        response.ambiguous = result.ambiguous
+        response.reason = '; '.join(note for note in notes if note)
+        response.candidates = [
+            conversions.to_message(LocateCandidate, message_fields.locate_candidate_fields(c))
+            for c in result.candidates
+        ]
+        if not result.found or best is None or best.position is None:
+            # No pose to give: the covariance says "unknown", never a zero that claims certainty.
+            response.position_covariance = message_fields.covariance_fields(None)
+            return
+        response.pose = conversions.to_message(
+            PoseStamped,
+            message_fields.pose_stamped_fields(outcome.stamp_ns, outcome.frame_id, best.position),
+        )
+        response.position_covariance = message_fields.covariance_fields(best.covariance)
+        response.score = float(best.score)
+        response.in_view = bool(best.in_view)
+        response.age_s = float(best.age_s)
+        in_scene = {obj.id: obj for obj in scene.objects}
+        remembered = {item.id: item for item in located.memory}
+        if best.id in in_scene:
+            response.object = conversions.object_to_msg(in_scene[best.id], scene)
+        elif best.id in remembered:
+            response.object = conversions.to_message(
+                type(response.object),
+                message_fields.remembered_object_fields(remembered[best.id], scene),
+            )
+        if outcome.approach is not None:
+            response.has_approach_pose = True
+            response.approach_pose = conversions.to_message(
+                PoseStamped, message_fields.approach_pose_fields(outcome.approach, scene.stamp_ns)
+            )
+
+
+async def _lookup(
+    transforms: TransformSource | None, target: str, source: str, stamp_ns: int
+) -> tuple[FloatArray | None, str]:
+    """T_target_from_source at ``stamp_ns`` off the event loop (a TF wait blocks), or why not."""
+    if transforms is None:
+        return None, f'no transform {source} -> {target}: node not active'
+    result = await asyncio.get_running_loop().run_in_executor(
+        None, transforms.lookup, target, source, stamp_ns
+    )
+    return result.matrix, result.reason
