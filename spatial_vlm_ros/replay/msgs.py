@@ -190,6 +190,29 @@ def object_memory_msg(memory: ObjectMemory) -> Any:
     )
 
 
+def tf_message(
+    transforms: Sequence[tuple[int, str, str, Sequence[float], Sequence[float]]],
+) -> Any:
+    """``tf2_msgs/msg/TFMessage`` of ``(stamp_ns, parent, child, translation, quaternion xyzw)``
+    items (each ``T_parent_from_child``)."""
+    return build(
+        TF_MESSAGE_TYPE,
+        {
+            'transforms': [
+                {
+                    'header': message_fields.header_fields(stamp_ns, parent),
+                    'child_frame_id': child,
+                    'transform': {
+                        'translation': message_fields.xyz_fields(translation),
+                        'rotation': message_fields.quaternion_fields(quaternion),
+                    },
+                }
+                for stamp_ns, parent, child, translation, quaternion in transforms
+            ]
+        },
+    )
+
+
 def marker_array_msg(marker_set: MarkerSet) -> Any:
     """``visualization_msgs/msg/MarkerArray`` for a :class:`MarkerSet`."""
     return build(MARKER_ARRAY_TYPE, message_fields.marker_array_fields(marker_set))
