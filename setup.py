@@ -29,6 +29,7 @@ setup(
     ],
     install_requires=[
         'numpy>=1.26',
+        'scipy>=1.11',
         'numba>=0.65,<1',
         'opencv-python-headless>=4.9',
         'pillow>=10',

@@ -213,11 +213,18 @@ def _run_replay(
         f'{summary.relations} relations, {summary.scenes_with_error} scenes with an error '
         f'({summary.elapsed_s:.1f} s)'
     )
+    memory = getattr(pipeline, 'memory', None)
+    if memory is not None:
+        print(
+            f'object memory: {summary.remembered_objects} objects remembered in '
+            f'{memory.memory_frame or "-"}'
+        )
     for warning in summary.warnings[:10]:
         print(f'warning: {warning}')
     for name, path in (
         ('scenes', summary.scenes_path),
         ('bag', summary.bag_path),
+        ('object memory', summary.memory_path),
         ('report', summary.report_path),
     ):
         if path is not None:
@@ -234,14 +241,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     # Check the bag before building the engine: loading a model for a typo wastes minutes.
     resolve_bag_path(args.bag)
     values = pipeline_values(args)
-    for name in ('target_frame', 'relation_frame'):
-        if values[name]:
-            print(
-                f'warning: --{name.replace("_", "-")} {values[name]}: the replay has no TF '
-                'source yet, so positions and relations stay in the camera frame (each scene '
-                'says which frame it uses)',
-                file=sys.stderr,
-            )
+    # The frames are looked up in the bag's /tf and /tf_static; a bag without them gives
+    # scenes in the camera frame, with a warning that names the missing transform.
     pipeline = _build_pipeline(values)
     return _run_replay(
         args.bag,

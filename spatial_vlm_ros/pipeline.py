@@ -1,9 +1,15 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Frame → engine → parsing → 3D → relations → Scene: one pipeline for the node and the replay.
+"""Frame → engine → parsing → 3D → object memory → relations → Scene: one pipeline for the node
+and the replay.
 
 ROS-free. The node feeds it paired raw messages (decoded here, on the worker thread, never in a
 subscription callback) and the replay feeds it rosbags messages; both get the same Scene.
+
+The object memory (core/memory.py, docs/MEMORY.md) is the pipeline's: one per node, shared by
+every camera, so an object keeps its id whichever camera sees it. Objects are lifted in the
+camera frame, associated with the memory in ``memory_frame`` (which gives their ids), then
+related and moved to the target frame.
 """
 
 from __future__ import annotations
@@ -12,7 +18,9 @@ import asyncio
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+import logging
 import math
+from pathlib import Path
 import threading
 import time
 from typing import Any, Protocol
@@ -28,6 +36,12 @@ from spatial_vlm_ros.core.camera import (
 )
 from spatial_vlm_ros.core.image_decoding import decode_color_any
 from spatial_vlm_ros.core.lifting import LiftingConfig, lift_boxes
+from spatial_vlm_ros.core.memory import (
+    CameraView,
+    MemoryConfig,
+    ObjectMemory,
+    ObjectMemoryError,
+)
 from spatial_vlm_ros.core.pairing import RgbdSet
 from spatial_vlm_ros.core.referring import RememberedCandidate
 from spatial_vlm_ros.core.relations import RelationConfig, compute_relations, transform_objects
@@ -59,6 +73,8 @@ from spatial_vlm_ros.queries import (
     locate,
 )
 
+LOGGER = logging.getLogger(__name__)
+
 
 class TransformLookup(Protocol):
     """What the pipeline needs from TF: T_target_from_source at a stamp, or a reason."""
@@ -83,6 +99,15 @@ class PipelineConfig:
 
 
 @dataclass(frozen=True)
+class MemorySettings:
+    """The object memory of a pipeline (settings ``memory_*``; docs/MEMORY.md)."""
+
+    frame: str = ''  # '' = the target frame, else the first frame's camera frame
+    file: str = ''  # '' = not saved or loaded
+    config: MemoryConfig = field(default_factory=MemoryConfig)
+
+
+@dataclass(frozen=True)
 class PipelineSettings:
     """Everything needed to build a pipeline and its engine (from node parameters or the CLI)."""
 
@@ -92,6 +117,7 @@ class PipelineSettings:
     engine_options: dict[str, Any] = field(default_factory=dict)
     record_outputs: str = ''
     request_timeout_s: float = 30.0  # one deadline per request (scene, query, locate)
+    memory: MemorySettings | None = None  # None: per-frame ids, no memory
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any]) -> PipelineSettings:
@@ -131,6 +157,19 @@ class PipelineSettings:
         elif kind == 'transformers':
             options['device'] = str(values['device'])
             options['max_batch_size'] = in_flight + 1
+        memory = None
+        if values['memory']:
+            memory = MemorySettings(
+                # '' follows the target frame; with neither, the camera frame (adopted at the
+                # first frame: the node warns that this assumes a camera that does not move).
+                frame=str(values['memory_frame']) or str(values['target_frame']),
+                file=str(values['memory_file']),
+                config=MemoryConfig(
+                    max_objects=int(values['memory_max_objects']),
+                    max_age_s=float(values['memory_max_age_s']),
+                    confirm_sightings=int(values['memory_confirm_sightings']),
+                ),
+            )
         return cls(
             engine_kind=kind,
             model=str(values['model']),
@@ -138,6 +177,7 @@ class PipelineSettings:
             engine_options=options,
             record_outputs=str(values['record_outputs']),
             request_timeout_s=float(values['request_timeout_s']),
+            memory=memory,
         )
 
 
@@ -146,12 +186,30 @@ class PipelineSettings:
 DECODED_FRAMES_KEPT = 4
 
 
+@dataclass(frozen=True)
+class MemoryInput:
+    """What :func:`build_scene` needs to give one frame's objects the memory's ids.
+
+    ``T_memory_from_camera`` None means no transform at the image stamp (``reason`` says why):
+    the objects then get fresh ids that are not remembered. ``negative_evidence`` False when
+    the frame cannot show what is absent (the engine was asked for one description only);
+    ``searched_labels`` the vocabulary it was asked for (None: every salient object).
+    """
+
+    memory: ObjectMemory
+    T_memory_from_camera: FloatArray | None  # noqa: N815 - transform naming convention
+    reason: str = ''
+    negative_evidence: bool = True
+    searched_labels: tuple[str, ...] | None = None
+
+
 class SpatialPipeline:
     """Turns one RGB-D frame into a :class:`Scene` with one engine call, and answers questions
     and referring expressions on a scene (``queries.py``) with the same engine.
 
     ``profile`` is the resolved model profile (prompts, answer format, grammar); None takes the
-    engine's.
+    engine's. ``memory`` (None: per-frame ids) gives the objects their persistent ids;
+    ``memory_file`` is where :meth:`save_memory` writes it.
     """
 
     def __init__(
@@ -160,11 +218,15 @@ class SpatialPipeline:
         model_id: str,
         config: PipelineConfig,
         profile: ModelProfile | None = None,
+        memory: ObjectMemory | None = None,
+        memory_file: str = '',
     ) -> None:
         self.engine = engine
         self.model_id = model_id
         self.config = config
         self._profile = profile
+        self.memory = memory
+        self.memory_file = memory_file
         self._decoded: OrderedDict[int, RgbdFrame] = OrderedDict()
         self._decoded_lock = threading.Lock()
 
@@ -188,7 +250,18 @@ class SpatialPipeline:
         # Recorded outputs name the model that produced them: label the scenes with that, not
         # with a profile that never ran.
         model_id = '' if settings.engine_kind == 'recorded' else settings.model
-        return cls(engine, model_id, settings.config, profile)
+        memory = None if settings.memory is None else open_memory(settings.memory)
+        file = '' if settings.memory is None else settings.memory.file
+        return cls(engine, model_id, settings.config, profile, memory, file)
+
+    def save_memory(self) -> Path | None:
+        """Write the object memory to ``memory_file`` (atomically); the path written, or None
+        without a memory or a file. Raises OSError."""
+        if self.memory is None or not self.memory_file:
+            return None
+        path = Path(self.memory_file).expanduser()
+        self.memory.save(path)
+        return path
 
     async def start(self) -> None:
         await self.engine.start()
@@ -237,14 +310,19 @@ class SpatialPipeline:
         warnings: Sequence[str] = (),
         timings: StageTimings | None = None,
         deadline: Deadline | None = None,
+        memory_from_camera: FloatArray | None = None,
+        memory_reason: str = '',
     ) -> Scene:
-        """Ground, lift and relate one frame.
+        """Ground, lift, remember and relate one frame.
 
         ``now_ns`` gives the clock that latency is measured against (ROS time in the node);
         None measures the wall time spent here (bag time does not advance in a replay).
         ``timings`` carries the stages measured before this call (receive, pair, queue,
-        decode); the engine, lift and relations stages are measured here. ``deadline`` is the
-        request's one deadline; the engine call gets what is left of it.
+        decode); the engine, lift, memory and relations stages are measured here.
+        ``deadline`` is the request's one deadline; the engine call gets what is left of it.
+        ``memory_from_camera`` is ``T_memory_from_camera`` at the image stamp (not needed when
+        the memory frame is the camera frame; None otherwise: ``memory_reason`` says why).
+        A ``vocabulary`` other than the configured one gives the memory no negative evidence.
         """
         started_s = time.perf_counter()
         words = tuple(vocabulary) if vocabulary is not None else self.config.vocabulary
@@ -271,6 +349,44 @@ class SpatialPipeline:
             timings=replace(timings or StageTimings(), engine_ms=engine_ms),
             inference_ms=_inference_ms(response, started_s),
             latency_ms=lambda: _latency_ms(frame.stamp_ns, now_ns, started_s),
+            memory=self.memory_input(
+                frame,
+                memory_from_camera,
+                memory_reason,
+                configured=vocabulary is None or tuple(vocabulary) == self.config.vocabulary,
+            ),
+        )
+
+    def memory_frame(self, camera_frame: str) -> str:
+        """The memory's frame ('' without a memory); a memory without a frame takes
+        ``camera_frame``."""
+        return '' if self.memory is None else self.memory.adopt_frame(camera_frame)
+
+    def memory_input(
+        self,
+        frame: RgbdFrame,
+        memory_from_camera: FloatArray | None = None,
+        reason: str = '',
+        configured: bool = True,
+    ) -> MemoryInput | None:
+        """The memory step of ``frame`` (None without a memory). ``configured``: the frame was
+        grounded with the configured vocabulary (else it gives no negative evidence)."""
+        memory = self.memory
+        if memory is None:
+            return None
+        memory_frame = memory.adopt_frame(frame.frame_id)
+        transform = memory_from_camera
+        if memory_frame == frame.frame_id:
+            transform = np.eye(4)
+        elif transform is None and not reason:
+            reason = f'no transform {frame.frame_id} -> {memory_frame} was looked up'
+        vocabulary = self.config.vocabulary
+        return MemoryInput(
+            memory,
+            transform,
+            reason,
+            negative_evidence=configured,
+            searched_labels=tuple(vocabulary) if vocabulary else None,
         )
 
     async def perceive_paired(
@@ -306,37 +422,84 @@ class SpatialPipeline:
         decode_started_s = time.perf_counter()
         frame, warnings = await loop.run_in_executor(None, self.decode_with_warnings, paired)
         decode_ms = 1e3 * (time.perf_counter() - decode_started_s)
-        target, relation = await loop.run_in_executor(
-            None, self._frames_for, frame, transforms, warnings
-        )
-        scene = await self.perceive(
+        scene = await self.perceive_frame(
             frame,
+            transforms,
             vocabulary=vocabulary,
             now_ns=now_ns,
-            target_frame=target[0],
-            target_from_camera=target[1],
-            relation_frame=relation[0],
-            relation_from_camera=relation[1],
             warnings=warnings,
             timings=replace(timings or StageTimings(), decode_ms=decode_ms),
             deadline=deadline,
         )
         return frame, scene
 
-    def _frames_for(
+    async def perceive_frame(
+        self,
+        frame: RgbdFrame,
+        transforms: TransformLookup | None,
+        *,
+        vocabulary: Sequence[str] | None = None,
+        now_ns: Callable[[], int] | int | None = None,
+        warnings: Sequence[str] = (),
+        timings: StageTimings | None = None,
+        deadline: Deadline | None = None,
+    ) -> Scene:
+        """Look up the target, relation and memory frames at the image stamp (off the event
+        loop: a TF lookup may wait) and :meth:`perceive` a decoded frame."""
+        notes = list(warnings)
+        frames = await asyncio.get_running_loop().run_in_executor(
+            None, self.frames_for, frame, transforms, notes
+        )
+        return await self.perceive(
+            frame,
+            vocabulary=vocabulary,
+            now_ns=now_ns,
+            target_frame=frames.target[0],
+            target_from_camera=frames.target[1],
+            relation_frame=frames.relation[0],
+            relation_from_camera=frames.relation[1],
+            warnings=notes,
+            timings=timings,
+            deadline=deadline,
+            memory_from_camera=frames.memory[0],
+            memory_reason=frames.memory[1],
+        )
+
+    def frames_for(
         self, frame: RgbdFrame, transforms: TransformLookup | None, warnings: list[str]
-    ) -> tuple[tuple[str, FloatArray | None], tuple[str, FloatArray | None]]:
+    ) -> FrameTransforms:
+        """The transforms from ``frame``'s camera frame at its stamp; a missing target or
+        relation frame adds a warning (the scene then uses the camera frame)."""
+        looked_up: dict[str, tuple[FloatArray | None, str]] = {}
+
+        def lookup(name: str) -> tuple[FloatArray | None, str]:
+            # One lookup per frame name (a TF lookup may wait for tf_timeout_s).
+            if name not in looked_up:
+                if transforms is None:
+                    looked_up[name] = (None, f'no transform {frame.frame_id} -> {name}: no TF')
+                else:
+                    result = transforms.lookup(name, frame.frame_id, frame.stamp_ns)
+                    reason = result.reason or f'no transform {frame.frame_id} -> {name}'
+                    looked_up[name] = (result.matrix, '' if result.matrix is not None else reason)
+            return looked_up[name]
+
         def resolve(name: str) -> tuple[str, FloatArray | None]:
             if not name or name == frame.frame_id or transforms is None:
                 return (frame.frame_id, None)
-            result = transforms.lookup(name, frame.frame_id, frame.stamp_ns)
-            if result.matrix is None:
+            matrix, reason = lookup(name)
+            if matrix is None:
                 # Publish in the camera frame (header.frame_id says so) and report why.
-                warnings.append(f'{result.reason}; using the camera frame {frame.frame_id!r}')
+                warnings.append(f'{reason}; using the camera frame {frame.frame_id!r}')
                 return (frame.frame_id, None)
-            return (name, result.matrix)
+            return (name, matrix)
 
-        return resolve(self.config.target_frame), resolve(self.config.relation_frame)
+        target = resolve(self.config.target_frame)
+        relation = resolve(self.config.relation_frame)
+        memory: tuple[FloatArray | None, str] = (None, '')
+        memory_frame = self.memory_frame(frame.frame_id)
+        if memory_frame and memory_frame != frame.frame_id:
+            memory = lookup(memory_frame)
+        return FrameTransforms(target, relation, memory)
 
     # -------------------------------------------------------------- questions and locate
 
@@ -402,6 +565,19 @@ class SpatialPipeline:
         )
 
 
+@dataclass(frozen=True)
+class FrameTransforms:
+    """Transforms from a frame's camera frame at its stamp (:meth:`SpatialPipeline.frames_for`).
+
+    ``target`` and ``relation``: (frame name, ``T_frame_from_camera`` or None for the camera
+    frame); ``memory``: (``T_memory_from_camera`` or None, why it is None).
+    """
+
+    target: tuple[str, FloatArray | None]
+    relation: tuple[str, FloatArray | None]
+    memory: tuple[FloatArray | None, str] = (None, '')
+
+
 def build_scene(
     frame: RgbdFrame,
     response: EngineResponse,
@@ -416,13 +592,18 @@ def build_scene(
     timings: StageTimings | None = None,
     inference_ms: float = math.nan,
     latency_ms: float | Callable[[], float] = math.nan,
+    memory: MemoryInput | None = None,
 ) -> Scene:
-    """Detections of one response + the frame's depth → objects, relations, frames: the whole
-    :class:`Scene`, built once.
+    """Detections of one response + the frame's depth → objects, ids, relations, frames: the
+    whole :class:`Scene`, built once.
 
-    Pure apart from timing: ``timings`` holds the stages measured before (their lift and
-    relations entries are measured here), and a callable ``latency_ms`` is read just before
-    the scene is built, so the age includes lifting and relations.
+    Objects are lifted in the camera frame; with ``memory`` they take the object memory's
+    ids (associated in the memory frame, see :func:`remember`), else per-frame ids
+    (:func:`assign_ids`); then come the relations and the move to ``target_frame``.
+
+    Pure apart from timing and the memory it updates: ``timings`` holds the stages measured
+    before (their lift, memory and relations entries are measured here), and a callable
+    ``latency_ms`` is read just before the scene is built, so the age includes all of it.
     """
     parsed = response.parsed
     error = ''
@@ -441,6 +622,12 @@ def build_scene(
     detections = sorted(detections, key=lambda d: -d.confidence)[: config.max_objects]
     lift_started_s = time.perf_counter()
     objects = lift_detections(frame, detections, config)
+    memory_started_s = time.perf_counter()
+    notes = list(warnings)
+    if memory is not None:
+        # Misses count only where the frame can show absence: not after an engine failure.
+        objects, memory_warnings = remember(frame, objects, memory, trusted=not error)
+        notes.extend(memory_warnings)
     relations_started_s = time.perf_counter()
     relations = compute_relations(objects, config.relations, relation_from_camera)
     relations_done_s = time.perf_counter()
@@ -452,7 +639,8 @@ def build_scene(
         transform = target_from_camera
     stages = replace(
         timings or StageTimings(),
-        lift_ms=1e3 * (relations_started_s - lift_started_s),
+        lift_ms=1e3 * (memory_started_s - lift_started_s),
+        memory_ms=math.nan if memory is None else 1e3 * (relations_started_s - memory_started_s),
         relations_ms=1e3 * (relations_done_s - relations_started_s),
     )
     return Scene(
@@ -467,7 +655,7 @@ def build_scene(
         latency_ms=latency_ms() if callable(latency_ms) else float(latency_ms),
         inference_ms=float(inference_ms),
         error=error,
-        warnings=list(warnings),
+        warnings=notes,
         timings=stages,
         T_frame_from_camera=transform,
     )
@@ -485,19 +673,18 @@ def relation_transform(scene: Scene, transforms: TransformLookup | None) -> Floa
     return matrix
 
 
+def _left_to_right(item: Detection | SpatialObject) -> tuple[str, float, float]:
+    """Sort key: label, then box centre x, then y (the order ids are numbered in)."""
+    center_x, center_y = item.box.center
+    return (item.label, center_x, center_y)
+
+
 def assign_ids(detections: Sequence[Detection]) -> list[str]:
     """Object ids of one frame's detections, in the given order: ``<label>_<n>`` with spaces
     in the label replaced by ``_`` and n counting that label's instances left to right (box
-    centre x, then y), from 0. Per-frame ordinals: the object memory replaces them with
-    persistent ids."""
-    order = sorted(
-        range(len(detections)),
-        key=lambda i: (
-            detections[i].label,
-            detections[i].box.center[0],
-            detections[i].box.center[1],
-        ),
-    )
+    centre x, then y), from 0. Per-frame ordinals, used without an object memory (with one,
+    :func:`remember` gives the memory's ids; their first frame numbers alike)."""
+    order = sorted(range(len(detections)), key=lambda i: _left_to_right(detections[i]))
     ids = [''] * len(detections)
     counts: dict[str, int] = {}
     for index in order:
@@ -528,6 +715,57 @@ def lift_detections(
         )
     ]
     return sorted(objects, key=lambda obj: obj.id)
+
+
+def remember(
+    frame: RgbdFrame, objects: Sequence[SpatialObject], memory: MemoryInput, trusted: bool = True
+) -> tuple[list[SpatialObject], list[str]]:
+    """``objects`` (lifted in ``frame``'s camera frame) with the object memory's ids, and the
+    memory's warnings.
+
+    Objects go to the memory left to right per label, so that the ids it creates in one frame
+    are numbered in that order: the first frame's ids equal :func:`assign_ids`' ordinals.
+    ``trusted`` False (the engine failed) gives no negative evidence. A malformed view (it
+    cannot happen with a decoded frame) leaves the memory alone: fresh, unstored ids.
+    """
+    ordered = sorted(objects, key=_left_to_right)
+    warnings = []
+    view = None
+    if memory.T_memory_from_camera is not None:
+        view = CameraView.from_frame(
+            frame,
+            memory.T_memory_from_camera,
+            negative_evidence=trusted and memory.negative_evidence,
+            searched_labels=memory.searched_labels,
+        )
+    elif memory.reason:
+        warnings.append(memory.reason)
+    try:
+        update = memory.memory.update(frame.stamp_ns, ordered, view)
+    except ObjectMemoryError as error:
+        warnings.append(f'object memory: {error}')
+        update = memory.memory.update(frame.stamp_ns, ordered, None)
+    warnings.extend(update.warnings)
+    return list(update.objects), warnings
+
+
+def open_memory(settings: MemorySettings) -> ObjectMemory:
+    """A new object memory, or the one saved in ``settings.file`` when that exists.
+
+    Raises :class:`ObjectMemoryError` for a file that cannot be used (malformed, another
+    frame): the caller must not start and later overwrite it.
+    """
+    path = Path(settings.file).expanduser() if settings.file else None
+    if path is None or not path.exists():
+        return ObjectMemory(settings.frame, settings.config)
+    try:
+        memory = ObjectMemory.load(path, settings.config, settings.frame or None)
+    except OSError as error:
+        raise ObjectMemoryError(f'memory_file {path}: {error}') from error
+    except ObjectMemoryError as error:
+        raise ObjectMemoryError(f'memory_file {path}: {error}') from error
+    LOGGER.info('object memory: %d objects loaded from %s', len(memory), path)
+    return memory
 
 
 def _remaining_s(deadline: Deadline | None) -> float | None:

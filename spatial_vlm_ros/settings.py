@@ -200,6 +200,64 @@ SETTINGS: tuple[Setting, ...] = (
         'Frame of published positions: "" = the camera optical frame, or a TF frame (map, odom, '
         'base_link).',
     ),
+    # --- object memory (docs/MEMORY.md)
+    Setting(
+        'memory',
+        True,
+        'Keep the object memory: persistent ids ("<label>_<n>", never reused) and fused '
+        'positions across frames and out of view, ~/objects, ~/memory_markers, ~/forget. '
+        'false: per-frame ids (each label numbered left to right in every scene).',
+        read_only=True,
+    ),
+    Setting(
+        'memory_frame',
+        '',
+        'Fixed frame the object memory keeps positions in (odom, map), looked up by TF at each '
+        'image stamp. "" = target_frame when set, else the camera frame, which assumes a camera '
+        'that does not move: on a moving robot set odom or map.',
+        read_only=True,
+    ),
+    Setting(
+        'memory_file',
+        '',
+        'JSON file of the object memory: loaded when it exists (on configure; a replay at its '
+        'start), saved on deactivate, cleanup and shutdown, every memory_save_period_s and at '
+        'the end of a replay. "" = the memory is not kept across restarts.',
+        read_only=True,
+    ),
+    Setting(
+        'memory_save_period_s',
+        60.0,
+        'Save the object memory to memory_file this often while configured, seconds; 0 = only '
+        'on deactivate, cleanup and shutdown.',
+        scope=NODE,
+        float_range=(0.0, 86400.0),
+        read_only=True,
+    ),
+    Setting(
+        'memory_max_objects',
+        256,
+        'Bound on remembered objects; above it the least established go first (not seen now, '
+        'unconfirmed, least likely, longest unseen).',
+        int_range=(1, 100000),
+        read_only=True,
+    ),
+    Setting(
+        'memory_max_age_s',
+        0.0,
+        'Remembered objects not seen for this long (image stamps) are removed, seconds; 0 = '
+        'never (out of view is no evidence that an object is gone).',
+        float_range=(0.0, 31536000.0),
+        read_only=True,
+    ),
+    Setting(
+        'memory_confirm_sightings',
+        3,
+        'Sightings before a remembered object is confirmed (RememberedObject.confirmed); '
+        'unconfirmed objects not seen for 30 s are removed.',
+        int_range=(1, 1000),
+        read_only=True,
+    ),
     Setting(
         'sync_slop_s',
         0.05,

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The Hungarian assignment against brute force on small random matrices."""
+"""The optimal assignment (scipy's solver with a gate and forbidden pairs) against brute force
+on small random matrices."""
 
 from __future__ import annotations
 
@@ -59,3 +60,32 @@ def test_the_cheaper_global_choice_beats_the_greedy_one():
 def test_empty_and_all_forbidden():
     assert optimal_assignment(np.zeros((0, 3))) == []
     assert optimal_assignment(np.full((2, 2), math.inf), unmatched_cost=1.0) == []
+
+
+def brute_force_most_rows(cost: np.ndarray) -> tuple[int, float]:
+    """(most rows matched through allowed pairs, least total cost among those matchings)."""
+    rows, columns = cost.shape
+    best = (0, 0.0)
+    options = list(range(columns)) + [None] * rows
+    for choice in itertools.permutations(options, rows):
+        pairs = [(r, c) for r, c in enumerate(choice) if c is not None]
+        if any(not math.isfinite(cost[r, c]) for r, c in pairs):
+            continue
+        candidate = (len(pairs), sum(cost[r, c] for r, c in pairs))
+        if candidate[0] > best[0] or (candidate[0] == best[0] and candidate[1] < best[1]):
+            best = candidate
+    return best
+
+
+@pytest.mark.parametrize('seed', range(40))
+def test_without_a_gate_matches_brute_force_on_rectangular_matrices(seed):
+    rng = np.random.default_rng(100 + seed)
+    rows, columns = int(rng.integers(1, 5)), int(rng.integers(1, 5))
+    cost = rng.uniform(0.0, 10.0, (rows, columns))
+    cost[rng.random((rows, columns)) < 0.4] = math.inf
+    pairs = optimal_assignment(cost)
+    assert len({r for r, _ in pairs}) == len(pairs) and len({c for _, c in pairs}) == len(pairs)
+    assert all(math.isfinite(cost[r, c]) for r, c in pairs)
+    count, least = brute_force_most_rows(cost)
+    assert len(pairs) == count
+    assert sum(cost[r, c] for r, c in pairs) == pytest.approx(least)

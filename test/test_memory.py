@@ -11,7 +11,7 @@ opposite viewpoints, like a chair's visible surface).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import json
 import math
 
@@ -306,6 +306,40 @@ def test_object_without_position_and_no_remembered_match_gets_an_unstored_unique
     # Never reused: the next new mug is mug_2.
     other = world.frame([mug, Cube('mug', (0.5, 0.0, 1.5), MUG)], camera())
     assert sorted(ids_by_label(memory, other)) == ['mug_0', 'mug_2']
+
+
+def test_ids_of_one_update_are_numbered_in_observation_order():
+    """Fresh ids follow the order the observations come in, whether they have a position (new
+    remembered objects) or not (unstored), so the pipeline's left-to-right order numbers the
+    first frame like the per-frame ordinals."""
+    world, memory = World(11), ObjectMemory('odom')
+    mugs = [Cube('mug', (x, 0.0, 1.5), MUG) for x in (-0.3, 0.3)]
+    frame = world.frame(mugs, camera())
+    placed = sorted(frame.observations, key=lambda item: item.box.center[0])
+    far_box = PixelBox(0.0, 0.0, 20.0, 20.0)
+    unplaced = SpatialObject('', 'mug', 1.0, far_box, Lifted3D(None, None, None, 0.0))
+    update = memory.update(frame.stamp_ns, [unplaced, placed[1], placed[0]], frame.view)
+    assert update.ids == ('mug_0', 'mug_1', 'mug_2')
+    assert update.unstored == ('mug_0',) and sorted(update.created) == ['mug_1', 'mug_2']
+    assert [item.id for item in memory.objects()] == ['mug_1', 'mug_2']
+    right = memory.get('mug_1')
+    assert right is not None and right.position[0] > 0.0  # the second observation, x = 0.3
+
+
+def test_a_label_the_detector_was_not_asked_for_takes_no_miss():
+    world, memory = World(12), ObjectMemory('odom')
+    mug, chair = Cube('mug', (-0.3, 0.0, 1.5), MUG), Cube('chair', (0.5, 0.0, 3.0), CHAIR)
+    for _ in range(3):
+        ids_by_label(memory, world.frame([mug, chair], camera()))
+    # The vocabulary changed to chairs only: the mug is not reported, and not missed.
+    frame = world.frame([mug, chair], camera(), drop=('mug',))
+    chairs_only = replace(frame.view, searched_labels=('office chair',))  # compatible label
+    update = memory.update(frame.stamp_ns, frame.observations, chairs_only)
+    assert update.missed == () and memory.get('mug_0').state == ObjectState.OCCLUDED
+    # Asked for every object (or for mugs), the same frame is a miss.
+    frame = world.frame([mug, chair], camera(), drop=('mug',))
+    update = memory.update(frame.stamp_ns, frame.observations, frame.view)
+    assert update.missed == ('mug_0',)
 
 
 def test_moved_object_keeps_its_id_and_a_new_one_does_not_take_it():

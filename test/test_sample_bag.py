@@ -291,3 +291,31 @@ if __name__ == '__main__':
     if sys.argv[1:] != ['--regenerate-golden']:
         sys.exit('usage: test_sample_bag.py --regenerate-golden')
     regenerate_golden()
+
+
+def test_with_the_memory_the_first_scene_has_the_golden_ids_and_repeats_keep_theirs(tmp_path):
+    """The CLI's default: ids through the object memory (camera frame: no target frame). The
+    first scene's ids equal the per-frame ids of the golden file, and a repeated frame keeps its
+    scene's ids (the memory's design decision, docs/MEMORY.md)."""
+    from spatial_vlm_ros.core.memory import ObjectMemory
+
+    pipeline = SpatialPipeline(
+        RecordedEngine(path=RECORDING), '', PipelineConfig(), ObjectMemory('')
+    )
+    summary = asyncio.run(
+        replay_bag(ReplayOptions(SAMPLE_BAG, tmp_path, progress=False), pipeline)
+    )
+    assert summary.remembered_objects == len(pipeline.memory)
+    scenes = [json.loads(line) for line in (tmp_path / 'scenes.jsonl').read_text().splitlines()]
+    golden = [json.loads(line) for line in GOLDEN.read_text().splitlines()]
+
+    def ids(record: dict) -> list[tuple[str, str]]:
+        listed = record['objects'] + record['objects_without_position']
+        return sorted((o['id'], o['label']) for o in listed)
+
+    assert ids(scenes[0]) == ids(golden[0])
+    repeats = SAMPLE_LAYOUT.repeats
+    for start in range(0, len(scenes), repeats):
+        group = [ids(scene) for scene in scenes[start : start + repeats]]
+        assert all(item == group[0] for item in group), start
+    assert pipeline.memory.memory_frame == scenes[0]['camera_frame_id']

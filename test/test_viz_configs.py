@@ -35,13 +35,14 @@ import pytest
 import yaml
 
 from spatial_vlm_ros.replay.runner import ANNOTATED_TOPIC, MARKERS_TOPIC, SCENE_TOPIC
+from spatial_vlm_ros.replay.runner import MEMORY_MARKERS_TOPIC as REPLAY_MEMORY_MARKERS_TOPIC
 
 from conftest import REPO_ROOT
 
 RVIZ_CONFIG = REPO_ROOT / 'rviz' / 'spatial_vlm.rviz'
 FOXGLOVE_LAYOUT = REPO_ROOT / 'foxglove' / 'spatial_vlm_layout.json'
-# The object memory's markers (issue 14); the node publishes them once the memory is merged.
-MEMORY_MARKERS_TOPIC = '/spatial_vlm/memory_markers'
+# The object memory's markers: the node's ~/memory_markers and the replay's MCAP topic.
+MEMORY_MARKERS_TOPIC = REPLAY_MEMORY_MARKERS_TOPIC
 DIAGNOSTICS_TOPIC = '/diagnostics'
 IMAGE_TOPICS = {ANNOTATED_TOPIC}
 MARKER_TOPICS = {MARKERS_TOPIC, MEMORY_MARKERS_TOPIC}

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""ROS-free marker specifications for a scene: a box and a label per object, lines for relations.
+"""ROS-free marker specifications for a scene (a box and a label per object, lines for
+relations) and for the object memory (a box and a label per remembered object).
 
 The node and the replay turn a :class:`MarkerSet` into a ``visualization_msgs/MarkerArray``
 (one :class:`MarkerSpec` per ``Marker``); keeping the geometry here lets it be tested without
@@ -13,6 +14,7 @@ scene order) always gets id ``n``.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 import enum
 import functools
@@ -20,6 +22,7 @@ import zlib
 
 import numpy as np
 
+from spatial_vlm_ros.core.memory import ObjectState, RememberedObject
 from spatial_vlm_ros.core.positions import placed
 from spatial_vlm_ros.core.types import Scene, SpatialObject
 
@@ -29,6 +32,16 @@ NAMESPACE_OBJECTS = 'objects'
 NAMESPACE_LABELS = 'labels'
 NAMESPACE_RELATIONS = 'relations'
 NAMESPACE_RELATION_LABELS = 'relation_labels'
+NAMESPACE_MEMORY_OBJECTS = 'memory_objects'
+NAMESPACE_MEMORY_LABELS = 'memory_labels'
+# Box opacity by memory state: what was just seen stands out, what should be there and was not
+# seen fades.
+MEMORY_ALPHA = {
+    ObjectState.VISIBLE: 0.6,
+    ObjectState.OUT_OF_VIEW: 0.3,
+    ObjectState.OCCLUDED: 0.3,
+    ObjectState.UNSEEN: 0.12,
+}
 
 
 class MarkerKind(str, enum.Enum):
@@ -243,3 +256,53 @@ def _relation_markers(
         points=tuple(points),
     )
     return [lines, *labels]
+
+
+def memory_markers(
+    objects: Iterable[RememberedObject],
+    frame_id: str,
+    stamp_ns: int,
+    *,
+    optical: bool = False,
+    style: MarkerStyle | None = None,
+) -> MarkerSet:
+    """Markers of the object memory in its frame: per object a box (axis-aligned in the memory
+    frame, its largest extents seen; more transparent when not seen now) and a label
+    ``<id> <state>`` (``?`` marks an unconfirmed object). ``optical``: the memory frame is a
+    camera optical frame (y down) rather than a REP 103 one (z up). Marker ids follow the id
+    order, after a DELETEALL, so forgotten objects disappear."""
+    style = style or MarkerStyle()
+    up = _up_vector(optical)
+    markers: list[MarkerSpec] = [MarkerSpec('', 0, MarkerKind.DELETE_ALL)]
+    text_scale = (style.text_height_m, style.text_height_m, style.text_height_m)
+    for index, item in enumerate(sorted(objects, key=lambda item: item.id)):
+        position = tuple(float(v) for v in item.position)
+        extent = tuple(max(float(v), style.min_box_extent_m) for v in item.size)
+        markers.append(
+            MarkerSpec(
+                namespace=NAMESPACE_MEMORY_OBJECTS,
+                marker_id=index,
+                kind=MarkerKind.CUBE,
+                position=position,  # type: ignore[arg-type]
+                scale=extent,  # type: ignore[arg-type]
+                color=label_color(item.label, MEMORY_ALPHA[item.state]),
+            )
+        )
+        lift = (extent[1] if optical else extent[2]) / 2.0 + style.text_height_m
+        state = item.state.name.lower() + ('' if item.confirmed else ' ?')
+        markers.append(
+            MarkerSpec(
+                namespace=NAMESPACE_MEMORY_LABELS,
+                marker_id=index,
+                kind=MarkerKind.TEXT,
+                position=(
+                    position[0] + up[0] * lift,
+                    position[1] + up[1] * lift,
+                    position[2] + up[2] * lift,
+                ),
+                scale=text_scale,
+                color=label_color(item.label),
+                text=f'{item.id} {state}',
+            )
+        )
+    return MarkerSet(frame_id=frame_id, stamp_ns=int(stamp_ns), markers=tuple(markers))

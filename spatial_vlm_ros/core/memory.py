@@ -20,12 +20,14 @@ frame (label, RGB pixel box, position + covariance + size, or no position), the 
 4. classifies every remembered object that was not matched: projected into the depth image it is
    OUT_OF_VIEW (behind the camera, outside the image or beyond ``max_view_depth_m``), OCCLUDED
    (nearer depth covers it, its pixels have no valid depth, or a detection of its label is near
-   it) or should have been seen: then it takes a miss and becomes UNSEEN. Out of view and
-   occluded are no evidence either way;
+   it, or the frame's detector was not asked for its label) or should have been seen: then it
+   takes a miss and becomes UNSEEN. Out of view and occluded are no evidence either way;
 5. gives an unmatched observation the id of a remembered object of its label that was missed
    ``relocate_min_misses`` times in a row (it moved), else a fresh id ``<label>_<n>`` (n: a
    per-label counter never reused); a young object first seen after such an object went missing
-   is merged back into it;
+   is merged back into it. The fresh ids of one update are numbered in the order of the
+   observations (the pipeline passes them left to right, so the first frame's ids equal the
+   per-frame ordinals ``<label>_0``, ``<label>_1``, ... of a pipeline without a memory);
 6. keeps an existence probability in log-odds (hits raise it, misses lower it) and removes an
    object whose existence falls below ``forget_existence``, a tentative object (fewer than
    ``confirm_sightings`` sightings) not seen for ``tentative_ttl_s``, any object not seen for
@@ -77,6 +79,16 @@ MEMORY_FILE_VERSION = 1
 _EXTENT_MEMORY = 10  # the gate's extent averages about this many recent sightings
 CHI2_3DOF_99 = 11.345  # 99 % quantile of the chi-square distribution with 3 degrees of freedom
 _ID_PATTERN = re.compile(r'^(?P<stem>.+)_(?P<number>\d+)$')
+# Key of an object created in the running update until its id is numbered (never a valid id).
+_NEW_PREFIX = '\x00new:'
+
+
+def _placeholder(index: int) -> str:
+    return f'{_NEW_PREFIX}{index}'
+
+
+def _placeholder_index(key: str) -> int:
+    return int(key[len(_NEW_PREFIX) :])
 
 
 def _probability(log_odds: float) -> float:
@@ -96,8 +108,8 @@ class ObjectState(enum.IntEnum):
 
     VISIBLE = 0  # associated in the newest processed frame
     OUT_OF_VIEW = 1  # projects outside the newest frame's view (or behind it, or too far)
-    OCCLUDED = 2  # inside the view but not measurable: behind nearer depth, no valid depth, or a
-    # detection of its label covers it
+    OCCLUDED = 2  # inside the view, but the frame says nothing about it: behind nearer depth, no
+    # valid depth, a detection of its label covers it, or the detector was not asked for its label
     UNSEEN = 3  # should have been seen and was not (a miss); kept until its existence fades
 
 
@@ -191,12 +203,16 @@ class CameraView:
     ``depth_intrinsics`` decides what should have been seen; None gives no negative evidence
     (nothing is missed). ``rgb_intrinsics`` describe the image the boxes are in (None: the
     depth image's); both images must share the optical frame, as in :class:`RgbdFrame`.
+    ``searched_labels`` are the labels the detector was asked for (a vocabulary): an object of
+    another label is not missed where it should have been seen (None: every label was looked
+    for).
     """
 
     T_memory_from_camera: FloatArray  # noqa: N815 - transform naming convention
     depth_intrinsics: CameraIntrinsics
     depth_m: npt.NDArray[np.floating] | None = None
     rgb_intrinsics: CameraIntrinsics | None = None
+    searched_labels: tuple[str, ...] | None = None
 
     @classmethod
     def from_frame(
@@ -204,14 +220,21 @@ class CameraView:
         frame: RgbdFrame,
         T_memory_from_camera: npt.ArrayLike,  # noqa: N803
         negative_evidence: bool = True,
+        searched_labels: Sequence[str] | None = None,
     ) -> CameraView:
-        """The view of a decoded RGB-D frame (pass ``negative_evidence=False`` when the
-        frame's detections are not trustworthy, e.g. the engine failed)."""
+        """The view of a decoded RGB-D frame. Pass ``negative_evidence=False`` when the
+        frame's detections say nothing about what is absent (the engine failed, or it was
+        asked for one description only), and ``searched_labels`` when it was asked for a
+        vocabulary (None or empty: every salient object)."""
+        labels = None
+        if searched_labels:
+            labels = tuple(dict.fromkeys(normalize_label(label) for label in searched_labels))
         return cls(
             T_memory_from_camera=np.asarray(T_memory_from_camera, dtype=np.float64),
             depth_intrinsics=frame.depth_intrinsics,
             depth_m=frame.depth_m if negative_evidence else None,
             rgb_intrinsics=frame.rgb_intrinsics,
+            searched_labels=labels,
         )
 
 
@@ -231,6 +254,48 @@ class RememberedObject:
     covariance: FloatArray  # (3, 3) square metres
     size: FloatArray  # (3,) largest visible extent seen along the memory frame's axes, metres
     confirmed: bool
+
+
+@dataclass(frozen=True)
+class RememberedCandidate:
+    """A remembered object expressed in another frame (a scene's), for ``~/locate``.
+
+    The same fields as ``core.referring.RememberedCandidate`` (the query engineer's shape), so
+    either can be passed where the other is read.
+    """
+
+    id: str
+    label: str
+    position: FloatArray  # (3,) metres, in the requested frame
+    covariance: FloatArray  # (3, 3) m^2, in the requested frame
+    size: FloatArray | None  # (3,) metres: extents along the requested frame's axes
+    last_seen_ns: int
+    in_view: bool  # associated in the newest update (the newest scene has it too)
+
+
+def objects_in_frame(
+    objects: Iterable[RememberedObject],
+    T_frame_from_memory: npt.ArrayLike,  # noqa: N803
+) -> list[RememberedCandidate]:
+    """Remembered objects moved into another frame: ``p' = R p + t``, ``C' = R C R^T`` and the
+    axis-aligned size as extents along the new axes (``|R| size``, as the memory does)."""
+    try:
+        transform = validate_transform(T_frame_from_memory)
+    except TransformError as error:
+        raise ObjectMemoryError(f'T_frame_from_memory: {error}') from error
+    rotation, translation = transform[:3, :3], transform[:3, 3]
+    return [
+        RememberedCandidate(
+            id=item.id,
+            label=item.label,
+            position=rotation @ item.position + translation,
+            covariance=rotation @ item.covariance @ rotation.T,
+            size=np.abs(rotation) @ item.size,
+            last_seen_ns=item.last_seen_ns,
+            in_view=item.state == ObjectState.VISIBLE,
+        )
+        for item in objects
+    ]
 
 
 @dataclass(frozen=True)
@@ -420,6 +485,14 @@ class ObjectMemory:
             track = self._tracks.get(object_id)
             return None if track is None else track.snapshot(self.config.confirm_sightings)
 
+    def adopt_frame(self, frame_id: str) -> str:
+        """The memory frame; a memory created without one ('') takes ``frame_id`` (the first
+        frame's camera frame: a camera that does not move)."""
+        with self._lock:
+            if not self.memory_frame:
+                self.memory_frame = str(frame_id)
+            return self.memory_frame
+
     # ------------------------------------------------------------------ forgetting
 
     def forget(self, ids: Iterable[str] = ()) -> tuple[list[str], list[str]]:
@@ -476,6 +549,7 @@ class ObjectMemory:
             self._take_new_positions(placed, stamp_ns, work)
             self._merge_moved(work)
             self._identify_unplaced(observations, labels, camera_from_memory, view, stamp_ns, work)
+            self._number_new(labels, work)
             removed = self._expire(stamp_ns, work)
             self._last_stamp_ns = max(self._last_stamp_ns, stamp_ns)
             return self._result(stamp_ns, observations, work, removed)
@@ -685,7 +759,7 @@ class ObjectMemory:
                 track = moved
             else:
                 track = _Track(
-                    id=self._fresh_id(observation.label),
+                    id=_placeholder(observation.index),
                     label=observation.label,
                     position=observation.position.copy(),
                     covariance=covariance,
@@ -763,7 +837,7 @@ class ObjectMemory:
             work.matched.add(track.id)
         for index in rows:
             if not work.ids[index]:
-                work.ids[index] = self._fresh_id(labels[index])
+                work.ids[index] = _placeholder(index)
                 work.unstored.append(work.ids[index])
 
     # ------------------------------------------------------------------ negative evidence
@@ -789,6 +863,11 @@ class ObjectMemory:
                 continue
             if self._label_detected_near(track, gates, labels, boxes, camera_from_memory, view):
                 track.state = ObjectState.OCCLUDED
+                continue
+            if view.searched_labels is not None and not any(
+                _normalized_compatible(track.label, label) for label in view.searched_labels
+            ):
+                track.state = ObjectState.OCCLUDED  # the detector was not asked for it
                 continue
             if track.miss_streak == 0:
                 track.missing_since_ns = stamp_ns
@@ -896,6 +975,26 @@ class ObjectMemory:
         return sorted(removed)
 
     # ------------------------------------------------------------------ ids
+
+    def _number_new(self, labels: list[str], work: _FrameWork) -> None:
+        """Give the objects created in this update (and the unstored observations) their ids,
+        numbered in observation order whatever step created them."""
+        waiting = {key for key in (*work.ids, *work.merged) if key.startswith(_NEW_PREFIX)}
+        if not waiting:
+            return
+        renamed = {
+            key: self._fresh_id(labels[_placeholder_index(key)])
+            for key in sorted(waiting, key=_placeholder_index)
+        }
+        for key, new_key in renamed.items():
+            track = self._tracks.pop(key, None)
+            if track is not None:
+                track.id = new_key
+                self._tracks[new_key] = track
+        work.ids = [renamed.get(key, key) for key in work.ids]
+        work.matched = {renamed.get(key, key) for key in work.matched}
+        for keys in (work.created, work.merged, work.unstored, work.relocated):
+            keys[:] = [renamed.get(key, key) for key in keys]
 
     def _fresh_id(self, label: str) -> str:
         stem = id_stem(label)

@@ -30,6 +30,7 @@ import numpy.typing as npt
 from spatial_vlm_ros.core.approach import ApproachPose
 from spatial_vlm_ros.core.markers import MarkerKind, MarkerSet, MarkerSpec
 from spatial_vlm_ros.core.measurements import Measurement
+from spatial_vlm_ros.core.memory import RememberedObject
 from spatial_vlm_ros.core.positions import Position, placed
 from spatial_vlm_ros.core.referring import LocateCandidate, RememberedCandidate
 from spatial_vlm_ros.core.types import (
@@ -231,6 +232,41 @@ def pose_stamped_fields(
     }
 
 
+# ----------------------------------------------------------------------------- object memory
+
+
+def remembered_object_fields(item: RememberedObject) -> Fields:
+    """spatial_vlm_ros/RememberedObject (in the memory frame; the state is the message's
+    constant: ``ObjectState`` has the same values)."""
+    return {
+        'state': int(item.state),
+        'id': item.id,
+        'label': item.label,
+        'first_seen': time_fields(item.first_seen_ns),
+        'last_seen': time_fields(item.last_seen_ns),
+        'sightings': int(item.sightings),
+        'misses': int(item.misses),
+        'existence': float(item.existence),
+        'confirmed': bool(item.confirmed),
+        'position': xyz_fields(_floats(item.position)),
+        'position_covariance': _floats(item.covariance),
+        'size': xyz_fields(_floats(item.size)),
+    }
+
+
+def object_memory_fields(
+    frame_id: str, stamp_ns: int, objects: Iterable[RememberedObject]
+) -> Fields:
+    """spatial_vlm_ros/ObjectMemory: every remembered object (ordered by id) in ``frame_id``
+    (the memory frame), stamped with the image stamp of the memory's last update."""
+    return {
+        'header': header_fields(stamp_ns, frame_id),
+        'objects': [
+            remembered_object_fields(item) for item in sorted(objects, key=lambda item: item.id)
+        ],
+    }
+
+
 # ----------------------------------------------------------------------------- vision_msgs
 
 
@@ -419,7 +455,7 @@ def approach_pose_fields(pose: ApproachPose, stamp_ns: int) -> Fields:
     return pose_stamped_fields(stamp_ns, pose.frame_id, position, pose.quaternion_xyzw)
 
 
-def remembered_object_fields(item: RememberedCandidate, scene: Scene) -> Fields:
+def out_of_view_object_fields(item: RememberedCandidate, scene: Scene) -> Fields:
     """spatial_vlm_ros/SpatialObject of a remembered object out of view, in ``scene.frame_id``
     (``item`` is given in that frame): position and covariance as remembered; no pixel box
     (zeros), confidence 0, size and orientation NaN (its extents are along the axes of a camera

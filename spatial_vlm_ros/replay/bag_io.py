@@ -346,3 +346,88 @@ def select_camera_topics(
         if topic.message_count == 0:
             raise EmptyBagError(f'topic {topic.name} has no messages')
     return CameraTopics(rgb_topic, depth_topic, info_topic)
+
+
+# ----------------------------------------------------------------------------- TF
+
+TF_TOPIC = '/tf'
+TF_STATIC_TOPIC = '/tf_static'
+TF_LOOKAHEAD_NS = 2 * 10**9  # transforms are read this far (in TF stamps) past a looked-up stamp
+
+
+class BagTransforms:
+    """The bag's ``/tf`` and ``/tf_static`` as the pipeline's ``TransformLookup``, at image
+    stamps.
+
+    A second reader runs ahead of the replay: before a lookup at stamp ``t`` it reads the TF
+    topics until a ``/tf`` transform stamped after ``t + lookahead_ns`` (or the end of the bag),
+    so the sample after ``t`` is there to interpolate even when TF was recorded later than the
+    images. The buffer (``core.tf_buffer``) keeps ``cache_duration_ns`` of history, so a long
+    bag does not fill memory; lookups must come roughly in stamp order (the replay's are).
+    Malformed transforms are skipped and counted (``bad_transforms``), like the node does.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        lookahead_ns: int = TF_LOOKAHEAD_NS,
+        cache_duration_ns: int = 30 * 10**9,
+    ) -> None:
+        from spatial_vlm_ros.core.tf_buffer import TransformBuffer
+
+        self.buffer = TransformBuffer(cache_duration_ns=cache_duration_ns)
+        self.lookahead_ns = int(lookahead_ns)
+        self.bad_transforms = 0
+        self.topics: tuple[str, ...] = ()
+        self._newest_dynamic_ns = -1
+        self._reader = BagReader(path)
+        self._messages: Iterator[BagMessage] | None = None
+        self._reader.__enter__()
+        try:
+            available = self._reader.topics
+            self.topics = tuple(
+                topic
+                for topic in (TF_TOPIC, TF_STATIC_TOPIC)
+                if topic in available and available[topic].msgtype == msgs.TF_MESSAGE_TYPE
+            )
+            if self.topics:
+                self._messages = self._reader.messages(list(self.topics))
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> BagTransforms:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._messages = None
+        self._reader.close()
+
+    def _read_until(self, stamp_ns: int) -> None:
+        from spatial_vlm_ros.core.tf_buffer import TfLookupError
+
+        while self._messages is not None and self._newest_dynamic_ns <= stamp_ns:
+            message = next(self._messages, None)
+            if message is None:
+                self._messages = None
+                break
+            static = message.topic == TF_STATIC_TOPIC
+            for stamped in message.message.transforms:
+                try:
+                    self.buffer.add_transforms([stamped], static=static)
+                except TfLookupError:
+                    self.bad_transforms += 1
+                    continue
+                if not static:
+                    stamp = stamped.header.stamp
+                    sample_ns = int(stamp.sec) * 10**9 + int(stamp.nanosec)
+                    self._newest_dynamic_ns = max(self._newest_dynamic_ns, sample_ns)
+
+    def lookup(self, target: str, source: str, stamp_ns: int) -> Any:
+        """``TransformResult`` of ``T_target_from_source`` at ``stamp_ns``."""
+        self._read_until(int(stamp_ns) + self.lookahead_ns)
+        return self.buffer.lookup(target, source, stamp_ns)

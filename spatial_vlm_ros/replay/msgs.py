@@ -27,6 +27,7 @@ from rosbags.typesys.store import Typestore
 
 from spatial_vlm_ros.core import message_fields
 from spatial_vlm_ros.core.markers import MarkerSet
+from spatial_vlm_ros.core.memory import ObjectMemory
 from spatial_vlm_ros.core.types import CameraIntrinsics, Scene, SpatialVlmError
 
 PACKAGE = 'spatial_vlm_ros'
@@ -43,6 +44,8 @@ CUSTOM_MESSAGES = (
     'ObjectMemory',
 )
 SCENE_TYPE = f'{PACKAGE}/msg/SpatialScene'
+OBJECT_MEMORY_TYPE = f'{PACKAGE}/msg/ObjectMemory'
+TF_MESSAGE_TYPE = 'tf2_msgs/msg/TFMessage'
 MARKER_ARRAY_TYPE = 'visualization_msgs/msg/MarkerArray'
 IMAGE_TYPE = 'sensor_msgs/msg/Image'
 COMPRESSED_IMAGE_TYPE = 'sensor_msgs/msg/CompressedImage'
@@ -175,6 +178,39 @@ def header_msg(stamp_ns: int, frame_id: str) -> Any:
 def scene_msg(scene: Scene) -> Any:
     """``spatial_vlm_ros/msg/SpatialScene`` for ``scene`` (the node's field mapping)."""
     return build(SCENE_TYPE, message_fields.scene_fields(scene))
+
+
+def object_memory_msg(memory: ObjectMemory) -> Any:
+    """``spatial_vlm_ros/msg/ObjectMemory``: the whole memory (the node's ~/objects mapping)."""
+    return build(
+        OBJECT_MEMORY_TYPE,
+        message_fields.object_memory_fields(
+            memory.memory_frame, memory.last_stamp_ns, memory.objects()
+        ),
+    )
+
+
+def tf_message(
+    transforms: Sequence[tuple[int, str, str, Sequence[float], Sequence[float]]],
+) -> Any:
+    """``tf2_msgs/msg/TFMessage`` of ``(stamp_ns, parent, child, translation, quaternion xyzw)``
+    items (each ``T_parent_from_child``)."""
+    return build(
+        TF_MESSAGE_TYPE,
+        {
+            'transforms': [
+                {
+                    'header': message_fields.header_fields(stamp_ns, parent),
+                    'child_frame_id': child,
+                    'transform': {
+                        'translation': message_fields.xyz_fields(translation),
+                        'rotation': message_fields.quaternion_fields(quaternion),
+                    },
+                }
+                for stamp_ns, parent, child, translation, quaternion in transforms
+            ]
+        },
+    )
 
 
 def marker_array_msg(marker_set: MarkerSet) -> Any:

@@ -14,8 +14,14 @@ Outputs (all in ``out_dir``), written as the replay goes so an interruption leav
   flushed per line (docs/SCENES_JSON.md);
 * ``scenes_bag/``: a rosbag2 MCAP bag (zstd chunks) with the input camera topics (and /tf,
   /tf_static when present) plus ``/spatial_vlm/scene``, ``/spatial_vlm/markers`` and
-  ``/spatial_vlm/annotated_image``, each written at the log time of the frame's RGB message;
-* ``report.html``: :mod:`spatial_vlm_ros.replay.report`.
+  ``/spatial_vlm/annotated_image`` and, with the object memory, ``/spatial_vlm/objects``
+  (ObjectMemory after each scene) and ``/spatial_vlm/memory_markers``, each written at the log
+  time of the frame's RGB message;
+* ``report.html``: :mod:`spatial_vlm_ros.replay.report`, with the memory's map at the end.
+
+Frames: the target, relation and memory frames are looked up in the bag's own ``/tf`` and
+``/tf_static`` at each image stamp (:class:`~spatial_vlm_ros.replay.bag_io.BagTransforms`),
+as the node does with TF. The memory is saved to ``memory_file`` at the end when one is set.
 
 Ctrl-C (or cancellation) stops after the current frame; the bag is closed and the report
 written in a ``finally``, and the summary says ``interrupted``.
@@ -50,7 +56,8 @@ from spatial_vlm_ros.core.image_decoding import (
     decode_color_any,
     decode_depth_any,
 )
-from spatial_vlm_ros.core.markers import scene_markers
+from spatial_vlm_ros.core.markers import memory_markers, scene_markers
+from spatial_vlm_ros.core.memory import ObjectMemory
 from spatial_vlm_ros.core.pairing import (
     DEPTH,
     INFO,
@@ -64,7 +71,13 @@ from spatial_vlm_ros.core.stamps import header_stamp_ns
 from spatial_vlm_ros.core.types import RgbdFrame, Scene, SpatialVlmError, StageTimings
 from spatial_vlm_ros.pipeline import SpatialPipeline
 from spatial_vlm_ros.replay import msgs
-from spatial_vlm_ros.replay.bag_io import BagError, BagMessage, BagReader, CameraTopics
+from spatial_vlm_ros.replay.bag_io import (
+    BagError,
+    BagMessage,
+    BagReader,
+    BagTransforms,
+    CameraTopics,
+)
 from spatial_vlm_ros.replay.raw_outputs import RawOutputTap
 from spatial_vlm_ros.replay.report import ReportBuilder, ReportMeta
 
@@ -73,6 +86,8 @@ LOGGER = logging.getLogger(__name__)
 SCENE_TOPIC = '/spatial_vlm/scene'
 MARKERS_TOPIC = '/spatial_vlm/markers'
 ANNOTATED_TOPIC = '/spatial_vlm/annotated_image'
+OBJECTS_TOPIC = '/spatial_vlm/objects'
+MEMORY_MARKERS_TOPIC = '/spatial_vlm/memory_markers'
 SCENES_FILE = 'scenes.jsonl'
 BAG_DIR = 'scenes_bag'
 REPORT_FILE = 'report.html'
@@ -118,6 +133,8 @@ class ReplaySummary:
     frames_failed_to_decode: int = 0
     scenes_with_error: int = 0
     objects: int = 0
+    remembered_objects: int = 0  # in the object memory at the end (0 without one)
+    memory_path: Path | None = None  # where the memory was saved
     relations: int = 0
     interrupted: bool = False
     elapsed_s: float = 0.0
@@ -223,6 +240,23 @@ class _Outputs:
             )
         self._writer.write(connection, message.log_time_ns, message.raw)
 
+    def write_memory(self, memory: ObjectMemory, scene: Scene, log_time_ns: int) -> None:
+        """The whole memory (``/spatial_vlm/objects``) and its markers after ``scene``."""
+        if self._writer is None:
+            return
+        store = msgs.typestore()
+        optical = memory.memory_frame == scene.camera_frame_id
+        marker_set = memory_markers(
+            memory.objects(), memory.memory_frame, memory.last_stamp_ns, optical=optical
+        )
+        outputs = (
+            (OBJECTS_TOPIC, msgs.OBJECT_MEMORY_TYPE, msgs.object_memory_msg(memory)),
+            (MEMORY_MARKERS_TOPIC, msgs.MARKER_ARRAY_TYPE, msgs.marker_array_msg(marker_set)),
+        )
+        for topic, msgtype, message in outputs:
+            connection = self._connection(topic, msgtype, store)
+            self._writer.write(connection, log_time_ns, msgs.serialize(message))
+
     def write_scene(
         self, scene: Scene, frame: RgbdFrame, log_time_ns: int, raw_text: str | None = None
     ) -> None:
@@ -309,7 +343,12 @@ async def replay_bag(
         check_decodable(reader, topics)
         copied = [*topics.names, *(t for t in EXTRA_COPIED_TOPICS if t in reader.topics)]
         streams = {topics.rgb.name: RGB, topics.depth.name: DEPTH, topics.info.name: INFO}
-        outputs = _Outputs(options, reader)
+        transforms = BagTransforms(options.bag)
+        try:
+            outputs = _Outputs(options, reader)
+        except BaseException:
+            transforms.close()
+            raise
         summary.scenes_path, summary.bag_path = outputs.scenes_path, outputs.bag_path
         pairer = StampPairer(options.pairing)
         limiter = BagTimeRateLimiter(options.rate_hz)
@@ -344,9 +383,15 @@ async def replay_bag(
             for warning in frame_warnings:
                 _note(summary, warnings_seen, warning)
             decode_ms = 1e3 * (time.perf_counter() - decode_started_s)
-            scene = await pipeline.perceive(frame, timings=StageTimings(decode_ms=decode_ms))
+            scene = await pipeline.perceive_frame(
+                frame, transforms, timings=StageTimings(decode_ms=decode_ms)
+            )
+            for warning in scene.warnings:
+                _note(summary, warnings_seen, warning)
             log_time_ns = log_times.pop(paired.stamp_ns, paired.stamp_ns)
             outputs.write_scene(scene, frame, log_time_ns, raw_outputs.take(frame.stamp_ns))
+            if pipeline.memory is not None:
+                outputs.write_memory(pipeline.memory, scene, log_time_ns)
             summary.frames_processed += 1
             summary.objects += len(scene.objects)
             summary.relations += len(scene.relations)
@@ -390,17 +435,57 @@ async def replay_bag(
         finally:
             progress.close()
             summary.pairing = pairer.stats().as_flat_dict()
+            transforms.close()
+            if transforms.bad_transforms:
+                _note(
+                    summary,
+                    warnings_seen,
+                    f'{transforms.bad_transforms} malformed transform(s) in the bag were skipped',
+                )
             summary.elapsed_s = time.perf_counter() - started_s
             try:
-                outputs.close()
+                if pipeline.memory is not None:
+                    _finish_memory(pipeline, summary, outputs.report, warnings_seen)
             finally:
-                if outputs.report_path is not None:
-                    summary.report_path = outputs.report.write(
-                        outputs.report_path, _report_meta(summary, pipeline)
-                    )
-                await _shutdown_quietly(pipeline)
-                pipeline.engine = raw_outputs.inner
+                try:
+                    outputs.close()
+                finally:
+                    if outputs.report_path is not None:
+                        summary.report_path = outputs.report.write(
+                            outputs.report_path, _report_meta(summary, pipeline)
+                        )
+                    await _shutdown_quietly(pipeline)
+                    pipeline.engine = raw_outputs.inner
     return summary
+
+
+def _finish_memory(
+    pipeline: SpatialPipeline, summary: ReplaySummary, report: ReportBuilder, seen: set[str]
+) -> None:
+    """The memory's map in the report, and the memory saved to ``memory_file`` (if set)."""
+    memory = pipeline.memory
+    assert memory is not None
+    remembered = memory.objects()
+    summary.remembered_objects = len(remembered)
+    report.set_memory(
+        [
+            {
+                'id': item.id,
+                'label': item.label,
+                'position': item.position,
+                'position_covariance': item.covariance,
+                'state': int(item.state),
+                'sightings': item.sightings,
+                'existence': item.existence,
+            }
+            for item in remembered
+        ],
+        memory.memory_frame,
+    )
+    try:
+        summary.memory_path = pipeline.save_memory()
+    except OSError as error:
+        _note(summary, seen, f'cannot save the object memory: {error}')
 
 
 def _forget_unpaired(log_times: dict[int, int], pairer: StampPairer) -> None:
@@ -434,7 +519,11 @@ def _report_meta(summary: ReplaySummary, pipeline: SpatialPipeline) -> ReportMet
         )
     outputs = tuple(
         (name, str(path))
-        for name, path in (('scenes', summary.scenes_path), ('bag', summary.bag_path))
+        for name, path in (
+            ('scenes', summary.scenes_path),
+            ('bag', summary.bag_path),
+            ('object memory', summary.memory_path),
+        )
         if path is not None
     )
     notes = list(summary.warnings)
@@ -457,6 +546,8 @@ __all__ = [
     'ANNOTATED_TOPIC',
     'BAG_DIR',
     'MARKERS_TOPIC',
+    'MEMORY_MARKERS_TOPIC',
+    'OBJECTS_TOPIC',
     'REPORT_FILE',
     'SCENES_FILE',
     'SCENE_TOPIC',

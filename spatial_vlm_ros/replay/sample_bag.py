@@ -18,6 +18,9 @@ engine: one line per RGB stamp whose text is the frame's HUMAN LABELS written th
 answers a grounding prompt (a fenced JSON list of ``{"bbox_2d": [x1, y1, x2, y2], "label": ...}``
 on the 0-1000 relative grid). They are not model output, and every line says so.
 
+Bags for tests and benchmarks may also carry ``/tf`` and ``/tf_static``
+(:class:`TfSample`), as a robot's recording does.
+
 Everything is deterministic: the same inputs give byte-identical recordings and bag messages.
 """
 
@@ -108,6 +111,24 @@ class BagLayout:
 
 
 @dataclass(frozen=True)
+class TfSample:
+    """One transform of a bag's ``/tf`` (or ``/tf_static`` when ``static``):
+    ``T_parent_from_child`` at ``stamp_ns``, translation in metres, quaternion ``(x, y, z, w)``."""
+
+    stamp_ns: int
+    parent: str
+    child: str
+    translation: tuple[float, float, float]
+    quaternion: tuple[float, float, float, float]
+    static: bool = False
+
+
+TF_TOPIC = '/tf'
+TF_STATIC_TOPIC = '/tf_static'
+TF_LOG_DELAY_NS = 1_000_000  # a transform is logged 1 ms after its stamp
+
+
+@dataclass(frozen=True)
 class SampleBagResult:
     bag_path: Path
     recording_path: Path | None
@@ -124,8 +145,15 @@ def _remove_bag(path: Path) -> None:
         shutil.rmtree(path)
 
 
-def write_rgbd_bag(path: str | Path, frames: Sequence[SampleFrame], layout: BagLayout) -> Path:
-    """Write ``frames`` as an RGB-D bag at ``path`` (replaced if it is an existing bag)."""
+def write_rgbd_bag(
+    path: str | Path,
+    frames: Sequence[SampleFrame],
+    layout: BagLayout,
+    transforms: Sequence[TfSample] = (),
+) -> Path:
+    """Write ``frames`` as an RGB-D bag at ``path`` (replaced if it is an existing bag), with
+    ``transforms`` on ``/tf`` and ``/tf_static`` (one message per sample; static ones logged
+    before the first frame)."""
     if not frames:
         raise SampleBagError('no frames to write')
     bag_path = Path(path)
@@ -163,7 +191,25 @@ def write_rgbd_bag(path: str | Path, frames: Sequence[SampleFrame], layout: BagL
                 for log_time_ns, connection, message in entries:
                     data = message if isinstance(message, bytes) else msgs.serialize(message)
                     writer.write(connection, log_time_ns, data)
+        _write_transforms(writer, store, transforms, layout.start_ns)
     return bag_path
+
+
+def _write_transforms(
+    writer: Writer, store: Any, transforms: Sequence[TfSample], start_ns: int
+) -> None:
+    connections: dict[bool, Any] = {}
+    for sample in transforms:
+        if sample.static not in connections:
+            topic = TF_STATIC_TOPIC if sample.static else TF_TOPIC
+            connections[sample.static] = writer.add_connection(
+                topic, msgs.TF_MESSAGE_TYPE, typestore=store
+            )
+        message = msgs.tf_message(
+            [(sample.stamp_ns, sample.parent, sample.child, sample.translation, sample.quaternion)]
+        )
+        log_time_ns = start_ns if sample.static else sample.stamp_ns + TF_LOG_DELAY_NS
+        writer.write(connections[sample.static], log_time_ns, msgs.serialize(message))
 
 
 def _rgb_bytes(frame: SampleFrame, layout: BagLayout) -> Any:
@@ -387,6 +433,7 @@ __all__ = [
     'SampleBagError',
     'SampleBagResult',
     'SampleFrame',
+    'TfSample',
     'bag_size_bytes',
     'grounding_text',
     'synthetic_frame',

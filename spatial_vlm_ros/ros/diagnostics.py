@@ -41,7 +41,7 @@ WINDOW_S = 10.0  # levels look at what happened this recently
 # Drops beyond the newest-frame policy warn when there are at least this many in the window
 # and they are at least this share of the frames dispatched.
 DROP_ALARM, DROP_ALARM_SHARE = 3, 0.2
-STAGES = ('receive', 'pair', 'queue', 'decode', 'engine', 'lift', 'relations', 'publish')
+STAGES = ('receive', 'pair', 'queue', 'decode', 'engine', 'lift', 'memory', 'relations', 'publish')
 _LEVELS = {OK: DiagnosticStatus.OK, WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}
 
 

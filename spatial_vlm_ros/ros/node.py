@@ -10,6 +10,9 @@ Where each concern lives:
   the engine calls and the lifting, and publishes scenes with their stage timings;
 * ``ros/outputs.py``: the scene publishers;
 * ``ros/services.py``: ``~/query`` and ``~/locate`` (coroutines: they park no thread);
+* ``ros/memory_io.py``: the object memory's ``~/objects``, ``~/memory_markers``, ``~/forget``
+  and saving (the memory itself is the pipeline's);
+* ``ros/tf.py``: TF at the image stamp (tf2_ros, or the node's own /tf buffer without it);
 * ``ros/diagnostics.py``: error counting and the ``/diagnostics`` statuses.
 
 Entities follow lifecycle_py: publishers, services, timers and the engine are created in
@@ -33,6 +36,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_system_default
 
 from spatial_vlm_ros.core.lifting import warm_up as warm_up_lifting
+from spatial_vlm_ros.core.memory import ObjectMemoryError
 from spatial_vlm_ros.core.pairing import PairingConfig
 from spatial_vlm_ros.core.scheduling import FrameScheduler, SchedulerConfig
 from spatial_vlm_ros.core.types import SpatialVlmError
@@ -40,6 +44,7 @@ from spatial_vlm_ros.engines.base import EngineUnavailableError
 from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline
 from spatial_vlm_ros.ros.diagnostics import DiagnosticsReporter, pipeline_values
 from spatial_vlm_ros.ros.inputs import CameraInputs, InputTopics
+from spatial_vlm_ros.ros.memory_io import MemoryOutputs, RememberedCandidates
 from spatial_vlm_ros.ros.outputs import SceneOutputs
 from spatial_vlm_ros.ros.parameters import PARAMETERS, descriptor, validate, values_of
 from spatial_vlm_ros.ros.services import SnapshotBuffer, SpatialServices
@@ -68,6 +73,7 @@ class SpatialVlmNode(LifecycleNode):
         self._inputs: CameraInputs | None = None
         self._outputs: SceneOutputs | None = None
         self._tf: TransformSource | None = None
+        self._memory_outputs: MemoryOutputs | None = None
         self._handles: list[Any] = []  # services and timers of the configured node
         self._recheck_timer: Any = None
         self._engine_unavailable = False  # the last configure failed on an unanswering server
@@ -89,6 +95,11 @@ class SpatialVlmNode(LifecycleNode):
             publish=self._publish_outputs,
             now_ns=self._now_ns,
         )
+        # ~/locate's remembered objects in the scene's frame (the query handlers' seam).
+        self.remembered_candidates = RememberedCandidates(
+            memory=lambda: self._pipeline.memory if self._pipeline is not None else None,
+            transforms=lambda: self._tf,
+        )
         self._spatial_services = SpatialServices(
             self._snapshots,
             self._reporter.errors,
@@ -99,9 +110,11 @@ class SpatialVlmNode(LifecycleNode):
             transforms=lambda: self._tf,
             now_ns=self._now_ns,
             parameter=lambda name: self.get_parameter(name).value,
+            remembered_candidates=self.remembered_candidates,
         )
         self._service_group = ReentrantCallbackGroup()
         self._input_group = MutuallyExclusiveCallbackGroup()
+        self._tf_group = MutuallyExclusiveCallbackGroup()
         # /diagnostics exists in every state, so that a failed configure is visible to monitoring.
         self._diagnostics_publisher = self.create_publisher(
             DiagnosticArray, '/diagnostics', qos_profile_system_default
@@ -116,6 +129,8 @@ class SpatialVlmNode(LifecycleNode):
     def _publish_outputs(self, paired: Any, scene: Any) -> None:
         if self._outputs is not None:
             self._outputs.publish(paired, scene)
+        if self._memory_outputs is not None:
+            self._memory_outputs.publish(scene.camera_frame_id)
 
     @property
     def _scheduler(self) -> FrameScheduler[Any, Any] | None:
@@ -177,8 +192,24 @@ class SpatialVlmNode(LifecycleNode):
             on_time_jump=self._stream.on_time_jump,
             max_frame_age_s=float(values['max_frame_age_s']),
         )
-        self._tf = TransformSource(self, self.get_logger(), float(values['tf_timeout_s']))
+        self._tf = TransformSource(
+            self, self.get_logger(), float(values['tf_timeout_s']), callback_group=self._tf_group
+        )
         self._outputs = SceneOutputs(self, pipeline.rgb_of)
+        if pipeline.memory is not None:
+            self._memory_outputs = MemoryOutputs(
+                self,
+                pipeline,
+                self._reporter.errors,
+                callback_group=self._service_group,
+                save_period_s=float(values['memory_save_period_s']),
+            )
+            if not pipeline.memory.memory_frame:
+                self.get_logger().warning(
+                    'object memory in the camera frame (memory_frame and target_frame are '
+                    'empty): ids stay right only while the camera does not move; on a moving '
+                    'robot set memory_frame to odom or map'
+                )
         services = self._spatial_services
         group = self._service_group
         self._handles = [
@@ -205,6 +236,11 @@ class SpatialVlmNode(LifecycleNode):
             return None
         try:
             pipeline = SpatialPipeline.from_settings(PipelineSettings.from_parameters(values))
+        except ObjectMemoryError as error:
+            # Not started, so the file is never overwritten by an empty memory.
+            self.get_logger().error(f'cannot load the object memory: {error}')
+            engine.configure_error = f'cannot load the object memory: {error}'
+            return None
         except (SpatialVlmError, ValueError, OSError, ImportError) as error:
             self.get_logger().error(f'cannot configure the engine: {error}')
             engine.configure_error = f'cannot configure the engine: {error}'
@@ -241,12 +277,19 @@ class SpatialVlmNode(LifecycleNode):
         self._inputs.subscribe()
         self._recheck_timer = self.create_timer(RECHECK_PERIOD_S, self._inputs.recheck)
         self.get_logger().info('active: waiting for paired RGB, depth and CameraInfo')
-        # The parent switches the lifecycle publishers on.
-        return super().on_activate(state)
+        # The parent switches the lifecycle publishers on; then late joiners of ~/objects get
+        # the memory (e.g. loaded from memory_file) before the first frame.
+        result = super().on_activate(state)
+        if self._memory_outputs is not None:
+            self._memory_outputs.publish()
+        return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Unsubscribe and stop the scheduler (in-flight results are discarded)."""
+        """Unsubscribe and stop the scheduler (in-flight results are discarded); save the
+        object memory."""
         self._stop_streaming()
+        if self._memory_outputs is not None:
+            self._memory_outputs.save('deactivate')
         return super().on_deactivate(state)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -279,6 +322,13 @@ class SpatialVlmNode(LifecycleNode):
         self._stream.stop(self.get_logger())
 
     def _teardown(self) -> None:
+        if self._memory_outputs is not None:
+            self._memory_outputs.save('cleanup')
+            self._memory_outputs.destroy()
+            self._memory_outputs = None
+        if self._tf is not None:
+            self._tf.close()
+            self._tf = None
         pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None and self._worker.loop is not None:
             try:

@@ -87,3 +87,14 @@ def output_profile(depth: int = 10) -> QoSProfile:
         reliability=ReliabilityPolicy.RELIABLE,
         durability=DurabilityPolicy.VOLATILE,
     )
+
+
+def latched_profile(depth: int = 1) -> QoSProfile:
+    """Reliable + transient local: a late subscriber gets the newest message (a state topic,
+    e.g. ~/objects). Volatile subscribers match it too."""
+    return QoSProfile(
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )

@@ -365,7 +365,7 @@ class SpatialServices:
         elif best.id in remembered:
             response.object = conversions.to_message(
                 type(response.object),
-                message_fields.remembered_object_fields(remembered[best.id], scene),
+                message_fields.out_of_view_object_fields(remembered[best.id], scene),
             )
         if outcome.approach is not None:
             response.has_approach_pose = True
