@@ -39,7 +39,7 @@ from spatial_vlm_ros.core.types import SpatialVlmError
 from spatial_vlm_ros.engines.base import EngineUnavailableError
 from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline
 from spatial_vlm_ros.ros.diagnostics import DiagnosticsReporter, pipeline_values
-from spatial_vlm_ros.ros.inputs import CameraInputs, InputTopics
+from spatial_vlm_ros.ros.inputs import CameraInputs, camera_topics
 from spatial_vlm_ros.ros.outputs import SceneOutputs
 from spatial_vlm_ros.ros.parameters import PARAMETERS, descriptor, validate, values_of
 from spatial_vlm_ros.ros.services import SnapshotBuffer, SpatialServices
@@ -65,8 +65,9 @@ class SpatialVlmNode(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         self._pipeline: SpatialPipeline | None = None
-        self._inputs: CameraInputs | None = None
-        self._outputs: SceneOutputs | None = None
+        # One entry per camera, by name ('' for the single camera); see settings.cameras.
+        self._camera_inputs: dict[str, CameraInputs] = {}
+        self._camera_outputs: dict[str, SceneOutputs] = {}
         self._tf: TransformSource | None = None
         self._handles: list[Any] = []  # services and timers of the configured node
         self._recheck_timer: Any = None
@@ -84,7 +85,7 @@ class SpatialVlmNode(LifecycleNode):
             self._reporter,
             self._snapshots,
             pipeline=lambda: self._pipeline,
-            clock_offset_ns=lambda: self._inputs.clock_offset_ns if self._inputs else None,
+            clock_offset_ns=self._clock_offset_ns,
             transforms=lambda: self._tf,
             publish=self._publish_outputs,
             now_ns=self._now_ns,
@@ -114,8 +115,23 @@ class SpatialVlmNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
     def _publish_outputs(self, paired: Any, scene: Any) -> None:
-        if self._outputs is not None:
-            self._outputs.publish(paired, scene)
+        outputs = self._camera_outputs.get(paired.camera)
+        if outputs is not None:
+            outputs.publish(paired, scene)
+
+    def _clock_offset_ns(self, camera: str) -> int | None:
+        inputs = self._camera_inputs.get(camera)
+        return inputs.clock_offset_ns if inputs is not None else None
+
+    @property
+    def _inputs(self) -> CameraInputs | None:
+        """The first camera's inputs (the only ones with a single camera); None unconfigured."""
+        return next(iter(self._camera_inputs.values()), None)
+
+    @property
+    def _outputs(self) -> SceneOutputs | None:
+        """The first camera's outputs (the only ones with a single camera)."""
+        return next(iter(self._camera_outputs.values()), None)
 
     @property
     def _scheduler(self) -> FrameScheduler[Any, Any] | None:
@@ -164,21 +180,31 @@ class SpatialVlmNode(LifecycleNode):
         # Compiled lifting kernels loaded (or compiled) now, not on the first frame.
         self.get_logger().info(f'lifting kernels ready in {warm_up_lifting():.2f} s')
         self._snapshots.resize(int(values['query_buffer_frames']))
-        self._inputs = CameraInputs(
-            self,
-            topics=InputTopics.from_values(values),
-            qos_mode=str(values['input_qos']),
-            pairing=PairingConfig.from_seconds(
-                slop_s=values['sync_slop_s'], min_interval_s=values['sync_min_interval_s']
-            ),
-            errors=self._reporter.errors,
-            callback_group=self._input_group,
-            on_paired=self._stream.on_paired,
-            on_time_jump=self._stream.on_time_jump,
-            max_frame_age_s=float(values['max_frame_age_s']),
+        pairing = PairingConfig.from_seconds(
+            slop_s=values['sync_slop_s'], min_interval_s=values['sync_min_interval_s']
         )
+        cameras = camera_topics(values)
+        for name, topics in cameras.items():
+            self._camera_inputs[name] = CameraInputs(
+                self,
+                topics=topics,
+                qos_mode=str(values['input_qos']),
+                pairing=pairing,
+                errors=self._reporter.errors,
+                callback_group=self._input_group,
+                on_paired=self._stream.on_paired,
+                on_time_jump=lambda name=name: self._stream.on_time_jump(name),
+                max_frame_age_s=float(values['max_frame_age_s']),
+                name=name,
+            )
+            self._camera_outputs[name] = SceneOutputs(self, pipeline.rgb_of, name)
         self._tf = TransformSource(self, self.get_logger(), float(values['tf_timeout_s']))
-        self._outputs = SceneOutputs(self, pipeline.rgb_of)
+        if len(cameras) > values['max_in_flight']:
+            self.get_logger().warning(
+                f'{len(cameras)} cameras share max_in_flight={values["max_in_flight"]}: they '
+                f'are served in turn but their requests cannot be batched; set max_in_flight '
+                f'to {len(cameras)} or more'
+            )
         services = self._spatial_services
         group = self._service_group
         self._handles = [
@@ -188,9 +214,10 @@ class SpatialVlmNode(LifecycleNode):
             ),
             self.create_timer(HEALTH_PERIOD_S, self._probe_engine),
         ]
+        named = f' cameras={",".join(cameras)}' if len(cameras) > 1 else ''
         self.get_logger().info(
             f'configured: engine={values["engine"]} model={values["model"]} '
-            f'rate={values["rate_hz"]} Hz in_flight={values["max_in_flight"]}'
+            f'rate={values["rate_hz"]} Hz in_flight={values["max_in_flight"]}{named}'
         )
         return super().on_configure(state)
 
@@ -226,7 +253,7 @@ class SpatialVlmNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the camera and start the scheduler. SUCCESS leads to active."""
-        if self._pipeline is None or self._worker.loop is None or self._inputs is None:
+        if self._pipeline is None or self._worker.loop is None or not self._camera_inputs:
             self.get_logger().error('activate without a configured pipeline')
             return TransitionCallbackReturn.ERROR
         values = self._values()
@@ -236,10 +263,12 @@ class SpatialVlmNode(LifecycleNode):
                 max_in_flight=values['max_in_flight'],
                 max_age_s=values['max_frame_age_s'],
                 timeout_s=values['request_timeout_s'],
-            )
+            ),
+            cameras=tuple(self._camera_inputs),
         )
-        self._inputs.subscribe()
-        self._recheck_timer = self.create_timer(RECHECK_PERIOD_S, self._inputs.recheck)
+        for inputs in self._camera_inputs.values():
+            inputs.subscribe()
+        self._recheck_timer = self.create_timer(RECHECK_PERIOD_S, self._recheck_inputs)
         self.get_logger().info('active: waiting for paired RGB, depth and CameraInfo')
         # The parent switches the lifecycle publishers on.
         return super().on_activate(state)
@@ -274,9 +303,13 @@ class SpatialVlmNode(LifecycleNode):
         if self._recheck_timer is not None:
             self.destroy_timer(self._recheck_timer)
             self._recheck_timer = None
-        if self._inputs is not None:
-            self._inputs.unsubscribe()
+        for inputs in self._camera_inputs.values():
+            inputs.unsubscribe()
         self._stream.stop(self.get_logger())
+
+    def _recheck_inputs(self) -> None:
+        for inputs in self._camera_inputs.values():
+            inputs.recheck()
 
     def _teardown(self) -> None:
         pipeline, self._pipeline = self._pipeline, None
@@ -292,12 +325,12 @@ class SpatialVlmNode(LifecycleNode):
             else:
                 self.destroy_timer(handle)
         self._handles = []
-        if self._outputs is not None:
-            self._outputs.destroy()
-            self._outputs = None
-        if self._inputs is not None:
-            self._inputs.close()
-            self._inputs = None
+        for outputs in self._camera_outputs.values():
+            outputs.destroy()
+        self._camera_outputs = {}
+        for inputs in self._camera_inputs.values():
+            inputs.close()
+        self._camera_inputs = {}
         self._reporter.engine.configured = False
         self._snapshots.clear()
 
@@ -325,8 +358,8 @@ class SpatialVlmNode(LifecycleNode):
                     max_age_s=values['max_frame_age_s'],
                 )
             )
-        if self._inputs is not None:
-            self._inputs.max_frame_age_s = float(values['max_frame_age_s'])
+        for inputs in self._camera_inputs.values():
+            inputs.max_frame_age_s = float(values['max_frame_age_s'])
         if self._tf is not None:
             self._tf.timeout_s = float(values['tf_timeout_s'])
 
@@ -336,17 +369,34 @@ class SpatialVlmNode(LifecycleNode):
             self._reporter.probe_engine(self._worker.submit(pipeline.engine.health()))
 
     def _publish_diagnostics(self) -> None:
-        scheduler, inputs = self._scheduler, self._inputs
+        scheduler, cameras = self._scheduler, self._camera_inputs
+        several = len(cameras) > 1
         if scheduler is not None:
             self._reporter.record_drop_totals(scheduler.drop_counts())
-        streams = []
-        if inputs is not None and inputs.subscribed:
-            streams = list(inputs.assess(bool(self.get_parameter('use_sim_time').value)).values())
+            if several:
+                for name in scheduler.cameras:
+                    self._reporter.record_drop_totals(scheduler.drop_counts(name), name)
+        use_sim_time = bool(self.get_parameter('use_sim_time').value)
+        streams = [
+            status
+            for inputs in cameras.values()
+            if inputs.subscribed
+            for status in inputs.assess(use_sim_time).values()
+        ]
         array = self._reporter.build(
             self.get_clock().now().to_msg(),
             active=scheduler is not None,
-            pipeline_values=pipeline_values(scheduler, inputs, self._tf),
+            # With several cameras, each one's inputs are on its own status.
+            pipeline_values=pipeline_values(
+                scheduler, None if several else self._inputs, self._tf
+            ),
             inputs=streams,
+            cameras={
+                name: pipeline_values(scheduler, inputs, None, camera=name)
+                for name, inputs in cameras.items()
+            }
+            if several
+            else None,
         )
         self._diagnostics_publisher.publish(array)
 
