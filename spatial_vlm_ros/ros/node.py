@@ -309,7 +309,10 @@ class SpatialVlmNode(LifecycleNode):
 
     def _recheck_inputs(self) -> None:
         for inputs in self._camera_inputs.values():
-            inputs.recheck()
+            try:
+                inputs.recheck()
+            except Exception as error:  # noqa: BLE001 - timer boundary: a bug must not end us
+                self._reporter.errors.report_exception('input', error)
 
     def _teardown(self) -> None:
         pipeline, self._pipeline = self._pipeline, None
@@ -369,6 +372,14 @@ class SpatialVlmNode(LifecycleNode):
             self._reporter.probe_engine(self._worker.submit(pipeline.engine.health()))
 
     def _publish_diagnostics(self) -> None:
+        # A timer callback that raises ends the executor's spin, and with it the node: a bug
+        # in a status is logged with its traceback and counted instead.
+        try:
+            self._publish_diagnostics_now()
+        except Exception as error:  # noqa: BLE001 - timer boundary, traceback logged
+            self._reporter.errors.report_exception('diagnostics', error)
+
+    def _publish_diagnostics_now(self) -> None:
         scheduler, cameras = self._scheduler, self._camera_inputs
         several = len(cameras) > 1
         if scheduler is not None:
