@@ -181,8 +181,8 @@ class PipelineSettings:
         )
 
 
-# Decoded frames kept for the annotated image and ~/query on a published scene, so the colour
-# image is decoded once per frame (the newest few frames suffice: both follow the scene closely).
+# Decoded frames kept per camera for the annotated image and ~/query on a published scene, so
+# the colour image is decoded once per frame (the newest few suffice: both follow the scene).
 DECODED_FRAMES_KEPT = 4
 
 
@@ -227,7 +227,8 @@ class SpatialPipeline:
         self._profile = profile
         self.memory = memory
         self.memory_file = memory_file
-        self._decoded: OrderedDict[int, RgbdFrame] = OrderedDict()
+        # Per camera: two cameras may well share a stamp (hardware-synchronised rigs).
+        self._decoded: dict[str, OrderedDict[int, RgbdFrame]] = {}
         self._decoded_lock = threading.Lock()
 
     @property
@@ -274,23 +275,25 @@ class SpatialPipeline:
     def decode_with_warnings(self, paired: RgbdSet) -> tuple[RgbdFrame, list[str]]:
         """Decode one paired set; the warnings name input problems (units, frames, sizes).
 
-        The frame is kept (the newest :data:`DECODED_FRAMES_KEPT`) for :meth:`rgb_of`.
+        The frame is kept (the newest :data:`DECODED_FRAMES_KEPT` of its camera) for
+        :meth:`rgb_of`.
         """
         frame, warnings = make_rgbd_frame_with_warnings(
             paired.rgb.payload, paired.depth.payload, paired.info.payload, self.config.depth
         )
         with self._decoded_lock:
-            self._decoded[paired.stamp_ns] = frame
-            self._decoded.move_to_end(paired.stamp_ns)
-            while len(self._decoded) > DECODED_FRAMES_KEPT:
-                self._decoded.popitem(last=False)
+            kept = self._decoded.setdefault(paired.camera, OrderedDict())
+            kept[paired.stamp_ns] = frame
+            kept.move_to_end(paired.stamp_ns)
+            while len(kept) > DECODED_FRAMES_KEPT:
+                kept.popitem(last=False)
         return frame, warnings
 
     def rgb_of(self, paired: RgbdSet) -> npt.NDArray[np.uint8]:
         """The decoded colour image of ``paired``: the one perception decoded when it is still
         kept, else decoded now (only the colour image)."""
         with self._decoded_lock:
-            frame = self._decoded.get(paired.stamp_ns)
+            frame = self._decoded.get(paired.camera, {}).get(paired.stamp_ns)
         if frame is not None:
             return frame.rgb
         return decode_color_any(paired.rgb.payload)

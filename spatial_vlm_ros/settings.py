@@ -28,6 +28,7 @@ from dataclasses import dataclass
 import json
 import math
 from pathlib import Path
+import re
 import sys
 import textwrap
 from typing import Any
@@ -124,7 +125,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         'max_in_flight',
         1,
-        'Stream requests the engine may run at once (batching).',
+        'Stream requests the engine may run at once, all cameras together (batching; with '
+        'several cameras, at least one per camera lets the engine batch them).',
         int_range=(1, 64),
         read_only=True,
     ),
@@ -279,6 +281,17 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     # --- inputs (node)
     Setting(
+        'cameras',
+        [''],
+        'Namespaces of several cameras served by this node with one engine, e.g. [/front, '
+        '/rear] ([] or [""]: one camera, at camera_namespace). With two or more, each '
+        "camera's scenes are published on ~/<camera>/scene, ~/<camera>/scene_json, ... where "
+        '<camera> is its namespace without the leading and trailing "/" (docs/NODE.md, '
+        '"Several cameras"); the topic, transport and QoS settings below apply to each.',
+        scope=NODE,
+        read_only=True,
+    ),
+    Setting(
         'camera_namespace',
         '',
         'Namespace of the camera topics (e.g. /camera, or /camera/camera for realsense2_camera); '
@@ -348,8 +361,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(
         'rate_hz',
         2.0,
-        'Upper bound on frames sent to the model per second (0 = as fast as in-flight slots '
-        'free up).',
+        'Upper bound on frames sent to the model per second, per camera (0 = as fast as '
+        'in-flight slots free up).',
         scope=NODE,
         float_range=(0.0, 120.0),
     ),
@@ -477,6 +490,48 @@ def validate(values: Mapping[str, Any]) -> list[str]:
         problems.append('min_depth_m must be smaller than max_depth_m')
     if values['engine'] == 'recorded' and not values['recording']:
         problems.append('engine=recorded needs `recording` (a JSONL of raw model outputs)')
+    problems.extend(_camera_problems(values))
+    return problems
+
+
+# A namespace: optional leading "/", then ROS name tokens separated by "/".
+_NAMESPACE = re.compile(r'/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*/?')
+
+
+def camera_namespaces(values: Mapping[str, Any]) -> dict[str, str]:
+    """Camera name -> namespace of the cameras the node serves (values already validated).
+
+    One camera (``cameras`` empty or one entry) has the name '': its outputs keep the
+    single-camera names (~/scene, ...). Several are named by their namespace without the
+    leading and trailing "/" (``/front`` -> ``front``, ``/robot/left`` -> ``robot/left``), the
+    sub-namespace of their outputs (~/front/scene).
+    """
+    values = complete(values)
+    listed = [str(entry).strip() for entry in values['cameras'] if str(entry).strip()]
+    if len(listed) <= 1:
+        return {'': listed[0] if listed else str(values['camera_namespace'])}
+    return {entry.strip('/'): entry for entry in listed}
+
+
+def _camera_problems(values: Mapping[str, Any]) -> list[str]:
+    listed = [str(entry).strip() for entry in values['cameras'] if str(entry).strip()]
+    problems = [
+        f'cameras: {entry!r} is not a namespace (names of letters, digits and "_", separated by '
+        '"/", not starting with a digit)'
+        for entry in listed
+        if not _NAMESPACE.fullmatch(entry)
+    ]
+    names = [entry.strip('/') for entry in listed]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        problems.append(
+            f'cameras: {", ".join(duplicates)} listed twice (names compare without the leading '
+            '"/"); list each camera once'
+        )
+    if listed and values['camera_namespace']:
+        problems.append(
+            'set either camera_namespace (one camera) or cameras (one or more), not both'
+        )
     return problems
 
 

@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
         'come from different sensors) instead of one capture stamp for the set',
     )
     parser.add_argument('--info-topic', default='color/camera_info')
+    parser.add_argument(
+        '--vary-pixels',
+        action='store_true',
+        help='change a 16x16 corner of the colour image every frame, so that no two frames are '
+        "byte-identical (a model server's image cache must not serve them)",
+    )
     args = parser.parse_args(argv)
 
     import rclpy
@@ -51,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     depth_pub = node.create_publisher(Image, 'depth/image_raw', qos)
     info_pub = node.create_publisher(CameraInfo, args.info_topic, qos)
     offset_ns = int(args.stamp_offset_s * 1e9)
-    rgb, depth, info = make_messages(time.time_ns())  # the pixels never change
+    rgb, depth, info = make_messages(time.time_ns())  # the pixels never change (but see below)
+    corner = np.frombuffer(rgb.data, np.uint8).reshape(rgb.height, rgb.width, 3)[:16, :16]
 
     def stamp_now() -> object:
         from builtin_interfaces.msg import Time
@@ -73,6 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     last_report_s = next_s
     while not stop and (args.frames == 0 or published < args.frames):
         capture = stamp_now()
+        if args.vary_pixels:
+            corner[...] = np.random.default_rng(published).integers(0, 256, corner.shape)
         for publisher, message in ((info_pub, info), (depth_pub, depth), (rgb_pub, rgb)):
             message.header.stamp = stamp_now() if args.stamp_each else capture
             publisher.publish(message)

@@ -181,3 +181,42 @@ def test_zero_stamps_are_an_error_until_they_stop() -> None:
     assert status.level == ERROR and 'zero stamps' in status.message
     end = stream(monitor, 1010.0, 3.0, 2.0)
     assert assess_stream(monitor, CONTEXT, int(end * S)).level == OK
+
+
+def test_the_monitor_is_read_while_callbacks_write_it() -> None:
+    """Subscription callbacks (several executor threads with several cameras) record messages
+    while the /diagnostics timer reads the rate on another thread. Reading used to iterate the
+    arrivals deque while it changed: RuntimeError in the timer, which ended the node."""
+    import threading
+    import time
+
+    monitor = StreamMonitor(window_s=0.05)
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def write() -> None:
+        stamp = 1
+        while not stop.is_set():
+            mono = time.monotonic_ns()
+            monitor.on_message(stamp, mono, mono)
+            stamp += 1
+
+    def read() -> None:
+        try:
+            while not stop.is_set():
+                mono = time.monotonic_ns()
+                monitor.rate_hz(mono)
+                monitor.events_in_window(mono)
+        except BaseException as error:  # noqa: BLE001 - the failure under test
+            errors.append(error)
+            stop.set()
+
+    threads = [threading.Thread(target=write) for _ in range(2)] + [threading.Thread(target=read)]
+    for thread in threads:
+        thread.start()
+    time.sleep(3.0)
+    stop.set()
+    for thread in threads:
+        thread.join()
+    assert errors == [], errors
+    assert monitor.received > 1000

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 import difflib
 import statistics
+import threading
 
 OK, WARN, ERROR = 0, 1, 2
 
@@ -91,7 +92,8 @@ def clock_remedy(offset: ClockOffset, use_sim_time: bool, clock_running: bool) -
 
 
 class StreamMonitor:
-    """Arrival and stamp statistics of one input stream (not thread-safe: one callback group).
+    """Arrival and stamp statistics of one input stream (thread-safe: subscription callbacks
+    write while the /diagnostics timer reads, on other executor threads).
 
     ``now_ns`` values are the node clock (stamps are compared with it); ``mono_ns`` values are a
     steady clock (rates are measured with it, as diagnostic_updater's FrequencyStatus does).
@@ -105,30 +107,40 @@ class StreamMonitor:
         self._delays_s: deque[float] = deque(maxlen=DELAY_SAMPLES)
         self._zero_stamp_mono: deque[int] = deque(maxlen=8)
         self.last_mono_ns: int | None = None
+        # Readers iterate the deques: a writer in between raised "deque mutated during
+        # iteration" in the diagnostics timer, which ended the node.
+        self._lock = threading.Lock()
 
     def on_message(self, stamp_ns: int, now_ns: int, mono_ns: int) -> None:
-        self.received += 1
-        self.last_mono_ns = mono_ns
-        self._arrivals.append((mono_ns, stamp_ns))
-        self._trim(mono_ns)
-        if stamp_ns <= 0:
-            self.zero_stamps += 1
-            self._zero_stamp_mono.append(mono_ns)
-        elif now_ns > 0:
-            self._delays_s.append((now_ns - stamp_ns) / 1e9)
+        with self._lock:
+            self.received += 1
+            self.last_mono_ns = mono_ns
+            self._arrivals.append((mono_ns, stamp_ns))
+            self._trim(mono_ns)
+            if stamp_ns <= 0:
+                self.zero_stamps += 1
+                self._zero_stamp_mono.append(mono_ns)
+            elif now_ns > 0:
+                self._delays_s.append((now_ns - stamp_ns) / 1e9)
 
     def reset_clock(self) -> None:
         """Forget the stamp delays (the clock or the stamps jumped)."""
-        self._delays_s.clear()
+        with self._lock:
+            self._delays_s.clear()
 
     def _trim(self, mono_ns: int) -> None:
+        """Forget arrivals older than the window (the caller holds the lock)."""
         horizon = mono_ns - int(self.window_s * 1e9)
         while self._arrivals and self._arrivals[0][0] < horizon:
             self._arrivals.popleft()
 
+    def _recent(self, mono_ns: int) -> list[tuple[int, int]]:
+        with self._lock:
+            self._trim(mono_ns)
+            return list(self._arrivals)
+
     def events_in_window(self, mono_ns: int) -> int:
-        self._trim(mono_ns)
-        return len(self._arrivals)
+        return len(self._recent(mono_ns))
 
     def rate_hz(self, mono_ns: int) -> float:
         """Messages per second over the window.
@@ -138,19 +150,19 @@ class StreamMonitor:
         the report period do not distort it; by arrival times when stamps are unusable. Silence
         since the last message counts once it is longer than a typical gap.
         """
-        self._trim(mono_ns)
-        count = len(self._arrivals)
+        arrivals = self._recent(mono_ns)
+        count = len(arrivals)
         if count < 2:
             return count / self.window_s
-        stamps = sorted({stamp for _, stamp in self._arrivals if stamp > 0})
+        stamps = sorted({stamp for _, stamp in arrivals if stamp > 0})
         if len(stamps) >= 2:
             intervals, span_s = len(stamps) - 1, (stamps[-1] - stamps[0]) / 1e9
         else:
             intervals = count - 1
-            span_s = (self._arrivals[-1][0] - self._arrivals[0][0]) / 1e9
+            span_s = (arrivals[-1][0] - arrivals[0][0]) / 1e9
         if span_s <= 0:
             return 0.0
-        gap_s = (mono_ns - self._arrivals[-1][0]) / 1e9
+        gap_s = (mono_ns - arrivals[-1][0]) / 1e9
         typical_s = span_s / intervals
         if gap_s > typical_s:
             span_s += gap_s - typical_s
@@ -163,13 +175,15 @@ class StreamMonitor:
 
     def zero_stamps_recent(self, mono_ns: int) -> bool:
         horizon = mono_ns - int(self.window_s * 1e9)
-        return any(t >= horizon for t in self._zero_stamp_mono)
+        with self._lock:
+            return any(t >= horizon for t in self._zero_stamp_mono)
 
     def delays(self) -> list[float]:
-        return list(self._delays_s)
+        with self._lock:
+            return list(self._delays_s)
 
     def clock(self) -> ClockOffset | None:
-        return clock_offset(self._delays_s)
+        return clock_offset(self.delays())
 
 
 @dataclass(frozen=True)

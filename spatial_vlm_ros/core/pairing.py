@@ -144,6 +144,7 @@ class RgbdSet:
     depth: Stamped
     info: Stamped
     paired_ns: int | None = None  # arrival time of the message that completed the set
+    camera: str = ''  # the node's name for the camera ('' with a single camera)
 
     @property
     def stamp_ns(self) -> int:
@@ -254,8 +255,9 @@ class StampPairer:
     call :meth:`flush` at the end of a bag.
     """
 
-    def __init__(self, config: PairingConfig | None = None) -> None:
+    def __init__(self, config: PairingConfig | None = None, camera: str = '') -> None:
         self._config = config or PairingConfig()
+        self._camera = camera  # stamped on every set (RgbdSet.camera)
         self._lock = threading.Lock()
         self._reset_locked()
 
@@ -433,7 +435,9 @@ class StampPairer:
             if self._matched_by_stamp(INFO):
                 self._consume(INFO, info.stamp_ns)
             counters.emitted += 1
-            emitted.append(RgbdSet(rgb=rgb, depth=depth, info=info, paired_ns=now_ns))
+            emitted.append(
+                RgbdSet(rgb=rgb, depth=depth, info=info, paired_ns=now_ns, camera=self._camera)
+            )
         return emitted
 
     def _mark_rgb_done(self, rgb_stamp: int) -> None:

@@ -10,6 +10,11 @@ publish a result older than one already published (requests can finish out of or
 are in flight). On-demand requests (services) have their own in-flight budget, so the stream can
 never starve them.
 
+Several cameras share one scheduler (one engine): each has its own newest-frame slot, rate
+budget and publish watermark, they share the in-flight slots (so the engine batches their
+requests), and a free slot goes to the least recently served camera that has a frame waiting
+(round-robin when all do), so no camera starves and each one's staleness stays bounded.
+
 Every request has ONE deadline (:class:`Deadline`), created where the request starts (a frame
 dispatched, a service call received) and passed down to the engine call
 (``EngineRequest.timeout_s``), so waiting for a slot and every engine call share one budget.
@@ -21,8 +26,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field, replace
+import math
 import threading
 import time
 from typing import Generic, TypeVar
@@ -91,6 +97,7 @@ class StampedFrame(Generic[FrameT]):
     # What staleness is measured from: the stamp (None), or the arrival time when the camera's
     # clock is known to be offset from the node's (a bag without --clock, device time).
     reference_ns: int | None = None
+    camera: str = ''  # the scheduler's camera key (set when dispatched)
 
     def age_s(self, now_ns: int) -> float:
         reference = self.stamp_ns if self.reference_ns is None else self.reference_ns
@@ -150,14 +157,61 @@ class LatestFrameSlot(Generic[FrameT]):
             return self._frame
 
 
+@dataclass
+class CameraLane(Generic[FrameT]):
+    """One camera's share of the scheduler: its newest-frame slot, rate budget, publish
+    watermark and counters. Cameras never share a slot or a watermark, so one camera's stamps
+    (or clock) can neither supersede nor hold back another's frames."""
+
+    camera: str
+    slot: LatestFrameSlot[FrameT] = field(default_factory=LatestFrameSlot)
+    # Token bucket for rate_hz (per camera): tokens accrue at rate_hz up to RATE_BURST.
+    tokens: float = RATE_BURST
+    tokens_at_s: float | None = None  # loop time the tokens were counted at
+    served_at_s: float = -math.inf  # loop time of the last dispatch (least recently served first)
+    last_published_stamp_ns: int = -1
+    drops: Counter[str] = field(default_factory=Counter)
+    published: int = 0
+    in_flight: int = 0
+
+    def refill(self, rate_hz: float, now_s: float) -> float:
+        """Count the tokens accrued until ``now_s``; seconds until one is there (0: now)."""
+        if rate_hz <= 0:
+            # Unlimited: keep the bucket full, so that a later rate starts from a burst rather
+            # than from the debt of every dispatch made without a limit.
+            self.tokens, self.tokens_at_s = RATE_BURST, now_s
+            return 0.0
+        if self.tokens_at_s is not None:
+            self.tokens = min(RATE_BURST, self.tokens + (now_s - self.tokens_at_s) * rate_hz)
+        self.tokens_at_s = now_s
+        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / rate_hz
+
+    def drop_counts(self) -> dict[str, int]:
+        counts = dict(self.drops)
+        counts[DROP_SUPERSEDED] = self.slot.superseded
+        return counts
+
+
 class FrameScheduler(Generic[FrameT, ResultT]):
-    """Runs ``process`` on the newest frame with bounded staleness; see the module docstring.
+    """Runs ``process`` on the newest frame of each camera with bounded staleness; see the
+    module docstring.
+
+    Several cameras share the in-flight slots (so the engine can batch their requests): each
+    camera has its own newest-frame slot, rate budget and publish watermark, and a free slot
+    goes to the camera that was served least recently among those with a frame waiting and
+    a rate token. Cameras that always have a frame are therefore served in turn (round-robin),
+    and a slow camera's frame is taken at the next free slot, ahead of faster cameras served
+    since: no camera starves, and each camera's staleness is bounded by its own frame period
+    plus about ``ceil(cameras / max_in_flight)`` engine latencies.
 
     Args:
         process: coroutine turning a frame into a result (decode, engine call, lifting).
-        publish: called with each result that is newer than every result published before.
-        config: rates and limits.
+        publish: called with each result that is newer than every result published before
+            for the same camera.
+        config: rates and limits (``rate_hz`` is per camera; ``max_in_flight`` is shared).
         clock_ns: current time in the frames' stamp clock (ROS time; sim time in replays).
+        on_error: called with a frame whose processing raised or timed out.
+        cameras: the camera keys ``submit`` accepts; the default is one unnamed camera.
     """
 
     def __init__(
@@ -167,34 +221,67 @@ class FrameScheduler(Generic[FrameT, ResultT]):
         config: SchedulerConfig,
         clock_ns: Callable[[], int] = time.time_ns,
         on_error: Callable[[StampedFrame[FrameT], BaseException], None] | None = None,
+        cameras: Sequence[str] = ('',),
     ) -> None:
+        if not cameras or len(set(cameras)) != len(cameras):
+            raise ValueError(f'cameras must be distinct and at least one, got {list(cameras)}')
         self._process = process
         self._publish = publish
         self._config = config
         self._clock_ns = clock_ns
         self._on_error = on_error
-        self.slot: LatestFrameSlot[FrameT] = LatestFrameSlot()
+        self.lanes: dict[str, CameraLane[FrameT]] = {name: CameraLane(name) for name in cameras}
         self._stream_slots = asyncio.Semaphore(config.max_in_flight)
         self._priority_slots = asyncio.Semaphore(config.priority_in_flight)
         self._wakeup = asyncio.Event()
-        self._last_published_stamp_ns = -1
-        # Token bucket for rate_hz: tokens accrue at rate_hz up to RATE_BURST, one per dispatch.
-        self._tokens = float(RATE_BURST)
-        self._tokens_at_s = time.monotonic()
         self._tasks: set[asyncio.Task[None]] = set()
-        self.drops: Counter[str] = Counter()
-        self.published = 0
-        self.in_flight = 0
         self.priority_waiting = 0
 
     @property
     def config(self) -> SchedulerConfig:
         return self._config
 
-    def reset_watermarks(self) -> None:
-        """Forget the newest stamps seen (time jumped backwards: a looping bag, a sim reset)."""
-        self.slot.reset()
-        self._last_published_stamp_ns = -1
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.lanes)
+
+    @property
+    def slot(self) -> LatestFrameSlot[FrameT]:
+        """The first camera's slot (the only one with a single camera)."""
+        return next(iter(self.lanes.values())).slot
+
+    @property
+    def drops(self) -> Counter[str]:
+        """The first camera's drop counter, superseded frames aside (see :meth:`drop_counts`)."""
+        return next(iter(self.lanes.values())).drops
+
+    @property
+    def published(self) -> int:
+        """Results published, all cameras."""
+        return sum(lane.published for lane in self.lanes.values())
+
+    @property
+    def in_flight(self) -> int:
+        """Stream requests running now, all cameras."""
+        return sum(lane.in_flight for lane in self.lanes.values())
+
+    def queue_depth(self, camera: str | None = None) -> int:
+        """Frames waiting in the slots (of one camera, or of all)."""
+        lanes = self.lanes.values() if camera is None else (self._lane(camera),)
+        return sum(lane.slot.peek() is not None for lane in lanes)
+
+    def _lane(self, camera: str) -> CameraLane[FrameT]:
+        lane = self.lanes.get(camera)
+        if lane is None:
+            raise KeyError(f'unknown camera {camera!r}; the scheduler has {list(self.lanes)}')
+        return lane
+
+    def reset_watermarks(self, camera: str | None = None) -> None:
+        """Forget the newest stamps seen (time jumped backwards: a looping bag, a sim reset),
+        of one camera or of all."""
+        for lane in self.lanes.values() if camera is None else (self._lane(camera),):
+            lane.slot.reset()
+            lane.last_published_stamp_ns = -1
 
     def reconfigure(self, config: SchedulerConfig) -> None:
         """Apply a new rate and max age at once (in-flight limits are fixed at construction)."""
@@ -202,7 +289,8 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
     @property
     def last_published_stamp_ns(self) -> int:
-        return self._last_published_stamp_ns
+        """The first camera's newest published stamp (the only one with a single camera)."""
+        return next(iter(self.lanes.values())).last_published_stamp_ns
 
     def submit(
         self,
@@ -210,85 +298,104 @@ class FrameScheduler(Generic[FrameT, ResultT]):
         frame: FrameT,
         loop: asyncio.AbstractEventLoop | None,
         reference_ns: int | None = None,
+        camera: str = '',
     ) -> None:
-        """Store a new frame (any thread) and wake the worker on ``loop``; ``reference_ns``
-        replaces the stamp as the origin of its age (see StampedFrame)."""
-        if self.slot.put(stamp_ns, frame, self._clock_ns(), reference_ns) and loop is not None:
+        """Store a new frame of ``camera`` (any thread) and wake the worker on ``loop``;
+        ``reference_ns`` replaces the stamp as the origin of its age (see StampedFrame)."""
+        lane = self._lane(camera)
+        if lane.slot.put(stamp_ns, frame, self._clock_ns(), reference_ns) and loop is not None:
             loop.call_soon_threadsafe(self._wakeup.set)
 
-    def drop_counts(self) -> dict[str, int]:
-        counts = dict(self.drops)
-        counts[DROP_SUPERSEDED] = self.slot.superseded
-        return counts
+    def drop_counts(self, camera: str | None = None) -> dict[str, int]:
+        """Drops by reason, of one camera or summed over all."""
+        if camera is not None:
+            return self._lane(camera).drop_counts()
+        total: Counter[str] = Counter()
+        for lane in self.lanes.values():
+            total.update(lane.drop_counts())
+        return dict(total)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch loop; returns when ``stop`` is set (in-flight requests are awaited)."""
+        loop = asyncio.get_running_loop()
         while not stop.is_set():
-            wait_s = self._token_wait_s()
-            if wait_s > 0:
-                await _wait_any(stop, None, wait_s)
-                continue
-            if self.slot.peek() is None:
-                self._wakeup.clear()
-                await _wait_any(stop, self._wakeup, 0.5)
+            # Cleared before looking, in the same step: a frame stored after this sets it again.
+            self._wakeup.clear()
+            lane, wait_s = self._next_lane(loop.time())
+            if lane is None:
+                # Nothing to send: wait for a frame, or for a waiting camera's rate token.
+                await _wait_any(stop, self._wakeup, 0.5 if wait_s is None else wait_s)
                 continue
             await self._stream_slots.acquire()
-            frame = self.slot.take() if not stop.is_set() else None
-            if frame is None:
+            # The wait for a slot may have been long: choose again among what is there now.
+            lane, _ = self._next_lane(loop.time()) if not stop.is_set() else (None, None)
+            frame = lane.slot.take() if lane is not None else None
+            if lane is None or frame is None:
                 self._stream_slots.release()
                 continue
             if frame.age_s(self._clock_ns()) > self._config.max_age_s:
-                self.drops[DROP_STALE] += 1
+                lane.drops[DROP_STALE] += 1  # not served: its next frame keeps its turn
                 self._stream_slots.release()
                 continue
-            self._tokens -= 1.0
+            lane.served_at_s = loop.time()
+            lane.tokens -= 1.0
             frame = replace(
-                frame, taken_ns=self._clock_ns(), deadline=Deadline.after(self._config.timeout_s)
+                frame,
+                taken_ns=self._clock_ns(),
+                deadline=Deadline.after(self._config.timeout_s),
+                camera=lane.camera,
             )
-            task = asyncio.ensure_future(self._run_one(frame))
+            task = asyncio.ensure_future(self._run_one(lane, frame))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
         if self._tasks:
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    def _token_wait_s(self) -> float:
-        """Seconds until a dispatch is allowed by ``rate_hz`` (0: now).
+    def _next_lane(self, now_s: float) -> tuple[CameraLane[FrameT] | None, float | None]:
+        """The camera to serve next: of those with a frame waiting and a rate token, the one
+        served least recently (ties: the order of ``cameras``). Else (None, seconds until a
+        waiting camera gets a token), or (None, None) when no frame waits.
 
-        A bucket of RATE_BURST tokens rather than a fixed gap since the last dispatch: a frame
-        that arrives late (a repaired sample) right before the next one must not make that one
-        wait a whole period, nor be superseded by it, while the long-run rate stays bounded.
+        ``rate_hz`` is a token bucket of RATE_BURST tokens rather than a fixed gap since the
+        last dispatch: a frame that arrives late (a repaired sample) right before the next one
+        must not make that one wait a whole period, nor be superseded by it, while the
+        long-run rate stays bounded.
         """
-        rate_hz = self._config.rate_hz
-        if rate_hz <= 0:
-            return 0.0
-        now_s = time.monotonic()
-        self._tokens = min(RATE_BURST, self._tokens + (now_s - self._tokens_at_s) * rate_hz)
-        self._tokens_at_s = now_s
-        return 0.0 if self._tokens >= 1.0 else (1.0 - self._tokens) / rate_hz
+        chosen: CameraLane[FrameT] | None = None
+        token_wait_s: float | None = None
+        for lane in self.lanes.values():
+            if lane.slot.peek() is None:
+                continue
+            wait_s = lane.refill(self._config.rate_hz, now_s)
+            if wait_s > 0:
+                token_wait_s = wait_s if token_wait_s is None else min(token_wait_s, wait_s)
+            elif chosen is None or lane.served_at_s < chosen.served_at_s:
+                chosen = lane
+        return (chosen, None) if chosen is not None else (None, token_wait_s)
 
-    async def _run_one(self, frame: StampedFrame[FrameT]) -> None:
-        self.in_flight += 1
+    async def _run_one(self, lane: CameraLane[FrameT], frame: StampedFrame[FrameT]) -> None:
+        lane.in_flight += 1
         try:
             budget_s = frame.deadline.remaining_s() if frame.deadline else self._config.timeout_s
             result = await asyncio.wait_for(self._process(frame), budget_s)
         except asyncio.TimeoutError as error:
-            self.drops[DROP_TIMEOUT] += 1
+            lane.drops[DROP_TIMEOUT] += 1
             if self._on_error is not None:
                 self._on_error(frame, error)
             return
         except Exception as error:  # noqa: BLE001 - reported, never kills the worker
-            self.drops[DROP_FAILED] += 1
+            lane.drops[DROP_FAILED] += 1
             if self._on_error is not None:
                 self._on_error(frame, error)
             return
         finally:
-            self.in_flight -= 1
+            lane.in_flight -= 1
             self._stream_slots.release()
-        if frame.stamp_ns <= self._last_published_stamp_ns:
-            self.drops[DROP_OUT_OF_ORDER] += 1
+        if frame.stamp_ns <= lane.last_published_stamp_ns:
+            lane.drops[DROP_OUT_OF_ORDER] += 1
             return
-        self._last_published_stamp_ns = frame.stamp_ns
-        self.published += 1
+        lane.last_published_stamp_ns = frame.stamp_ns
+        lane.published += 1
         self._publish(frame, result)
 
     async def run_priority(

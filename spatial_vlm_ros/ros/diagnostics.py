@@ -9,6 +9,8 @@ diagnostic_aggregator and rqt_robot_monitor group and show them:
   fail (unreachable server, timeouts); WARN when some fail or the model output is unusable;
 * ``<node>: pipeline``: scenes per second, latency p50/p95 overall and per stage, drops by
   reason; WARN while frames are dropped beyond the newest-frame policy;
+* ``<node>: <camera> pipeline``, with several cameras, one per camera: the same for that
+  camera's scenes, drops and inputs;
 * ``<node>: <topic> topic status``, one per input (rate and stamp-age checks, missing
   publishers with look-alike topics, wrong types, lost samples, clock offsets: see
   ``core/input_health.py``).
@@ -136,17 +138,28 @@ def input_stages_ms(frame: StampedFrame[RgbdSet]) -> dict[str, float]:
     }
 
 
-def pipeline_values(scheduler: Any, inputs: Any, transforms: Any) -> dict[str, str]:
-    """Cumulative counters of the pipeline status (state, scenes, drops, pairing, inputs)."""
-    values: dict[str, str] = {
-        'state': 'active' if scheduler is not None else 'inactive',
-        'published_scenes': str(scheduler.published if scheduler else 0),
-        'in_flight': str(scheduler.in_flight if scheduler else 0),
-        'queue_depth': str(int(scheduler is not None and scheduler.slot.peek() is not None)),
-        'tf': transforms.status if transforms is not None else 'n/a',
-    }
-    if scheduler is not None:
-        values.update({f'drops.{k}': str(v) for k, v in scheduler.drop_counts().items()})
+def pipeline_values(
+    scheduler: Any, inputs: Any, transforms: Any, camera: str | None = None
+) -> dict[str, str]:
+    """Cumulative counters of the pipeline status (state, scenes, drops, pairing, inputs).
+
+    ``camera`` None: the whole node (``inputs`` the single camera's, or None with several);
+    a camera name: that camera's share of the scheduler and its ``inputs``.
+    """
+    values: dict[str, str] = {'state': 'active' if scheduler is not None else 'inactive'}
+    if camera is None:
+        values['published_scenes'] = str(scheduler.published if scheduler else 0)
+        values['in_flight'] = str(scheduler.in_flight if scheduler else 0)
+        values['queue_depth'] = str(scheduler.queue_depth() if scheduler else 0)
+        values['tf'] = transforms.status if transforms is not None else 'n/a'
+        if scheduler is not None:
+            values.update({f'drops.{k}': str(v) for k, v in scheduler.drop_counts().items()})
+    elif scheduler is not None:
+        lane = scheduler.lanes[camera]
+        values['published_scenes'] = str(lane.published)
+        values['in_flight'] = str(lane.in_flight)
+        values['queue_depth'] = str(scheduler.queue_depth(camera))
+        values.update({f'drops.{k}': str(v) for k, v in lane.drop_counts().items()})
     if inputs is not None:
         mono_ns = time.monotonic_ns()
         for stream, monitor in inputs.monitors.items():
@@ -160,6 +173,33 @@ def pipeline_values(scheduler: Any, inputs: Any, transforms: Any) -> dict[str, s
     return values
 
 
+class SceneWindow:
+    """Published scenes, their latencies and stages, and drops, of the node or one camera."""
+
+    def __init__(self) -> None:
+        self.latencies_ms: deque[float] = deque(maxlen=200)
+        self.stages: dict[str, deque[float]] = {stage: deque(maxlen=200) for stage in STAGES}
+        self.scene_times: deque[float] = deque(maxlen=1000)
+        self.drops: deque[tuple[float, str]] = deque(maxlen=1000)
+        self.drop_totals: dict[str, int] = {}
+
+    def record_scene(
+        self, now_s: float, latency_ms: float, stages_ms: Mapping[str, float]
+    ) -> None:
+        self.scene_times.append(now_s)
+        self.latencies_ms.append(latency_ms)
+        for stage, value in stages_ms.items():
+            if stage in self.stages and math.isfinite(value):
+                self.stages[stage].append(value)
+
+    def record_drop_totals(self, now_s: float, totals: Mapping[str, int]) -> None:
+        for reason, total in totals.items():
+            new = total - self.drop_totals.get(reason, 0)
+            for _ in range(max(0, min(new, 100))):
+                self.drops.append((now_s, reason))
+            self.drop_totals[reason] = total
+
+
 class DiagnosticsReporter:
     """Collects what happens (scenes, stage latencies, engine outcomes, drops) and builds the
     node's DiagnosticArray."""
@@ -169,23 +209,23 @@ class DiagnosticsReporter:
         self.errors = ErrorLog(logger)
         self.engine = EngineState()
         self._lock = threading.Lock()
-        self._latencies_ms: deque[float] = deque(maxlen=200)
-        self._stages: dict[str, deque[float]] = {stage: deque(maxlen=200) for stage in STAGES}
-        self._scene_times: deque[float] = deque(maxlen=1000)
+        self._node_window = SceneWindow()
+        self._camera_windows: dict[str, SceneWindow] = {}  # with several cameras
         self._engine_calls: deque[tuple[float, bool, str]] = deque(maxlen=50)
-        self._drops: deque[tuple[float, str]] = deque(maxlen=1000)
-        self._drop_totals: dict[str, int] = {}
 
     # ------------------------------------------------------------------ recording
 
-    def record_scene(self, latency_ms: float, stages_ms: Mapping[str, float]) -> None:
-        """A published scene, its latency and its per-stage breakdown (NaN: not measured)."""
+    def record_scene(
+        self, latency_ms: float, stages_ms: Mapping[str, float], camera: str = ''
+    ) -> None:
+        """A published scene, its latency and its per-stage breakdown (NaN: not measured);
+        counted for the node and, when named, for its camera."""
+        now_s = time.monotonic()
         with self._lock:
-            self._scene_times.append(time.monotonic())
-            self._latencies_ms.append(latency_ms)
-            for stage, value in stages_ms.items():
-                if stage in self._stages and math.isfinite(value):
-                    self._stages[stage].append(value)
+            self._node_window.record_scene(now_s, latency_ms, stages_ms)
+            if camera:
+                window = self._camera_windows.setdefault(camera, SceneWindow())
+                window.record_scene(now_s, latency_ms, stages_ms)
 
     def record_engine_call(self, ok: bool, error: str = '') -> None:
         with self._lock:
@@ -207,25 +247,35 @@ class DiagnosticsReporter:
 
         health.add_done_callback(done)
 
-    def record_drop_totals(self, totals: Mapping[str, int]) -> None:
-        """The scheduler's cumulative drop counters; increments become windowed events."""
+    def record_drop_totals(self, totals: Mapping[str, int], camera: str = '') -> None:
+        """The scheduler's cumulative drop counters (of the node, or of a named camera);
+        increments become windowed events."""
         now_s = time.monotonic()
         with self._lock:
-            for reason, total in totals.items():
-                new = total - self._drop_totals.get(reason, 0)
-                for _ in range(max(0, min(new, 100))):
-                    self._drops.append((now_s, reason))
-                self._drop_totals[reason] = total
+            if camera:
+                window = self._camera_windows.setdefault(camera, SceneWindow())
+            else:
+                window = self._node_window
+            window.record_drop_totals(now_s, totals)
 
     def reset_drop_totals(self) -> None:
         with self._lock:
-            self._drop_totals = {}
+            for window in (self._node_window, *self._camera_windows.values()):
+                window.drop_totals = {}
 
     # ------------------------------------------------------------------ statuses
 
-    def stage_percentiles(self) -> dict[str, tuple[float, float]]:
+    def _window(self, camera: str) -> SceneWindow:
+        return (
+            self._camera_windows.setdefault(camera, SceneWindow())
+            if camera
+            else (self._node_window)
+        )
+
+    def stage_percentiles(self, camera: str = '') -> dict[str, tuple[float, float]]:
         with self._lock:
-            samples = {stage: list(values) for stage, values in self._stages.items()}
+            window = self._window(camera)
+            samples = {stage: list(values) for stage, values in window.stages.items()}
         return {
             stage: (float(np.percentile(values, 50)), float(np.percentile(values, 95)))
             for stage, values in samples.items()
@@ -269,13 +319,16 @@ class DiagnosticsReporter:
         return OK, f'{engine.kind} engine ok', values
 
     def pipeline_status(
-        self, now_s: float, active: bool, values: dict[str, str]
+        self, now_s: float, active: bool, values: dict[str, str], camera: str = ''
     ) -> tuple[int, str, dict[str, str]]:
+        """The pipeline status of the node, or of one named camera (its scenes, latencies and
+        drops; errors and frame problems are on the node's status)."""
         horizon = now_s - WINDOW_S
         with self._lock:
-            latencies = list(self._latencies_ms)
-            scenes = sum(1 for when in self._scene_times if when >= horizon)
-            drops = Counter(reason for when, reason in self._drops if when >= horizon)
+            window = self._window(camera)
+            latencies = list(window.latencies_ms)
+            scenes = sum(1 for when in window.scene_times if when >= horizon)
+            drops = Counter(reason for when, reason in window.drops if when >= horizon)
         rate = scenes / WINDOW_S
         merged = {
             'scenes per second': f'{rate:.2f}',
@@ -283,12 +336,13 @@ class DiagnosticsReporter:
             'latency_p95_ms': f'{np.percentile(latencies, 95):.1f}' if latencies else 'n/a',
             **values,
         }
-        for stage, (p50, p95) in self.stage_percentiles().items():
+        for stage, (p50, p95) in self.stage_percentiles(camera).items():
             merged[f'stage.{stage}_ms.p50'] = f'{p50:.1f}'
             merged[f'stage.{stage}_ms.p95'] = f'{p95:.1f}'
         errors, last_error = self.errors.snapshot()
-        merged['last_error'] = last_error
-        merged.update({f'errors.{kind}': str(count) for kind, count in errors.items()})
+        if not camera:  # errors are the node's (they name their topic), not split by camera
+            merged['last_error'] = last_error
+            merged.update({f'errors.{kind}': str(count) for kind, count in errors.items()})
         if not active:
             return OK, 'inactive', merged
         # Superseded frames are the newest-frame policy working, not a problem; a drop now and
@@ -297,7 +351,7 @@ class DiagnosticsReporter:
         dropped = sum(problems.values())
         if dropped < DROP_ALARM or dropped < DROP_ALARM_SHARE * (dropped + scenes):
             problems = {}
-        recent_errors = self.errors.recent()
+        recent_errors = {} if camera else self.errors.recent()
         frame_errors = recent_errors.get('frame', 0) + recent_errors.get('input_warning', 0)
         summary = f'{rate:.1f} scenes/s'
         if latencies:
@@ -316,12 +370,19 @@ class DiagnosticsReporter:
         active: bool,
         pipeline_values: dict[str, str],
         inputs: Iterable[StreamStatus] = (),
+        cameras: Mapping[str, dict[str, str]] | None = None,
     ) -> DiagnosticArray:
+        """The DiagnosticArray; ``cameras`` (with several) maps each camera's name to its
+        pipeline values, published as one ``<node>: <camera> pipeline`` status each."""
         now_s = time.monotonic()
         statuses = []
         for task, (level, message, values) in (
             ('engine', self.engine_status(now_s)),
             ('pipeline', self.pipeline_status(now_s, active, pipeline_values)),
+            *(
+                (f'{camera} pipeline', self.pipeline_status(now_s, active, values, camera))
+                for camera, values in (cameras or {}).items()
+            ),
         ):
             statuses.append(self._status(task, level, message, values))
         for stream_status in inputs:

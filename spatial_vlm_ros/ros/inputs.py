@@ -1,7 +1,9 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """One camera's inputs: the topic table, subscriptions with matched QoS, starvation checks, the
-stamp gate, and pairing by stamp. A node may own several (one per camera namespace).
+stamp gate, and pairing by stamp. A node owns one per camera (``cameras``: one per namespace),
+each with its own pairer, health monitors and clock offset, and each paired set says which
+camera it came from (``RgbdSet.camera``).
 
 Subscription callbacks only store: stamps are checked, messages paired, and each completed
 RGB-D set handed to ``on_paired``; decoding happens later, on the worker.
@@ -44,6 +46,7 @@ from spatial_vlm_ros.core.types import SpatialVlmError
 from spatial_vlm_ros.ros import conversions, qos
 from spatial_vlm_ros.ros.diagnostics import ErrorLog
 from spatial_vlm_ros.ros.transport_probe import TransportProbe, node_transports, probe_applies
+from spatial_vlm_ros.settings import camera_namespaces
 
 FUTURE_STAMP_TOLERANCE_NS = 5 * 10**9  # clock skew allowed between camera and node
 TIME_JUMP_BACK_NS = 5 * 10**9  # a stream going back further restarts pairing (bag loop)
@@ -63,14 +66,15 @@ class InputTopics:
     depth_transport: str = 'raw'
 
     @classmethod
-    def from_values(cls, values: Mapping[str, Any]) -> InputTopics:
-        """From node parameters; the deprecated ``compressed_input`` switches both streams."""
+    def from_values(cls, values: Mapping[str, Any], namespace: str | None = None) -> InputTopics:
+        """From node parameters (``namespace`` replaces ``camera_namespace``); the deprecated
+        ``compressed_input`` switches both streams."""
         color_transport = str(values['image_transport'])
         depth_transport = str(values['depth_image_transport'])
         if values.get('compressed_input'):
             color_transport, depth_transport = 'compressed', 'compressedDepth'
         return cls(
-            namespace=str(values['camera_namespace']),
+            namespace=str(values['camera_namespace']) if namespace is None else namespace,
             color=str(values['color_topic']),
             depth=str(values['depth_topic']),
             info=str(values['camera_info_topic']),
@@ -91,6 +95,15 @@ class InputTopics:
         if name.startswith('/') or not self.namespace:
             return name
         return self.namespace.rstrip('/') + '/' + name
+
+
+def camera_topics(values: Mapping[str, Any]) -> dict[str, InputTopics]:
+    """Camera name -> its topics, for every camera the node serves (``cameras``, or the one at
+    ``camera_namespace``; see ``settings.camera_namespaces`` for the names)."""
+    return {
+        name: InputTopics.from_values(values, namespace)
+        for name, namespace in camera_namespaces(values).items()
+    }
 
 
 def _message_type(transport: str) -> type:
@@ -129,6 +142,8 @@ class CameraInputs:
             clock is offset from the node's).
         on_time_jump: called when the stream's stamps jump back (a looping bag).
         max_frame_age_s: the scheduler's limit, which decides when an offset matters.
+        name: the camera's name in the node ('' with a single camera), carried by every
+            paired set (``RgbdSet.camera``).
     """
 
     def __init__(
@@ -143,8 +158,10 @@ class CameraInputs:
         on_paired: Callable[[RgbdSet, int | None], None],
         on_time_jump: Callable[[], None],
         max_frame_age_s: float = 1.0,
+        name: str = '',
     ) -> None:
         self._node = node
+        self.name = name
         self.input_topics = topics
         self._qos_mode = qos_mode
         self._errors = errors
@@ -152,7 +169,7 @@ class CameraInputs:
         self._on_paired = on_paired
         self._on_time_jump = on_time_jump
         self.max_frame_age_s = max_frame_age_s
-        self.pairer = StampPairer(pairing)
+        self.pairer = StampPairer(pairing, camera=name)
         self._subscriptions: dict[str, Any] = {}
         self._newest_stamp_ns: dict[str, int] = {}
         self.monitors = {stream: StreamMonitor() for stream in STREAMS}
@@ -229,7 +246,10 @@ class CameraInputs:
             if _qos_signature(publishers) != self._qos_signature.get(stream):
                 changed = True
         if changed:
-            self._node.get_logger().info('camera publishers changed; re-matching input QoS')
+            camera = f' ({self.name})' if self.name else ''
+            self._node.get_logger().info(
+                f'camera publishers changed{camera}; re-matching input QoS'
+            )
             subscribed_mono_ns = self._subscribed_mono_ns
             self.unsubscribe()
             self.subscribe()

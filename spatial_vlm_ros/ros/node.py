@@ -43,7 +43,7 @@ from spatial_vlm_ros.core.types import SpatialVlmError
 from spatial_vlm_ros.engines.base import EngineUnavailableError
 from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline
 from spatial_vlm_ros.ros.diagnostics import DiagnosticsReporter, pipeline_values
-from spatial_vlm_ros.ros.inputs import CameraInputs, InputTopics
+from spatial_vlm_ros.ros.inputs import CameraInputs, camera_topics
 from spatial_vlm_ros.ros.memory_io import MemoryOutputs, RememberedCandidates
 from spatial_vlm_ros.ros.outputs import SceneOutputs
 from spatial_vlm_ros.ros.parameters import PARAMETERS, descriptor, validate, values_of
@@ -70,8 +70,9 @@ class SpatialVlmNode(LifecycleNode):
 
     def __init__(self, **kwargs: Any) -> None:
         self._pipeline: SpatialPipeline | None = None
-        self._inputs: CameraInputs | None = None
-        self._outputs: SceneOutputs | None = None
+        # One entry per camera, by name ('' for the single camera); see settings.cameras.
+        self._camera_inputs: dict[str, CameraInputs] = {}
+        self._camera_outputs: dict[str, SceneOutputs] = {}
         self._tf: TransformSource | None = None
         self._memory_outputs: MemoryOutputs | None = None
         self._handles: list[Any] = []  # services and timers of the configured node
@@ -90,7 +91,7 @@ class SpatialVlmNode(LifecycleNode):
             self._reporter,
             self._snapshots,
             pipeline=lambda: self._pipeline,
-            clock_offset_ns=lambda: self._inputs.clock_offset_ns if self._inputs else None,
+            clock_offset_ns=self._clock_offset_ns,
             transforms=lambda: self._tf,
             publish=self._publish_outputs,
             now_ns=self._now_ns,
@@ -127,10 +128,25 @@ class SpatialVlmNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart)
 
     def _publish_outputs(self, paired: Any, scene: Any) -> None:
-        if self._outputs is not None:
-            self._outputs.publish(paired, scene)
+        outputs = self._camera_outputs.get(paired.camera)
+        if outputs is not None:
+            outputs.publish(paired, scene)
         if self._memory_outputs is not None:
             self._memory_outputs.publish(scene.camera_frame_id)
+
+    def _clock_offset_ns(self, camera: str) -> int | None:
+        inputs = self._camera_inputs.get(camera)
+        return inputs.clock_offset_ns if inputs is not None else None
+
+    @property
+    def _inputs(self) -> CameraInputs | None:
+        """The first camera's inputs (the only ones with a single camera); None unconfigured."""
+        return next(iter(self._camera_inputs.values()), None)
+
+    @property
+    def _outputs(self) -> SceneOutputs | None:
+        """The first camera's outputs (the only ones with a single camera)."""
+        return next(iter(self._camera_outputs.values()), None)
 
     @property
     def _scheduler(self) -> FrameScheduler[Any, Any] | None:
@@ -179,23 +195,33 @@ class SpatialVlmNode(LifecycleNode):
         # Compiled lifting kernels loaded (or compiled) now, not on the first frame.
         self.get_logger().info(f'lifting kernels ready in {warm_up_lifting():.2f} s')
         self._snapshots.resize(int(values['query_buffer_frames']))
-        self._inputs = CameraInputs(
-            self,
-            topics=InputTopics.from_values(values),
-            qos_mode=str(values['input_qos']),
-            pairing=PairingConfig.from_seconds(
-                slop_s=values['sync_slop_s'], min_interval_s=values['sync_min_interval_s']
-            ),
-            errors=self._reporter.errors,
-            callback_group=self._input_group,
-            on_paired=self._stream.on_paired,
-            on_time_jump=self._stream.on_time_jump,
-            max_frame_age_s=float(values['max_frame_age_s']),
+        pairing = PairingConfig.from_seconds(
+            slop_s=values['sync_slop_s'], min_interval_s=values['sync_min_interval_s']
         )
+        cameras = camera_topics(values)
+        for name, topics in cameras.items():
+            self._camera_inputs[name] = CameraInputs(
+                self,
+                topics=topics,
+                qos_mode=str(values['input_qos']),
+                pairing=pairing,
+                errors=self._reporter.errors,
+                callback_group=self._input_group,
+                on_paired=self._stream.on_paired,
+                on_time_jump=lambda name=name: self._stream.on_time_jump(name),
+                max_frame_age_s=float(values['max_frame_age_s']),
+                name=name,
+            )
+            self._camera_outputs[name] = SceneOutputs(self, pipeline.rgb_of, name)
         self._tf = TransformSource(
             self, self.get_logger(), float(values['tf_timeout_s']), callback_group=self._tf_group
         )
-        self._outputs = SceneOutputs(self, pipeline.rgb_of)
+        if len(cameras) > values['max_in_flight']:
+            self.get_logger().warning(
+                f'{len(cameras)} cameras share max_in_flight={values["max_in_flight"]}: they '
+                f'are served in turn but their requests cannot be batched; set max_in_flight '
+                f'to {len(cameras)} or more'
+            )
         if pipeline.memory is not None:
             self._memory_outputs = MemoryOutputs(
                 self,
@@ -204,7 +230,16 @@ class SpatialVlmNode(LifecycleNode):
                 callback_group=self._service_group,
                 save_period_s=float(values['memory_save_period_s']),
             )
-            if not pipeline.memory.memory_frame:
+            if not pipeline.memory.memory_frame and len(cameras) > 1:
+                # The memory adopts the first camera's optical frame; the other cameras'
+                # objects then get fresh ids every frame (each scene says why).
+                self.get_logger().warning(
+                    f'object memory in the camera frame (memory_frame and target_frame are '
+                    f'empty) with {len(cameras)} cameras: only the first camera to send a frame '
+                    f'is remembered; set memory_frame to a frame all cameras share (base_link, '
+                    f'odom or map)'
+                )
+            elif not pipeline.memory.memory_frame:
                 self.get_logger().warning(
                     'object memory in the camera frame (memory_frame and target_frame are '
                     'empty): ids stay right only while the camera does not move; on a moving '
@@ -219,9 +254,10 @@ class SpatialVlmNode(LifecycleNode):
             ),
             self.create_timer(HEALTH_PERIOD_S, self._probe_engine),
         ]
+        named = f' cameras={",".join(cameras)}' if len(cameras) > 1 else ''
         self.get_logger().info(
             f'configured: engine={values["engine"]} model={values["model"]} '
-            f'rate={values["rate_hz"]} Hz in_flight={values["max_in_flight"]}'
+            f'rate={values["rate_hz"]} Hz in_flight={values["max_in_flight"]}{named}'
         )
         return super().on_configure(state)
 
@@ -262,7 +298,7 @@ class SpatialVlmNode(LifecycleNode):
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Subscribe to the camera and start the scheduler. SUCCESS leads to active."""
-        if self._pipeline is None or self._worker.loop is None or self._inputs is None:
+        if self._pipeline is None or self._worker.loop is None or not self._camera_inputs:
             self.get_logger().error('activate without a configured pipeline')
             return TransitionCallbackReturn.ERROR
         values = self._values()
@@ -272,10 +308,12 @@ class SpatialVlmNode(LifecycleNode):
                 max_in_flight=values['max_in_flight'],
                 max_age_s=values['max_frame_age_s'],
                 timeout_s=values['request_timeout_s'],
-            )
+            ),
+            cameras=tuple(self._camera_inputs),
         )
-        self._inputs.subscribe()
-        self._recheck_timer = self.create_timer(RECHECK_PERIOD_S, self._inputs.recheck)
+        for inputs in self._camera_inputs.values():
+            inputs.subscribe()
+        self._recheck_timer = self.create_timer(RECHECK_PERIOD_S, self._recheck_inputs)
         self.get_logger().info('active: waiting for paired RGB, depth and CameraInfo')
         # The parent switches the lifecycle publishers on; then late joiners of ~/objects get
         # the memory (e.g. loaded from memory_file) before the first frame.
@@ -317,9 +355,16 @@ class SpatialVlmNode(LifecycleNode):
         if self._recheck_timer is not None:
             self.destroy_timer(self._recheck_timer)
             self._recheck_timer = None
-        if self._inputs is not None:
-            self._inputs.unsubscribe()
+        for inputs in self._camera_inputs.values():
+            inputs.unsubscribe()
         self._stream.stop(self.get_logger())
+
+    def _recheck_inputs(self) -> None:
+        for inputs in self._camera_inputs.values():
+            try:
+                inputs.recheck()
+            except Exception as error:  # noqa: BLE001 - timer boundary: a bug must not end us
+                self._reporter.errors.report_exception('input', error)
 
     def _teardown(self) -> None:
         if self._memory_outputs is not None:
@@ -342,12 +387,12 @@ class SpatialVlmNode(LifecycleNode):
             else:
                 self.destroy_timer(handle)
         self._handles = []
-        if self._outputs is not None:
-            self._outputs.destroy()
-            self._outputs = None
-        if self._inputs is not None:
-            self._inputs.close()
-            self._inputs = None
+        for outputs in self._camera_outputs.values():
+            outputs.destroy()
+        self._camera_outputs = {}
+        for inputs in self._camera_inputs.values():
+            inputs.close()
+        self._camera_inputs = {}
         self._reporter.engine.configured = False
         self._snapshots.clear()
 
@@ -375,8 +420,8 @@ class SpatialVlmNode(LifecycleNode):
                     max_age_s=values['max_frame_age_s'],
                 )
             )
-        if self._inputs is not None:
-            self._inputs.max_frame_age_s = float(values['max_frame_age_s'])
+        for inputs in self._camera_inputs.values():
+            inputs.max_frame_age_s = float(values['max_frame_age_s'])
         if self._tf is not None:
             self._tf.timeout_s = float(values['tf_timeout_s'])
 
@@ -386,17 +431,42 @@ class SpatialVlmNode(LifecycleNode):
             self._reporter.probe_engine(self._worker.submit(pipeline.engine.health()))
 
     def _publish_diagnostics(self) -> None:
-        scheduler, inputs = self._scheduler, self._inputs
+        # A timer callback that raises ends the executor's spin, and with it the node: a bug
+        # in a status is logged with its traceback and counted instead.
+        try:
+            self._publish_diagnostics_now()
+        except Exception as error:  # noqa: BLE001 - timer boundary, traceback logged
+            self._reporter.errors.report_exception('diagnostics', error)
+
+    def _publish_diagnostics_now(self) -> None:
+        scheduler, cameras = self._scheduler, self._camera_inputs
+        several = len(cameras) > 1
         if scheduler is not None:
             self._reporter.record_drop_totals(scheduler.drop_counts())
-        streams = []
-        if inputs is not None and inputs.subscribed:
-            streams = list(inputs.assess(bool(self.get_parameter('use_sim_time').value)).values())
+            if several:
+                for name in scheduler.cameras:
+                    self._reporter.record_drop_totals(scheduler.drop_counts(name), name)
+        use_sim_time = bool(self.get_parameter('use_sim_time').value)
+        streams = [
+            status
+            for inputs in cameras.values()
+            if inputs.subscribed
+            for status in inputs.assess(use_sim_time).values()
+        ]
         array = self._reporter.build(
             self.get_clock().now().to_msg(),
             active=scheduler is not None,
-            pipeline_values=pipeline_values(scheduler, inputs, self._tf),
+            # With several cameras, each one's inputs are on its own status.
+            pipeline_values=pipeline_values(
+                scheduler, None if several else self._inputs, self._tf
+            ),
             inputs=streams,
+            cameras={
+                name: pipeline_values(scheduler, inputs, None, camera=name)
+                for name, inputs in cameras.items()
+            }
+            if several
+            else None,
         )
         self._diagnostics_publisher.publish(array)
 

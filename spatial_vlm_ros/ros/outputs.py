@@ -1,7 +1,8 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """The node's scene outputs: ``~/scene``, ``~/scene_json``, ``~/markers``, ``~/annotated_image``
-and, where vision_msgs is installed, ``~/detections`` (vision_msgs/Detection3DArray).
+and, where vision_msgs is installed, ``~/detections`` (vision_msgs/Detection3DArray); with
+several cameras, one set per camera under ``~/<camera>/``.
 
 Lifecycle publishers, created on configure and destroyed on cleanup. JSON, markers and the
 annotated image cost milliseconds per scene, so they are only built while someone subscribes.
@@ -28,32 +29,45 @@ from spatial_vlm_ros.ros import conversions, qos
 from spatial_vlm_ros.ros.markers import scene_markers
 
 
+def output_prefix(camera: str) -> str:
+    """Where a camera's scene topics go: ``~/`` for the single camera (''), else
+    ``~/<camera>/`` (docs/NODE.md, "Several cameras")."""
+    return f'~/{camera}/' if camera else '~/'
+
+
 class SceneOutputs:
-    """The scene publishers of one node.
+    """The scene publishers of one camera: ``~/scene`` ... with a single camera, ``~/<camera>/
+    scene`` ... for each of several (``camera``).
 
     ``rgb_of`` gives the decoded colour image of a paired set (the pipeline keeps the newest
     few), so drawing the annotated image does not decode the frame again.
     """
 
     def __init__(
-        self, node: LifecycleNode, rgb_of: Callable[[RgbdSet], npt.NDArray[np.uint8]]
+        self,
+        node: LifecycleNode,
+        rgb_of: Callable[[RgbdSet], npt.NDArray[np.uint8]],
+        camera: str = '',
     ) -> None:
         self._node = node
         self._rgb_of = rgb_of
         profile = qos.output_profile()
-        self.scene = node.create_lifecycle_publisher(SpatialScene, '~/scene', profile)
-        self.scene_json = node.create_lifecycle_publisher(String, '~/scene_json', profile)
-        self.markers = node.create_lifecycle_publisher(MarkerArray, '~/markers', profile)
-        self.annotated_image = node.create_lifecycle_publisher(Image, '~/annotated_image', profile)
+        prefix = output_prefix(camera)
+        self.scene = node.create_lifecycle_publisher(SpatialScene, f'{prefix}scene', profile)
+        self.scene_json = node.create_lifecycle_publisher(String, f'{prefix}scene_json', profile)
+        self.markers = node.create_lifecycle_publisher(MarkerArray, f'{prefix}markers', profile)
+        self.annotated_image = node.create_lifecycle_publisher(
+            Image, f'{prefix}annotated_image', profile
+        )
         self.detections: Any = None
         if conversions.detections_available():
             from vision_msgs.msg import Detection3DArray
 
             self.detections = node.create_lifecycle_publisher(
-                Detection3DArray, '~/detections', profile
+                Detection3DArray, f'{prefix}detections', profile
             )
         else:
-            node.get_logger().info('vision_msgs is not installed: no ~/detections')
+            node.get_logger().info(f'vision_msgs is not installed: no {prefix}detections')
 
     def publish(self, paired: RgbdSet, scene: Scene) -> None:
         """Publish one scene on every output that is needed."""

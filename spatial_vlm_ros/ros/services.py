@@ -63,53 +63,75 @@ def no_remembered_candidates(frame_id: str) -> Sequence[RememberedCandidate]:
 
 
 class SnapshotBuffer:
-    """The newest paired frames and published scenes, for services (thread-safe)."""
+    """The newest paired frames (per camera) and published scenes, for services (thread-safe).
+
+    With several cameras each keeps its own ``frames`` newest sets; ``frame`` looks across all
+    of them (the newest to arrive, or the closest stamp), and a scene is found by the camera
+    and stamp of its frame (:meth:`scene_for`), so cameras with equal stamps are not confused.
+    """
 
     def __init__(self, frames: int = 1, scenes: int = SCENE_CACHE) -> None:
         self._lock = threading.Lock()
-        self._frames: deque[RgbdSet] = deque(maxlen=frames)
-        self._scenes: deque[Scene] = deque(maxlen=scenes)
+        self._frames_kept = frames
+        self._frames: dict[str, deque[RgbdSet]] = {}
+        self._newest: RgbdSet | None = None
+        self._scenes: deque[tuple[str, Scene]] = deque(maxlen=scenes)
 
     def resize(self, frames: int) -> None:
+        """Keep ``frames`` newest sets per camera."""
         with self._lock:
-            self._frames = deque(self._frames, maxlen=frames)
+            self._frames_kept = frames
+            self._frames = {
+                camera: deque(kept, maxlen=frames) for camera, kept in self._frames.items()
+            }
 
     def add_frame(self, paired: RgbdSet) -> None:
         with self._lock:
-            self._frames.append(paired)
+            kept = self._frames.get(paired.camera)
+            if kept is None:
+                kept = self._frames[paired.camera] = deque(maxlen=self._frames_kept)
+            kept.append(paired)
+            self._newest = paired
 
-    def add_scene(self, scene: Scene) -> None:
+    def add_scene(self, scene: Scene, camera: str = '') -> None:
+        """A published scene of ``camera`` (the name its frames carry, RgbdSet.camera)."""
         with self._lock:
-            self._scenes.append(scene)
+            self._scenes.append((camera, scene))
 
     def clear(self) -> None:
         with self._lock:
             self._frames.clear()
+            self._newest = None
             self._scenes.clear()
 
     def frame(self, stamp_ns: int, slop_ns: int) -> RgbdSet | None:
-        """The newest frame (``stamp_ns == 0``) or the one closest to ``stamp_ns`` within
-        ``slop_ns``; None when there is none."""
+        """The newest frame of any camera (``stamp_ns == 0``: the last to arrive) or the one
+        closest to ``stamp_ns`` within ``slop_ns``; None when there is none."""
         with self._lock:
-            if not self._frames:
-                return None
             if stamp_ns == 0:
-                return self._frames[-1]
-            best = min(self._frames, key=lambda paired: abs(paired.stamp_ns - stamp_ns))
+                return self._newest
+            frames = [paired for kept in self._frames.values() for paired in kept]
+            if not frames:
+                return None
+            best = min(frames, key=lambda paired: abs(paired.stamp_ns - stamp_ns))
         return best if abs(best.stamp_ns - stamp_ns) <= max(slop_ns, 1) else None
 
     def scenes(self) -> list[Scene]:
-        """The kept scenes, oldest first."""
+        """The kept scenes, oldest first (all cameras)."""
         with self._lock:
-            return list(self._scenes)
+            return [scene for _, scene in self._scenes]
 
-    def scene(self, stamp_ns: int) -> Scene | None:
-        """The published scene of that exact stamp, if any."""
+    def scene(self, stamp_ns: int, camera: str = '') -> Scene | None:
+        """The published scene of that exact stamp and camera, if any."""
         with self._lock:
-            for scene in reversed(self._scenes):
-                if scene.stamp_ns == stamp_ns:
+            for scene_camera, scene in reversed(self._scenes):
+                if scene.stamp_ns == stamp_ns and scene_camera == camera:
                     return scene
         return None
+
+    def scene_for(self, paired: RgbdSet) -> Scene | None:
+        """The published scene of that paired frame (its camera and stamp), if any."""
+        return self.scene(paired.stamp_ns, paired.camera)
 
 
 @dataclass(frozen=True)
@@ -210,7 +232,7 @@ class SpatialServices:
             response.success = False
             response.message = 'node is not active'
             return response
-        cached = self._snapshots.scene(frame.stamp_ns)
+        cached = self._snapshots.scene_for(frame)
         transforms = self._transforms()
 
         async def work() -> tuple[QuerySnapshot, GroundedAnswer]:
@@ -270,7 +292,7 @@ class SpatialServices:
             standoff_m=standoff_m,
             target_frame=request.target_frame.strip(),
         )
-        cached = self._snapshots.scene(frame.stamp_ns)
+        cached = self._snapshots.scene_for(frame)
         transforms = self._transforms()
 
         async def resolve(snapshot: QuerySnapshot) -> tuple[LocateOutcome, Sequence[Any]]:

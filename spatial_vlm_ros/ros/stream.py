@@ -12,7 +12,7 @@ executor thread.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 import time
 from typing import Any
 
@@ -36,9 +36,10 @@ class SceneStream:
         reporter: records scenes, stage timings, engine outcomes and errors.
         snapshots: keeps paired frames and scenes for the services.
         pipeline: the current pipeline (None once released).
-        clock_offset_ns: the camera clock's steady offset from the node's (None: none).
+        clock_offset_ns: a camera's (by name) steady clock offset from the node's (None:
+            none).
         transforms: the TF source (None without tf2_ros).
-        publish: puts one scene on the output topics.
+        publish: puts one scene on its camera's output topics.
         now_ns: the node clock.
     """
 
@@ -49,7 +50,7 @@ class SceneStream:
         snapshots: SnapshotBuffer,
         *,
         pipeline: Callable[[], SpatialPipeline | None],
-        clock_offset_ns: Callable[[], int | None],
+        clock_offset_ns: Callable[[str], int | None],
         transforms: Callable[[], Any],
         publish: Callable[[RgbdSet, Scene], None],
         now_ns: Callable[[], int],
@@ -66,14 +67,16 @@ class SceneStream:
         self._stop_event: asyncio.Event | None = None
         self._future: Any = None
 
-    def start(self, config: SchedulerConfig) -> None:
-        """Create the scheduler and run it on the worker loop."""
+    def start(self, config: SchedulerConfig, cameras: Sequence[str] = ('',)) -> None:
+        """Create the scheduler for ``cameras`` (their names; '' for the single camera) and
+        run it on the worker loop."""
         self.scheduler = FrameScheduler(
             process=self._process,
             publish=self._publish,
             config=config,
             clock_ns=self._now_ns,
             on_error=self._on_error,
+            cameras=cameras,
         )
         self._stop_event = asyncio.Event()
         self._future = self._worker.submit(self.scheduler.run(self._stop_event))
@@ -93,15 +96,19 @@ class SceneStream:
     # ---------------------------------------------------------------- frames in
 
     def on_paired(self, paired: RgbdSet, reference_ns: int | None) -> None:
-        """A complete RGB-D set (any thread): kept for the services, offered to the stream."""
+        """A complete RGB-D set of camera ``paired.camera`` (any thread): kept for the
+        services, offered to the stream."""
         self._snapshots.add_frame(paired)
         scheduler = self.scheduler
         if scheduler is not None:
-            scheduler.submit(paired.stamp_ns, paired, self._worker.loop, reference_ns)
+            scheduler.submit(
+                paired.stamp_ns, paired, self._worker.loop, reference_ns, camera=paired.camera
+            )
 
-    def on_time_jump(self) -> None:
+    def on_time_jump(self, camera: str = '') -> None:
+        """The camera's stamps jumped back (a looping bag): forget its watermarks."""
         if self.scheduler is not None:
-            self.scheduler.reset_watermarks()
+            self.scheduler.reset_watermarks(camera)
 
     # ---------------------------------------------------------------- on the worker
 
@@ -109,7 +116,7 @@ class SceneStream:
         pipeline = self._pipeline()
         if pipeline is None:
             raise SpatialVlmError('the pipeline was released while a frame was in flight')
-        offset_ns = self._clock_offset_ns()
+        offset_ns = self._clock_offset_ns(frame.frame.camera)
         # Latency is measured in the camera's clock: with a known offset, correct the node's.
         now_ns = self._now_ns if offset_ns is None else lambda: self._now_ns() - offset_ns
         stages = input_stages_ms(frame)
@@ -132,7 +139,8 @@ class SceneStream:
 
     def _publish(self, frame: StampedFrame[RgbdSet], scene: Scene) -> None:
         errors = self._reporter.errors
-        self._snapshots.add_scene(scene)
+        camera = frame.frame.camera
+        self._snapshots.add_scene(scene, camera)
         if scene.error:
             errors.report('engine_output', scene.error)
         for warning in scene.warnings:
@@ -151,7 +159,7 @@ class SceneStream:
         except Exception as error:  # noqa: BLE001 - worker boundary, traceback logged
             errors.report_exception('publish', error)
         stages['publish'] = 1e3 * (time.perf_counter() - started_s)
-        self._reporter.record_scene(scene.latency_ms, stages)
+        self._reporter.record_scene(scene.latency_ms, stages, camera)
 
     def _on_error(self, frame: StampedFrame[RgbdSet], error: BaseException) -> None:
         timed_out = isinstance(error, asyncio.TimeoutError)
@@ -159,7 +167,8 @@ class SceneStream:
             self._reporter.record_engine_call(False, 'the frame deadline (request_timeout_s)')
         self._reporter.errors.report(
             'timeout' if timed_out else 'frame',
-            f'frame {frame.stamp_ns}: {type(error).__name__}: {error}',
+            f'frame {_camera_prefix(frame.camera)}{frame.stamp_ns}: {type(error).__name__}: '
+            f'{error}',
         )
 
     # ---------------------------------------------------------------- services
@@ -172,3 +181,7 @@ class SceneStream:
         if scheduler is None or self._worker.loop is None:
             raise SpatialVlmError('node is not active')
         return await self._worker.ros_future(scheduler.run_priority(work, deadline), executor)
+
+
+def _camera_prefix(camera: str) -> str:
+    return f'{camera} ' if camera else ''
