@@ -90,8 +90,18 @@ def stream_until_scene(harness: Harness, stamps: list[int]) -> Any:
         harness.depth_pub.publish(depth)
         harness.rgb_pub.publish(rgb)
         if spin_until(harness.executor, lambda: bool(harness.scenes), 0.5):
-            return harness.scenes[-1]
-    return None
+            break
+    else:
+        return None
+    # On a slow machine the first scene may be of an earlier frame than the last one published,
+    # and the node answers services on its newest frame: wait for the scene of that frame.
+    last = info.header.stamp
+
+    def newest_scene() -> Any:
+        return next((s for s in reversed(harness.scenes) if s.header.stamp == last), None)
+
+    spin_until(harness.executor, lambda: newest_scene() is not None, 30.0)
+    return newest_scene()
 
 
 @pytest.fixture()
