@@ -42,17 +42,21 @@ ROUTER_PYTHON = ROUTER_ENV / 'bin' / 'python'
 ROUTER_SETUP = 'bash scripts/setup_router.sh'
 
 # Fast failure detection for a test on one machine: a health probe every second, a worker is
-# out after 2 failed probes and back after 1 good one; 3 failed requests open its circuit for
-# 3 s. The router's own defaults (60 s probes, 3/2 thresholds, 10 failures, 60 s open) suit a
+# out after 3 failed probes and back after 1 good one; 3 failed requests open its circuit for
+# 1 s (shorter than the node's retries, ~1-1.75 s over 4 attempts: with 3 s, a request that
+# came while the router had no closed circuit failed all its attempts). A killed worker refuses connections, so it fails its probes at once; a busy CPU worker
+# (2 cores, the node's constrained ~/query requests) can take over 2 s to answer /health, so
+# the probe timeout is 5 s: with 2 s the survivor was taken out too and the router had no
+# worker for seconds. The router's own defaults (60 s probes, 3/2 thresholds, 10 failures, 60 s open) suit a
 # fleet; docs/SCALING.md gives the deployment values.
 FAST_FAILOVER_ARGS: tuple[str, ...] = (
     '--health-check-interval-secs', '1',
-    '--health-check-timeout-secs', '2',
-    '--health-failure-threshold', '2',
+    '--health-check-timeout-secs', '5',
+    '--health-failure-threshold', '3',
     '--health-success-threshold', '1',
     '--cb-failure-threshold', '3',
     '--cb-success-threshold', '1',
-    '--cb-timeout-duration-secs', '3',
+    '--cb-timeout-duration-secs', '1',
     '--retry-max-retries', '3',
 )  # fmt: skip
 

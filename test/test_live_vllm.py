@@ -143,6 +143,46 @@ def test_a_question_is_answered_as_text(vllm_server: VllmServer) -> None:
     assert (FLAG_MAX_NEW_TOKENS in response.flags) == cut
 
 
+@pytest.mark.parametrize('ids', [[], ['cup_0', 'chair_0']], ids=['no-objects', 'two-objects'])
+def test_the_grounded_answer_and_choice_schemas_compile_on_the_server(
+    vllm_server: VllmServer, ids: list[str]
+) -> None:
+    """~/query and ~/locate send their own JSON schemas: the server's xgrammar (0.2.8 in vLLM
+    0.33) must compile them. A text pattern bounded at 240 characters did not (HTTP 500 on every
+    ~/query: repetition bounds over 128 fail there), which the router test found."""
+    from spatial_vlm_ros.engines.question import (
+        CHOICE_SCHEMA_NAME,
+        answer_schema,
+        choice_schema,
+        constraint_for,
+    )
+
+    engine = engine_for(vllm_server, max_attempts=1)
+    requests = [
+        EngineRequest(
+            images=(image(41),),
+            task=TaskKind.QUESTION,
+            question='How far is the cup from the chair?',
+            output_constraint=constraint_for(engine.profile, answer_schema(ids)),
+        ),
+        EngineRequest(
+            images=(image(42),),
+            task=TaskKind.QUESTION,
+            question='Which one is the red cup?',
+            output_constraint=constraint_for(
+                engine.profile, choice_schema(ids or ['cup_0']), CHOICE_SCHEMA_NAME
+            ),
+        ),
+    ]
+
+    async def body(engine: OpenAIEngine) -> list[Any]:
+        return [await engine.generate(request) for request in requests]
+
+    answer, choice = run(engine, body)  # an HTTP 500 raises EngineError here
+    assert answer.raw_text and choice.raw_text
+    assert answer.tokens.completion_tokens > 0 and choice.tokens.completion_tokens > 0
+
+
 def test_vllm_accepts_every_field_of_the_body(vllm_server: VllmServer) -> None:
     """vLLM ignores unknown fields silently (logs them at debug): check the field names against
     vLLM's own ChatCompletionRequest, in the vLLM environment."""

@@ -43,6 +43,7 @@ from spatial_vlm_ros.engines.parsing import (
     split_reasoning,
 )
 from spatial_vlm_ros.engines.profiles import AnswerFormat, ModelProfile
+from spatial_vlm_ros.engines.schema import bounded_string_pattern
 
 ANSWER_SCHEMA_NAME = 'grounded_answer'
 CHOICE_SCHEMA_NAME = 'locate_choice'
@@ -183,7 +184,10 @@ def _text_schema(max_chars: int) -> dict[str, Any]:
     # JSON's own braces stay the only ones inside Spatial-SSRL's \boxed{...}, and no <think>
     # tag can appear inside a string. A pattern carries the length bound (xgrammar does not
     # combine a pattern with minLength/maxLength).
-    return {'type': 'string', 'pattern': f'^[^\\x00-\\x1f"\\\\{{}}<>]{{1,{max_chars}}}$'}
+    return {
+        'type': 'string',
+        'pattern': bounded_string_pattern('[^\\x00-\\x1f"\\\\{}<>]', max_chars),
+    }
 
 
 def _id_array(object_ids: Sequence[str], min_items: int, max_items: int) -> dict[str, Any]:

@@ -24,6 +24,27 @@ GROUNDING_SCHEMA_NAME = 'grounding'
 GROUNDING_MAX_ITEMS = 64
 GROUNDING_LABEL_MAX_LENGTH = 64
 RELATIVE_COORDINATE_MAX = 1000
+# xgrammar 0.2.8 (vLLM 0.33's pin) fails to compile a regex repetition bound above 128
+# ("Check failed: per_rule_fsm_hashes[...]"): the server answers HTTP 500 to every request.
+REGEX_MAX_REPETITION = 128
+
+
+def bounded_string_pattern(char_class: str, max_length: int) -> str:
+    """Return ``^C{1,max_length}$`` for one character class ``C``, with no bound over 128.
+
+    Longer bounds are split into consecutive pieces (``C{1,128}C{0,112}`` for 240): the same
+    language, compiled by every xgrammar this package meets (see :data:`REGEX_MAX_REPETITION`).
+    """
+    if max_length < 1:
+        raise ValueError(f'max_length must be >= 1, got {max_length}')
+    first = min(max_length, REGEX_MAX_REPETITION)
+    pieces = [f'{char_class}{{1,{first}}}']
+    left = max_length - first
+    while left > 0:
+        step = min(left, REGEX_MAX_REPETITION)
+        pieces.append(f'{char_class}{{0,{step}}}')
+        left -= step
+    return '^' + ''.join(pieces) + '$'
 
 
 def grounding_schema(
@@ -54,7 +75,7 @@ def grounding_schema(
                 # a pattern with minLength/maxLength, so those are left out).
                 'label': {
                     'type': 'string',
-                    'pattern': f'^[^\\x00-\\x1f"\\\\]{{1,{label_max_length}}}$',
+                    'pattern': bounded_string_pattern('[^\\x00-\\x1f"\\\\]', label_max_length),
                 },
             },
             'required': ['bbox_2d', 'label'],
