@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""``~/query`` and ``~/locate`` as two async functions on one snapshot: grounded in measurements.
+"""
+``~/query`` and ``~/locate`` as two async functions on one snapshot: grounded in measurements.
 
 :func:`answer_question` shows the model the set-of-marks image and the measured facts, asks for
 a structured answer (constrained where the engine can), then states every quantity from the
@@ -110,7 +111,8 @@ SOURCE_GEOMETRY = 'geometry'  # no usable model answer; answered from the measur
 
 @dataclass(frozen=True)
 class QuerySnapshot:
-    """One consistent snapshot: a scene and the colour image it was computed on.
+    """
+    One consistent snapshot: a scene and the colour image it was computed on.
 
     The scene carries where its positions are (``Scene.frame_id``, ``T_frame_from_camera``);
     ``T_relation_from_camera`` is the transform of the relation frame
@@ -120,7 +122,7 @@ class QuerySnapshot:
 
     scene: Scene
     rgb: npt.NDArray[np.uint8]  # (H, W, 3) RGB, the image the scene's boxes refer to
-    T_relation_from_camera: FloatArray | None = None  # noqa: N815 (transform naming)
+    T_relation_from_camera: FloatArray | None = None
 
     def query_frame(self) -> QueryFrame:
         """The frame quantities are read in (``core.measurements.query_frame``)."""
@@ -334,7 +336,8 @@ async def answer_question(
     deadline: Deadline | None = None,
     options: QueryOptions | None = None,
 ) -> GroundedAnswer:
-    """Answer ``question`` on ``snapshot`` with the model, every quantity measured.
+    """
+    Answer ``question`` on ``snapshot`` with the model, every quantity measured.
 
     ``deadline`` is the request's one deadline: the engine call gets what is left of it;
     ``engine`` None answers from geometry alone. Never raises for a bad model answer or an
@@ -442,7 +445,8 @@ async def answer_question(
 
 @dataclass(frozen=True)
 class LocateSettings:
-    """Per-request options of :func:`locate`.
+    """
+    Per-request options of :func:`locate`.
 
     ``target_frame`` is the frame the reply is expressed in ('' = the scene's frame);
     ``T_target_from_scene`` maps the scene's frame into it (required when they differ). The
@@ -456,13 +460,15 @@ class LocateSettings:
     # Where the robot stands, in the target frame; None: the camera's position.
     viewpoint: FloatArray | None = None
     target_frame: str = ''
-    T_target_from_scene: FloatArray | None = None  # noqa: N815 (transform naming)
+    T_target_from_scene: FloatArray | None = None
 
 
 @dataclass(frozen=True)
 class LocateOutcome:
-    """The reply of ``~/locate`` (LocateObject.srv): candidates' positions, covariances and the
-    approach pose in ``frame_id``."""
+    """
+    The reply of ``~/locate`` (LocateObject.srv): candidates' positions, covariances and the
+    approach pose in ``frame_id``.
+    """
 
     result: LocateResult
     frame_id: str  # frame of the candidates' positions and of the approach pose
@@ -605,7 +611,8 @@ async def locate(
     settings: LocateSettings | None = None,
     now_ns: int | None = None,
 ) -> LocateOutcome:
-    """Resolve ``description`` against the snapshot (and ``memory``); see the module docstring.
+    """
+    Resolve ``description`` against the snapshot (and ``memory``); see the module docstring.
 
     ``memory`` holds remembered objects in the scene's frame; ``now_ns`` (default: the scene
     stamp) ages them. The model is asked only when appearance words decide and ``engine`` and

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Draw a scene onto its RGB image: boxes, labels with distances, relations, errors; and
+"""
+Draw a scene onto its RGB image: boxes, labels with distances, relations, errors; and
 set-of-marks images (each object's id drawn at its box) for the model's questions.
 
 Pure: the input image is never modified; a new RGB uint8 array is returned. Colours match the
@@ -195,7 +196,8 @@ def _tag_candidates(
 
 
 def draw_marks(rgb: npt.NDArray[np.uint8], marks: Sequence[Mark]) -> MarkedImage:
-    """Set-of-marks: each box outlined and tagged with its id, tags placed so they do not collide.
+    """
+    Set-of-marks: each box outlined and tagged with its id, tags placed so they do not collide.
 
     Tags are placed greedily, larger boxes first (small objects are easier to cover): the first
     position around the box (above, below, inside corners, beside) that overlaps no tag placed

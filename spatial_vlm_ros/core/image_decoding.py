@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Decode ``sensor_msgs/Image`` and ``sensor_msgs/CompressedImage`` payloads into numpy arrays.
+"""
+Decode ``sensor_msgs/Image`` and ``sensor_msgs/CompressedImage`` payloads into numpy arrays.
 
 Messages are duck-typed: anything with the right attributes works (rclpy messages, messages
 deserialized by rosbags, simple dataclasses in tests).
@@ -238,7 +239,8 @@ def _stored_pixels(msg: Any) -> tuple[np.ndarray, EncodingInfo]:
 
 
 def image_view(msg: Any) -> np.ndarray:
-    """The pixels of a raw image as (H, W) or (H, W, C) in the encoding's native dtype.
+    """
+    The pixels of a raw image as (H, W) or (H, W, C) in the encoding's native dtype.
 
     Zero-copy (a read-only view of ``msg.data`` that honours ``step`` padding) unless the
     16/32-bit data is in the other byte order than this host's, which needs one swapping copy.
@@ -250,7 +252,8 @@ def image_view(msg: Any) -> np.ndarray:
 
 
 def decode_color(msg: Any) -> Uint8Image:
-    """RGB uint8 (H, W, 3) from a raw color or mono image.
+    """
+    RGB uint8 (H, W, 3) from a raw color or mono image.
 
     ``rgb8`` is returned as a zero-copy read-only view (strided when rows are padded or the
     source is ``rgba8``); ``bgr8``/``bgra8``, mono and YUV need one conversion copy. ``mono16``
@@ -313,7 +316,8 @@ def _scale_float_depth_in_place(depth: DepthImage, scale: float) -> DepthImage:
 
 
 def decode_depth(msg: Any, depth_scale: float | None = None) -> DepthImage:
-    """Depth in metres, float32 (H, W), NaN where invalid (0, NaN, inf, negative).
+    """
+    Depth in metres, float32 (H, W), NaN where invalid (0, NaN, inf, negative).
 
     ``16UC1``/``mono16`` are millimetres by default (scale 0.001 m per unit); ``32FC1`` is
     metres (scale 1). ``depth_scale`` (metres per unit) overrides the default. Always a new
@@ -337,7 +341,8 @@ def decode_depth(msg: Any, depth_scale: float | None = None) -> DepthImage:
 def depth_lookup_table(
     scale: float, min_depth_m: float = 0.0, max_depth_m: float = math.inf
 ) -> DepthImage:
-    """Metres (float32) of every 16-bit depth code, NaN for 0 and outside ``[min, max]``.
+    """
+    Metres (float32) of every 16-bit depth code, NaN for 0 and outside ``[min, max]``.
 
     Built by converting all 65536 codes exactly as :func:`decode_depth` converts pixels, so a
     lookup (one read and one write per pixel) gives the same image as converting, masking holes
@@ -352,7 +357,8 @@ def depth_lookup_table(
 def integer_depth_codes(
     msg: Any, depth_scale: float | None = None
 ) -> tuple[npt.NDArray[np.uint16], float] | None:
-    """The 16-bit codes of a raw integer depth image (``16UC1``/``mono16``; a zero-copy view in
+    """
+    The 16-bit codes of a raw integer depth image (``16UC1``/``mono16``; a zero-copy view in
     this host's byte order) and the metres per code; None for any other message.
 
     Raises what :func:`decode_depth` raises for a malformed integer depth image.
@@ -370,7 +376,8 @@ def integer_depth_codes(
 
 
 def _compressed_format(msg: Any) -> tuple[str, str]:
-    """Split ``format`` into (original encoding or '', lower-case transport description).
+    """
+    Split ``format`` into (original encoding or '', lower-case transport description).
 
     image_transport writes ``"<encoding>; <codec> compressed <encoding>"`` (compressed) or
     ``"<encoding>; compressedDepth [png|rvl]"``; older publishers write just ``"jpeg"``.
@@ -407,7 +414,8 @@ def _check_codec(transport: str) -> None:
 
 
 def decode_compressed_color(msg: Any) -> Uint8Image:
-    """RGB uint8 (H, W, 3), C-contiguous, from a JPEG/PNG ``CompressedImage``.
+    """
+    RGB uint8 (H, W, 3), C-contiguous, from a JPEG/PNG ``CompressedImage``.
 
     cv2 always decodes to BGR(A) or gray whatever the original encoding was, so the result is
     converted to RGB; 16-bit PNGs are reduced to their high byte.
@@ -445,7 +453,8 @@ def _single_channel_uint16(image: np.ndarray, what: str) -> npt.NDArray[np.uint1
 
 
 def decode_compressed_depth(msg: Any, depth_scale: float | None = None) -> DepthImage:
-    """Depth in metres, float32 (H, W), NaN invalid, from a depth ``CompressedImage``.
+    """
+    Depth in metres, float32 (H, W), NaN invalid, from a depth ``CompressedImage``.
 
     Handles compressed_depth_image_transport (``"16UC1; compressedDepth png"``,
     ``"32FC1; compressedDepth"``): a 12-byte ConfigHeader, then a 16-bit PNG. For 16UC1 the PNG

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""ROS-free marker specifications for a scene (a box and a label per object, lines for
+"""
+ROS-free marker specifications for a scene (a box and a label per object, lines for
 relations) and for the object memory (a box and a label per remembered object).
 
 The node and the replay turn a :class:`MarkerSet` into a ``visualization_msgs/MarkerArray``
@@ -68,9 +69,11 @@ class Rgba:
 
 @dataclass(frozen=True)
 class MarkerSpec:
-    """One marker. ``position`` and ``orientation`` (quaternion x, y, z, w) are the pose;
+    """
+    One marker. ``position`` and ``orientation`` (quaternion x, y, z, w) are the pose;
     ``scale`` follows Marker semantics: box extents along the oriented axes for CUBE, the line
-    width in ``scale[0]`` for LINE_LIST, the text height in ``scale[2]`` for TEXT."""
+    width in ``scale[0]`` for LINE_LIST, the text height in ``scale[2]`` for TEXT.
+    """
 
     namespace: str
     marker_id: int
@@ -139,8 +142,10 @@ def _up_vector(optical: bool) -> Vector3:
 
 
 def _box_extent(obj: SpatialObject, minimum: float) -> Vector3:
-    """Extents along the box axes (the camera optical axes; the marker's orientation turns them
-    into the scene frame), at least ``minimum``."""
+    """
+    Extents along the box axes (the camera optical axes; the marker's orientation turns them
+    into the scene frame), at least ``minimum``.
+    """
     size = obj.lifted.size
     if size is None:
         return (minimum, minimum, minimum)
@@ -152,8 +157,10 @@ def _box_extent(obj: SpatialObject, minimum: float) -> Vector3:
 
 
 def scene_markers(scene: Scene, style: MarkerStyle | None = None) -> MarkerSet:
-    """Markers for ``scene``: a translucent box and a text label per object with a position,
-    and one line (plus a predicate label) per related pair of objects."""
+    """
+    Markers for ``scene``: a translucent box and a text label per object with a position,
+    and one line (plus a predicate label) per related pair of objects.
+    """
     style = style or MarkerStyle()
     optical = positions_are_optical(scene)
     up = _up_vector(optical)
@@ -266,11 +273,13 @@ def memory_markers(
     optical: bool = False,
     style: MarkerStyle | None = None,
 ) -> MarkerSet:
-    """Markers of the object memory in its frame: per object a box (axis-aligned in the memory
+    """
+    Markers of the object memory in its frame: per object a box (axis-aligned in the memory
     frame, its largest extents seen; more transparent when not seen now) and a label
     ``<id> <state>`` (``?`` marks an unconfirmed object). ``optical``: the memory frame is a
     camera optical frame (y down) rather than a REP 103 one (z up). Marker ids follow the id
-    order, after a DELETEALL, so forgotten objects disappear."""
+    order, after a DELETEALL, so forgotten objects disappear.
+    """
     style = style or MarkerStyle()
     up = _up_vector(optical)
     markers: list[MarkerSpec] = [MarkerSpec('', 0, MarkerKind.DELETE_ALL)]

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""What a spatial question asks for, read from its words, and the answer geometry alone gives.
+"""
+What a spatial question asks for, read from its words, and the answer geometry alone gives.
 
 The node measures what a question needs even when the model names no measurement, and answers
 on its own when the model gives no usable answer. Only plain, unambiguous question shapes are

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Referring expressions for ``~/locate``: "the coke can on the right" -> one object, or why not.
+"""
+Referring expressions for ``~/locate``: "the coke can on the right" -> one object, or why not.
 
 A description is resolved in two pure steps, with an optional model call between them:
 
@@ -75,7 +76,8 @@ class LocateOptions:
 
 @dataclass(frozen=True)
 class RememberedCandidate:
-    """A remembered object offered to ``~/locate`` (the object memory's minimal shape).
+    """
+    A remembered object offered to ``~/locate`` (the object memory's minimal shape).
 
     ``position``/``covariance`` are in the scene's frame (``Scene.frame_id``): the caller moves
     them there from the memory frame.

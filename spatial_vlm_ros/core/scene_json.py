@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The scenes JSON schema: one object per scene, shared by replay's scenes.jsonl and the node's
+"""
+The scenes JSON schema: one object per scene, shared by replay's scenes.jsonl and the node's
 ``~/scene_json`` topic (docs/SCENES_JSON.md). Keep it stable; change only with a version note.
 
 Schema version 2 mirrors SpatialScene.msg version 2 field for field (``null`` where the message
@@ -54,8 +55,10 @@ def object_to_dict(obj: SpatialObject, scene: Scene) -> dict[str, Any]:
 def _object_dict(
     obj: SpatialObject, position: Position | None, distance: float, orientation: list[float]
 ) -> dict[str, Any]:
-    """:func:`object_to_dict` of an object already placed (core/positions.py), with the box
-    orientation already rounded."""
+    """
+    :func:`object_to_dict` of an object already placed (core/positions.py), with the box
+    orientation already rounded.
+    """
     lifted = obj.lifted
     positioned = position is not None
     box = obj.box
@@ -176,7 +179,8 @@ def _camera_transform(record: dict[str, Any]) -> np.ndarray | None:
 
 
 def scene_from_dict(record: dict[str, Any]) -> Scene:
-    """Inverse of :func:`scene_to_dict` for schema versions 1 and 2.
+    """
+    Inverse of :func:`scene_to_dict` for schema versions 1 and 2.
 
     Version 1 lines (no ``objects_without_position``, ``camera_pose`` or ``stages``; relations
     with ``source``) read as version 2 scenes: objects with a ``null`` position go to

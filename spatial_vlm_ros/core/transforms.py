@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""4x4 homogeneous rigid transforms, as plain numpy arrays.
+"""
+4x4 homogeneous rigid transforms, as plain numpy arrays.
 
 A transform named ``T_a_from_b`` maps coordinates of a point expressed in frame ``b`` to frame
 ``a``: ``p_a = T_a_from_b @ [p_b, 1]``. Composition reads right to left:
@@ -190,7 +191,8 @@ def apply_transform(transform: npt.ArrayLike, points: npt.ArrayLike) -> FloatArr
 def rotate_covariance(
     transform_or_rotation: npt.ArrayLike, covariance: npt.ArrayLike
 ) -> FloatArray:
-    """``R C R^T`` for a (3, 3) covariance; accepts a (4, 4) transform or a (3, 3) rotation.
+    """
+    ``R C R^T`` for a (3, 3) covariance; accepts a (4, 4) transform or a (3, 3) rotation.
 
     Translations do not change a position covariance, so only the rotation block is used.
     """

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Offline is normal on robots: decide once whether the model hub can be asked at all.
+"""
+Offline is normal on robots: decide once whether the model hub can be asked at all.
 
 Without a network, ``from_pretrained`` of a Hugging Face id retries every file with backoff:
 measured here, ``AutoProcessor.from_pretrained('internlm/Spatial-SSRL-Qwen3VL-4B')`` with no

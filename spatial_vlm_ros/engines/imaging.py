@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Client-side image preparation: resize to the profile's pixel budget, then JPEG/base64.
+"""
+Client-side image preparation: resize to the profile's pixel budget, then JPEG/base64.
 
 Why client-side: the Qwen-VL processors of SGLang and vLLM resize on the CPU, on one worker, on the
 request path; that is the engines' known throughput bottleneck. Resizing here (to dimensions that
@@ -58,7 +59,8 @@ def fit_to_budget(
     max_pixels: int,
     factor: int = IMAGE_SIZE_FACTOR,
 ) -> tuple[int, int]:
-    """``(width, height)`` rounded to multiples of ``factor`` with the area in the budget.
+    """
+    ``(width, height)`` rounded to multiples of ``factor`` with the area in the budget.
 
     Same arithmetic as Qwen's ``smart_resize``: round each side, then scale both sides down (floor)
     or up (ceil) by the same factor when the area leaves ``[min_pixels, max_pixels]``.

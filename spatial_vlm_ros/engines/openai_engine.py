@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Any OpenAI-compatible chat-completions server: SGLang server or router, vLLM.
+"""
+Any OpenAI-compatible chat-completions server: SGLang server or router, vLLM.
 
 One ``POST {base_url}/v1/chat/completions`` per request with the image(s) as JPEG data URLs
 (resized client-side to the profile's pixel budget) and, for grounding, the grounding schema as
@@ -81,7 +82,8 @@ def build_chat_request(
     *,
     sampling_extras: bool = True,
 ) -> dict[str, Any]:
-    """The chat-completions JSON body for ``request`` (pure; the images are already prepared).
+    """
+    The chat-completions JSON body for ``request`` (pure; the images are already prepared).
 
     ``sampling_extras`` adds ``top_k`` / ``repetition_penalty``, which SGLang and vLLM accept
     beyond the OpenAI API; turn it off for servers that reject unknown fields.
@@ -177,8 +179,10 @@ def _abandon_acquire(acquiring: asyncio.Future[Any], semaphore: asyncio.Semaphor
 
 
 async def _acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> bool:
-    """Acquire a slot within ``timeout_s``; False on timeout. Written out instead of
-    ``asyncio.wait_for`` because that can drop a just-won acquisition before Python 3.12."""
+    """
+    Acquire a slot within ``timeout_s``; False on timeout. Written out instead of
+    ``asyncio.wait_for`` because that can drop a just-won acquisition before Python 3.12.
+    """
     acquiring = asyncio.ensure_future(semaphore.acquire())
     try:
         done, _ = await asyncio.wait({acquiring}, timeout=max(timeout_s, 0.0))

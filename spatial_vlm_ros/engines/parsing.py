@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Turn raw model text into typed results; never raises into the caller.
+"""
+Turn raw model text into typed results; never raises into the caller.
 
 Handles what Qwen3-VL-family models actually emit: a JSON list of ``{"bbox_2d": [...], "label":
 ...}`` (bare or fenced in ```json), ``<think>...</think>`` blocks, ``\\boxed{...}`` answers
@@ -105,7 +106,8 @@ def _never_raises(function: Callable[..., _R]) -> Callable[..., _R | ParseFailur
 
 
 def split_reasoning(text: str) -> tuple[str, str, bool]:
-    """``(reasoning, remainder, think_unclosed)`` from text with ``<think>...</think>`` blocks.
+    """
+    ``(reasoning, remainder, think_unclosed)`` from text with ``<think>...</think>`` blocks.
 
     A leading ``</think>`` without an opening tag (templates that put ``<think>`` in the prompt)
     makes everything before it reasoning; an unclosed ``<think>`` makes everything after it
@@ -204,7 +206,8 @@ def _skip_whitespace(text: str, position: int) -> int:
 
 
 def _decode_array(text: str, start: int) -> tuple[list[Any], bool, bool]:
-    """Elements of the array at ``text[start] == '['``: ``(elements, complete, broken)``.
+    """
+    Elements of the array at ``text[start] == '['``: ``(elements, complete, broken)``.
 
     Decodes element by element so that a cut-off array still yields its complete elements;
     ``broken`` is set when decoding stopped before a closing bracket.
@@ -463,7 +466,8 @@ def parse_grounding(
     max_items: int = MAX_DETECTIONS,
     iou_threshold: float = DUPLICATE_IOU,
 ) -> GroundingResult | ParseFailure:
-    """Boxes from a grounding answer, in pixels of an ``image_width`` x ``image_height`` image.
+    """
+    Boxes from a grounding answer, in pixels of an ``image_width`` x ``image_height`` image.
 
     ``input_size`` is the ``(width, height)`` the model saw; only used for absolute coordinates.
     """

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""What each supported model needs: checkpoint, quantization, engine flags, pixel budget, prompts,
+"""
+What each supported model needs: checkpoint, quantization, engine flags, pixel budget, prompts,
 sampling and output quirks.
 
 Sources (see docs/ENGINES.md): Qwen3-VL model cards / README ("Generation Hyperparameters", VL:
@@ -74,7 +75,8 @@ DEFAULT_MAX_PIXELS = 1280 * PIXELS_PER_VISUAL_TOKEN
 
 @dataclass(frozen=True)
 class ModelProfile:
-    """Everything model-specific; engines read it and never hard-code a model's quirks.
+    """
+    Everything model-specific; engines read it and never hard-code a model's quirks.
 
     ``sglang_args`` holds ``sglang.Engine`` / ``launch_server`` keyword arguments as sorted
     ``(name, value)`` pairs so the profile stays hashable; :meth:`sglang_kwargs` returns a dict.
@@ -263,7 +265,8 @@ def is_qwen3_vl_id(model_id: str) -> bool:
 
 
 def profile_for_model_id(model_id: str) -> ModelProfile:
-    """The Qwen3-VL family profile for a Qwen3-VL id no named profile covers.
+    """
+    The Qwen3-VL family profile for a Qwen3-VL id no named profile covers.
 
     Qwen3-VL checkpoints share the prompts, the 0..1000 boxes and the pixel budget; what the id
     says beyond that is applied: ``-FP8`` checkpoints carry their quantization in config.json,
@@ -284,7 +287,8 @@ def profile_for_model_id(model_id: str) -> ModelProfile:
 
 
 def resolve_profile(name_or_path: str | ModelProfile | None = None) -> ModelProfile:
-    """A profile by name, by Hugging Face id, or the generic one for a local path.
+    """
+    A profile by name, by Hugging Face id, or the generic one for a local path.
 
     ``None`` or ``''`` gives the default profile. The id of a seed model gets its profile; any
     other Qwen3-VL id (``Qwen/Qwen3-VL-8B-Instruct``) gets the Qwen3-VL family profile

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Prompt text and chat messages for each task, from the model profile.
+"""
+Prompt text and chat messages for each task, from the model profile.
 
 Every engine builds its input here so that the same request gives the same prompt everywhere:
 OpenAI-style messages for servers and transformers processors, and a plain chat-template string
@@ -94,7 +95,8 @@ def hf_chat_messages(
 
 
 def qwen_chat_prompt(text: str, image_count: int, system_prompt: str = '') -> str:
-    """The Qwen3-VL chat template rendered by hand, for when no processor is at hand.
+    """
+    The Qwen3-VL chat template rendered by hand, for when no processor is at hand.
 
     Matches what ``apply_chat_template(..., add_generation_prompt=True)`` renders for one user turn
     with ``image_count`` images before the text (Qwen3-VL Instruct has no default system turn).

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""What the model is given for a grounded question or a locate choice, and how its answer reads.
+"""
+What the model is given for a grounded question or a locate choice, and how its answer reads.
 
 Grounded question (``~/query``): beside the set-of-marks image (``core.annotate.draw_marks``)
 the model gets a compact **facts block**: per object its id, label, position in metres
@@ -261,7 +262,8 @@ def constraint_for(
     name: str = ANSWER_SCHEMA_NAME,
     think_max_tokens: int | None = None,
 ) -> OutputConstraint:
-    """The grammar for ``schema`` in ``profile``'s answer format.
+    """
+    The grammar for ``schema`` in ``profile``'s answer format.
 
     Plain profiles: the bare JSON. Think-boxed profiles (Spatial-SSRL): an xgrammar structural
     tag ``<think>`` any text (at most ``think_max_tokens``) ``</think>`` then ``\\boxed{`` the
@@ -421,7 +423,8 @@ def _clean_text(value: object, limit: int) -> str:
 def parse_structured_answer(
     raw_text: str, profile: ModelProfile, scene_ids: Iterable[str]
 ) -> StructuredAnswer | ParseFailure:
-    """The grounded answer in ``raw_text``; ids outside ``scene_ids`` are dropped with a warning.
+    """
+    The grounded answer in ``raw_text``; ids outside ``scene_ids`` are dropped with a warning.
 
     Never raises: output without a usable JSON object is a :class:`ParseFailure`.
     """

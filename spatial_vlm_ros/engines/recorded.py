@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Replay and record raw model outputs as JSONL, one line per frame and task.
+"""
+Replay and record raw model outputs as JSONL, one line per frame and task.
 
 Line format (UTF-8, one JSON object per line)::
 
@@ -109,7 +110,8 @@ def _question_key(question: str) -> str:
 
 
 class RecordedEngine(VlmEngine):
-    """Answers from a recording instead of a model.
+    """
+    Answers from a recording instead of a model.
 
     Stamps match exactly, or to the nearest recorded stamp within ``tolerance_ns``. A frame without
     a line gets an empty result flagged ``no_recording_for_stamp`` (grounding) or a ParseFailure

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The grounding JSON schema used for constrained decoding.
+"""
+The grounding JSON schema used for constrained decoding.
 
 Shape: the form Qwen3-VL emits natively for 2D grounding, a bare JSON list of
 ``{"bbox_2d": [x1, y1, x2, y2], "label": "..."}`` objects with coordinates relative to the image on
@@ -75,7 +76,8 @@ def openai_response_format(
     max_items: int = GROUNDING_MAX_ITEMS,
     label_max_length: int = GROUNDING_LABEL_MAX_LENGTH,
 ) -> dict[str, Any]:
-    """OpenAI ``response_format`` carrying the schema (SGLang and vLLM servers accept it).
+    """
+    OpenAI ``response_format`` carrying the schema (SGLang and vLLM servers accept it).
 
     ``strict: true``: the schema already meets strict mode's rules (every property required,
     no additional properties), and SGLang skips the grammar for ``strict: false`` whenever its

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Is an OpenAI-compatible server up, and does it serve the model we ask for?
+"""
+Is an OpenAI-compatible server up, and does it serve the model we ask for?
 
 Each server kind has its own honest health signal (checked against their code, docs/ENGINES.md):
 
@@ -190,7 +191,8 @@ async def served_models(
 def choose_model(
     base_url: str, configured: str, served: list[str], profile_model: str
 ) -> tuple[str | None, EngineHealth | None]:
-    """The model name to send, or None and an ERROR saying which name to configure.
+    """
+    The model name to send, or None and an ERROR saying which name to configure.
 
     ``configured`` must be served; '' picks the only served model, or ``profile_model`` among
     several.

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""In-process Qwen3-VL on Hugging Face transformers, with request batching and xgrammar.
+"""
+In-process Qwen3-VL on Hugging Face transformers, with request batching and xgrammar.
 
 The seed models' own loading path (``AutoModelForImageTextToText`` + ``AutoProcessor``) on CUDA
 when there is one, else the CPU. Concurrent :meth:`TransformersEngine.generate` calls are queued;
@@ -149,7 +150,8 @@ def _resolve_dtype(dtype: str) -> Any:
 
 
 class TransformersEngine(VlmEngine):
-    """Qwen3-VL through transformers ``generate``, batched across concurrent callers.
+    """
+    Qwen3-VL through transformers ``generate``, batched across concurrent callers.
 
     ``profile`` (a :class:`ModelProfile`, a profile name or a checkpoint path) gives the prompts,
     sampling and pixel budget; ``model_path`` overrides its checkpoint. ``device``: ``'auto'``
@@ -274,7 +276,7 @@ class TransformersEngine(VlmEngine):
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001 - freeing cache is best effort
+        except Exception:
             LOG.debug('torch.cuda.empty_cache failed', exc_info=True)
 
     def _load(self) -> None:
@@ -435,7 +437,7 @@ class TransformersEngine(VlmEngine):
                     self._counters.cancelled += len(batch) - len(live)
                 if live:
                     self._run_batch(live)
-            except Exception as error:  # noqa: BLE001 - the worker must outlive any one batch
+            except Exception as error:
                 LOG.exception('transformers engine worker error')
                 failure = EngineError(
                     f'transformers engine worker: {type(error).__name__}: {error}'
@@ -479,7 +481,7 @@ class TransformersEngine(VlmEngine):
         started = time.monotonic()
         try:
             outcomes = self._generate_batch(batch, started)
-        except Exception as error:  # noqa: BLE001 - every failure goes back to the callers
+        except Exception as error:
             LOG.exception('transformers batch of %d failed', len(batch))
             with self._counters.lock:
                 self._counters.failed_batches += 1
@@ -650,7 +652,8 @@ def _resolve(
 
 
 class _PresencePenalty:
-    """Subtract ``penalty`` from every token already generated (OpenAI ``presence_penalty``).
+    """
+    Subtract ``penalty`` from every token already generated (OpenAI ``presence_penalty``).
 
     transformers has repetition_penalty (multiplicative, prompt included) but no presence penalty;
     Qwen3-VL's card recommends 1.5 for VL questions.

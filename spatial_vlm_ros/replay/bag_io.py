@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Read rosbag2 recordings (sqlite3 or MCAP storage) without ROS, and find the camera topics.
+"""
+Read rosbag2 recordings (sqlite3 or MCAP storage) without ROS, and find the camera topics.
 
 Topic detection, when a topic is not named explicitly:
 
@@ -74,8 +75,10 @@ class CameraTopics:
 
 @dataclass(frozen=True)
 class BagMessage:
-    """One message: ``log_time_ns`` is the recording time, ``message`` the deserialized rosbags
-    object, ``raw`` its CDR bytes (copied unchanged into output bags)."""
+    """
+    One message: ``log_time_ns`` is the recording time, ``message`` the deserialized rosbags
+    object, ``raw`` its CDR bytes (copied unchanged into output bags).
+    """
 
     topic: str
     msgtype: str
@@ -85,8 +88,10 @@ class BagMessage:
 
 
 def resolve_bag_path(path: str | Path) -> Path:
-    """The rosbag2 directory for ``path`` (the directory, its metadata.yaml, or one of its
-    storage files)."""
+    """
+    The rosbag2 directory for ``path`` (the directory, its metadata.yaml, or one of its
+    storage files).
+    """
     candidate = Path(path).expanduser()
     if not candidate.exists():
         raise BagNotFoundError(f'bag not found: {candidate}')
@@ -356,7 +361,8 @@ TF_LOOKAHEAD_NS = 2 * 10**9  # transforms are read this far (in TF stamps) past 
 
 
 class BagTransforms:
-    """The bag's ``/tf`` and ``/tf_static`` as the pipeline's ``TransformLookup``, at image
+    """
+    The bag's ``/tf`` and ``/tf_static`` as the pipeline's ``TransformLookup``, at image
     stamps.
 
     A second reader runs ahead of the replay: before a lookup at stamp ``t`` it reads the TF

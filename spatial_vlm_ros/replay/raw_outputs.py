@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Keep each frame's raw model output for the replay report, without changing the pipeline.
+"""
+Keep each frame's raw model output for the replay report, without changing the pipeline.
 
 :class:`RawOutputTap` wraps the pipeline's engine for the length of a replay (like
 :class:`~spatial_vlm_ros.engines.recorded.RecordingEngine` wraps one to record to a file) and
@@ -16,7 +17,8 @@ from spatial_vlm_ros.engines.base import EngineRequest, EngineResponse, TaskKind
 
 
 class RawOutputTap(VlmEngine):
-    """Delegates to ``inner``; :meth:`take` returns the raw text answered for a stamp.
+    """
+    Delegates to ``inner``; :meth:`take` returns the raw text answered for a stamp.
 
     At most ``capacity`` texts wait to be taken (frames whose scene is never written, e.g. a
     failed frame, must not grow it without bound).

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""A self-contained HTML report of a replay, built around pictures.
+"""
+A self-contained HTML report of a replay, built around pictures.
 
 For each frame: the annotated image beside a top-down map of the objects (ids, uncertainty
 ellipses, footprints, the camera's field of view, a metric grid) and a 3D view (oriented boxes,
@@ -82,7 +83,8 @@ class _Card:
 
 @dataclass
 class ReportBuilder:
-    """Collects scenes during a replay; :meth:`write` can be called at any time (also after an
+    """
+    Collects scenes during a replay; :meth:`write` can be called at any time (also after an
     interruption) and renders what was collected so far.
 
     Only compact per-frame numbers and one serialized card per distinct frame are kept, so
@@ -124,8 +126,10 @@ class ReportBuilder:
         frame: RgbdFrame | None = None,
         raw_text: str | None = None,
     ) -> None:
-        """Add one scene with its annotated image, the RGB-D frame it came from (depth view,
-        point cloud, camera field of view) and the raw model output, each optional."""
+        """
+        Add one scene with its annotated image, the RGB-D frame it came from (depth view,
+        point cloud, camera field of view) and the raw model output, each optional.
+        """
         index = len(self._frames)
         if self._first_stamp_ns is None:
             self._first_stamp_ns = int(scene.stamp_ns)
@@ -158,9 +162,11 @@ class ReportBuilder:
         frame_id: str,
         camera_path: Sequence[npt.ArrayLike] | None = None,
     ) -> None:
-        """Show the object memory (RememberedObject-like items, see
+        """
+        Show the object memory (RememberedObject-like items, see
         :func:`~spatial_vlm_ros.replay.report_views.memory_view`) as one map. Without
-        ``camera_path`` the camera positions of the scenes given in ``frame_id`` are used."""
+        ``camera_path`` the camera positions of the scenes given in ``frame_id`` are used.
+        """
         path = camera_path if camera_path is not None else self._camera_path.get(frame_id, [])
         self._memory = memory_view(objects, frame_id, path)
 
@@ -425,8 +431,10 @@ def encode_thumbnail(rgb: npt.NDArray[np.uint8], width: int, quality: int) -> st
 def _content_key(
     scene: Scene, annotated_rgb: npt.NDArray[np.uint8] | None, raw_text: str | None
 ) -> str | None:
-    """Equal for frames that would show the same card: same picture, objects, relations,
-    error and model output. Stamps and latencies may differ. None without a picture."""
+    """
+    Equal for frames that would show the same card: same picture, objects, relations,
+    error and model output. Stamps and latencies may differ. None without a picture.
+    """
     if annotated_rgb is None:
         return None
     image = np.ascontiguousarray(annotated_rgb)

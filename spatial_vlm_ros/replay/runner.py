@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Offline replay: rosbag2 in, scenes.jsonl + an MCAP bag + report.html out, no ROS needed.
+"""
+Offline replay: rosbag2 in, scenes.jsonl + an MCAP bag + report.html out, no ROS needed.
 
 The loop runs at bag time, as fast as the engine allows: messages are read in recording order,
 paired by header stamp (:class:`~spatial_vlm_ros.core.pairing.StampPairer`, the node's pairer),
@@ -146,9 +147,11 @@ class ReplaySummary:
 
 
 class BagTimeRateLimiter:
-    """Keeps the first frame of every ``1 / rate_hz`` slot of bag time (slots count from the
+    """
+    Keeps the first frame of every ``1 / rate_hz`` slot of bag time (slots count from the
     first frame). Slots rather than "period since the last kept frame" so that stamp jitter
-    cannot halve the rate when the input rate is a multiple of the requested one."""
+    cannot halve the rate when the input rate is a multiple of the requested one.
+    """
 
     def __init__(self, rate_hz: float) -> None:
         self.period_ns = round(1e9 / rate_hz) if rate_hz > 0 else 0
@@ -168,8 +171,10 @@ class BagTimeRateLimiter:
 
 
 def check_decodable(reader: BagReader, topics: CameraTopics) -> None:
-    """Decode the first RGB and depth message, so an unsupported encoding fails before any output
-    is written (with the decoder's typed error and the topic name)."""
+    """
+    Decode the first RGB and depth message, so an unsupported encoding fails before any output
+    is written (with the decoder's typed error and the topic name).
+    """
     for topic, decode in (
         (topics.rgb.name, decode_color_any),
         (topics.depth.name, decode_depth_any),
@@ -300,7 +305,8 @@ CHUNK_ZSTD_LEVEL = 1
 
 
 def _fast_chunk_compression(writer: Writer) -> None:
-    """Compress the MCAP chunks of ``writer`` at :data:`CHUNK_ZSTD_LEVEL`.
+    """
+    Compress the MCAP chunks of ``writer`` at :data:`CHUNK_ZSTD_LEVEL`.
 
     rosbags has no setting for the level; its MCAP storage calls ``storage.compressor`` (the
     module-level ``zstd.compress``) on each chunk. Where that attribute is not there (another

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Core values to rclpy messages, through the one field mapping of core/message_fields.py.
+"""
+Core values to rclpy messages, through the one field mapping of core/message_fields.py.
 
 :func:`to_message` fills any rclpy message class from plain field values, resolving nested
 message types from the class's own definition (``SLOT_TYPES``); the replay's rosbags factory
@@ -47,8 +48,10 @@ _MISSING = object()
 
 
 def _fresh_copier(default: Any) -> Callable[[], Any]:
-    """A function returning a fresh copy of a mutable default (an array.array, a numpy array or
-    a list); immutable defaults (numbers, strings) are returned as they are."""
+    """
+    A function returning a fresh copy of a mutable default (an array.array, a numpy array or
+    a list); immutable defaults (numbers, strings) are returned as they are.
+    """
     if isinstance(default, list):
         return lambda: list(default)
     if hasattr(default, '__copy__'):
@@ -60,7 +63,8 @@ def _fresh_copier(default: Any) -> Callable[[], Any]:
 def _builders(
     msg_class: type,
 ) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[], Any]] | None:
-    """Two functions generated once per class from the class's own definition
+    """
+    Two functions generated once per class from the class's own definition
     (``SLOT_TYPES``) and a default instance: one fills a new instance of ``msg_class`` from
     field values, the other makes a default instance. None when the class checks its fields
     (``ROS_PYTHON_CHECK_FIELDS=1``), where every message goes through the constructor.
@@ -128,7 +132,7 @@ def _builders(
         fresh.append(f'    message._{name} = {made}')
     build.append('    return message')
     fresh.append('    return message')
-    exec('\n'.join(build + fresh), scope)  # noqa: S102 (generated from the class definition)
+    exec('\n'.join(build + fresh), scope)
     return scope['build'], scope['fresh']
 
 
@@ -146,7 +150,8 @@ def _unknown_field(msg_class: type, name: str) -> None:
 
 
 def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
-    """An instance of the rclpy message class ``msg_class`` with ``fields`` (plain values;
+    """
+    An instance of the rclpy message class ``msg_class`` with ``fields`` (plain values;
     dicts for nested messages, lists of dicts for message sequences). Unnamed fields keep their
     defaults; an unknown field name raises ``AttributeError`` naming it.
 
@@ -161,8 +166,10 @@ def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
 
 @functools.cache
 def _nested_types(msg_class: type) -> dict[str, tuple[type | None, bool]]:
-    """For each field: its message class (None for primitives) and whether it is a sequence
-    of messages."""
+    """
+    For each field: its message class (None for primitives) and whether it is a sequence
+    of messages.
+    """
     table: dict[str, tuple[type | None, bool]] = {}
     for name, field_type in zip(
         msg_class.get_fields_and_field_types(), msg_class.SLOT_TYPES, strict=True

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""One camera's inputs: the topic table, subscriptions with matched QoS, starvation checks, the
+"""
+One camera's inputs: the topic table, subscriptions with matched QoS, starvation checks, the
 stamp gate, and pairing by stamp. A node owns one per camera (``cameras``: one per namespace),
 each with its own pairer, health monitors and clock offset, and each paired set says which
 camera it came from (``RgbdSet.camera``).
@@ -55,8 +56,10 @@ LOG_AGAIN_S = 30.0  # a lasting input problem is logged again this often
 
 @dataclass(frozen=True)
 class InputTopics:
-    """Where one camera's streams are: base topics (relative names resolve in
-    ``namespace``, then in the node's namespace) and image_transport-style transports."""
+    """
+    Where one camera's streams are: base topics (relative names resolve in
+    ``namespace``, then in the node's namespace) and image_transport-style transports.
+    """
 
     namespace: str = ''
     color: str = 'color/image_raw'
@@ -67,8 +70,10 @@ class InputTopics:
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any], namespace: str | None = None) -> InputTopics:
-        """From node parameters (``namespace`` replaces ``camera_namespace``); the deprecated
-        ``compressed_input`` switches both streams."""
+        """
+        From node parameters (``namespace`` replaces ``camera_namespace``); the deprecated
+        ``compressed_input`` switches both streams.
+        """
         color_transport = str(values['image_transport'])
         depth_transport = str(values['depth_image_transport'])
         if values.get('compressed_input'):
@@ -98,8 +103,10 @@ class InputTopics:
 
 
 def camera_topics(values: Mapping[str, Any]) -> dict[str, InputTopics]:
-    """Camera name -> its topics, for every camera the node serves (``cameras``, or the one at
-    ``camera_namespace``; see ``settings.camera_namespaces`` for the names)."""
+    """
+    Camera name -> its topics, for every camera the node serves (``cameras``, or the one at
+    ``camera_namespace``; see ``settings.camera_namespaces`` for the names).
+    """
     return {
         name: InputTopics.from_values(values, namespace)
         for name, namespace in camera_namespaces(values).items()
@@ -128,7 +135,8 @@ def _qos_signature(publishers: list[Any]) -> tuple[Any, ...]:
 
 
 class CameraInputs:
-    """RGB, depth and CameraInfo of one camera, paired by stamp, with their health.
+    """
+    RGB, depth and CameraInfo of one camera, paired by stamp, with their health.
 
     Args:
         node: the node that owns the subscriptions.
@@ -144,6 +152,7 @@ class CameraInputs:
         max_frame_age_s: the scheduler's limit, which decides when an offset matters.
         name: the camera's name in the node ('' with a single camera), carried by every
             paired set (``RgbdSet.camera``).
+
     """
 
     def __init__(
@@ -194,7 +203,8 @@ class CameraInputs:
         return {stream: monitor.received for stream, monitor in self.monitors.items()}
 
     def topics(self) -> dict[str, tuple[type, str]]:
-        """Stream name -> (message type, fully qualified topic).
+        """
+        Stream name -> (message type, fully qualified topic).
 
         Like image_transport, the base name is resolved first (node namespace and remapping
         rules apply to it), then the transport's suffix is added.
@@ -258,9 +268,11 @@ class CameraInputs:
     # ---------------------------------------------------------------- health
 
     def assess(self, use_sim_time: bool) -> dict[str, StreamStatus]:
-        """Each stream's level and reason from the current graph and statistics; also decides
+        """
+        Each stream's level and reason from the current graph and statistics; also decides
         whether frames are aged by arrival time (a steady clock offset) and starts a transport
-        probe when a topic has had no publisher for a while."""
+        probe when a topic has had no publisher for a while.
+        """
         node = self._node
         mono_ns = time.monotonic_ns()
         since_subscribed_s = (mono_ns - self._subscribed_mono_ns) / 1e9
@@ -327,8 +339,10 @@ class CameraInputs:
         return statuses
 
     def _log_changes(self, statuses: dict[str, StreamStatus]) -> None:
-        """Log a stream's problem when it appears or changes (and every LOG_AGAIN_S while it
-        lasts), and its recovery once: /diagnostics has the current state at all times."""
+        """
+        Log a stream's problem when it appears or changes (and every LOG_AGAIN_S while it
+        lasts), and its recovery once: /diagnostics has the current state at all times.
+        """
         now_s = time.monotonic()
         logger = self._node.get_logger()
         for stream, status in statuses.items():
@@ -362,7 +376,8 @@ class CameraInputs:
     # ---------------------------------------------------------------- messages
 
     def _on_message(self, stream: str, msg: Any) -> None:
-        """Subscription callback: store only; decoding happens on the worker.
+        """
+        Subscription callback: store only; decoding happens on the worker.
 
         A bad message never kills the node: an unexpected exception here is a bug, reported
         with its traceback (once per kind) and counted, and the next message is handled.
@@ -381,7 +396,8 @@ class CameraInputs:
             self._errors.report_exception('input', error)
 
     def _accept_stamp(self, stream: str, stamp_ns: int, now_ns: int) -> bool:
-        """Refuse stamps that would wedge the stream; restart on a time jump backwards.
+        """
+        Refuse stamps that would wedge the stream; restart on a time jump backwards.
 
         A frame stamped in the future would become every watermark's newest and make each
         correctly stamped frame after it look late (unless the camera clock is steadily ahead,

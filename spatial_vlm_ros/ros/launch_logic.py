@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Everything ``launch/spatial_vlm.launch.py`` decides, as pure functions (launch and launch_ros
+"""
+Everything ``launch/spatial_vlm.launch.py`` decides, as pure functions (launch and launch_ros
 have no PyPI wheels, so this is what the tests run; the launch file only turns the plan into
 actions).
 

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The object memory in the node: ``~/objects``, ``~/memory_markers``, ``~/forget``, saving to
+"""
+The object memory in the node: ``~/objects``, ``~/memory_markers``, ``~/forget``, saving to
 ``memory_file``, and the remembered objects ``~/locate`` considers.
 
 The memory itself is the pipeline's (``core/memory.py``, updated with every scene on the
@@ -32,8 +33,10 @@ from spatial_vlm_ros.srv import ForgetObjects
 
 
 def object_memory_msg(memory: ObjectMemory) -> ObjectMemoryMsg:
-    """spatial_vlm_ros/ObjectMemory: every remembered object, in the memory frame, stamped with
-    the image stamp of the last update."""
+    """
+    spatial_vlm_ros/ObjectMemory: every remembered object, in the memory frame, stamped with
+    the image stamp of the last update.
+    """
     return to_message(
         ObjectMemoryMsg,
         message_fields.object_memory_fields(
@@ -52,7 +55,8 @@ def memory_marker_msg(memory: ObjectMemory, optical: bool) -> MarkerArray:
 
 
 class MemoryOutputs:
-    """``~/objects``, ``~/memory_markers``, ``~/forget`` and the periodic save of one configured
+    """
+    ``~/objects``, ``~/memory_markers``, ``~/forget`` and the periodic save of one configured
     node (created on configure, destroyed on cleanup).
 
     Args:
@@ -61,6 +65,7 @@ class MemoryOutputs:
         errors: where save and service failures are counted.
         callback_group: of ``~/forget`` and the save timer.
         save_period_s: period of the save timer (0 or no ``memory_file``: no timer).
+
     """
 
     def __init__(
@@ -93,8 +98,10 @@ class MemoryOutputs:
             )
 
     def publish(self, camera_frame: str = '') -> None:
-        """Publish the whole memory on ``~/objects`` and, when someone subscribes (or a late
-        one may), its markers. ``camera_frame``: the frame of the scene just processed."""
+        """
+        Publish the whole memory on ``~/objects`` and, when someone subscribes (or a late
+        one may), its markers. ``camera_frame``: the frame of the scene just processed.
+        """
         if camera_frame:
             self._camera_frames.add(camera_frame)
         with self._lock:
@@ -141,7 +148,8 @@ class MemoryOutputs:
 
 
 class RememberedCandidates:
-    """``remembered_candidates(frame_id)`` for ``~/locate``: every remembered object with its
+    """
+    ``remembered_candidates(frame_id)`` for ``~/locate``: every remembered object with its
     position, covariance and size in ``frame_id`` (the scene's frame), looked up by TF at the
     memory's newest image stamp (else the latest transform), and ``in_view`` when the newest
     update saw it.

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The ``spatial_vlm`` lifecycle node: lifecycle and wiring of the ROS layer around the pipeline.
+"""
+The ``spatial_vlm`` lifecycle node: lifecycle and wiring of the ROS layer around the pipeline.
 
 Where each concern lives:
 
@@ -176,7 +177,8 @@ class SpatialVlmNode(LifecycleNode):
         self.trigger_activate()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Validate parameters, build the engine and pipeline, create publishers and services.
+        """
+        Validate parameters, build the engine and pipeline, create publishers and services.
 
         SUCCESS leads to inactive; FAILURE (bad configuration) stays unconfigured, and the
         reason is the engine status on /diagnostics (ERROR).
@@ -323,8 +325,10 @@ class SpatialVlmNode(LifecycleNode):
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Unsubscribe and stop the scheduler (in-flight results are discarded); save the
-        object memory."""
+        """
+        Unsubscribe and stop the scheduler (in-flight results are discarded); save the
+        object memory.
+        """
         self._stop_streaming()
         if self._memory_outputs is not None:
             self._memory_outputs.save('deactivate')

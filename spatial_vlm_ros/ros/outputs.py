@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The node's scene outputs: ``~/scene``, ``~/scene_json``, ``~/markers``, ``~/annotated_image``
+"""
+The node's scene outputs: ``~/scene``, ``~/scene_json``, ``~/markers``, ``~/annotated_image``
 and, where vision_msgs is installed, ``~/detections`` (vision_msgs/Detection3DArray); with
 several cameras, one set per camera under ``~/<camera>/``.
 
@@ -30,13 +31,16 @@ from spatial_vlm_ros.ros.markers import scene_markers
 
 
 def output_prefix(camera: str) -> str:
-    """Where a camera's scene topics go: ``~/`` for the single camera (''), else
-    ``~/<camera>/`` (docs/NODE.md, "Several cameras")."""
+    """
+    Where a camera's scene topics go: ``~/`` for the single camera (''), else
+    ``~/<camera>/`` (docs/NODE.md, "Several cameras").
+    """
     return f'~/{camera}/' if camera else '~/'
 
 
 class SceneOutputs:
-    """The scene publishers of one camera: ``~/scene`` ... with a single camera, ``~/<camera>/
+    """
+    The scene publishers of one camera: ``~/scene`` ... with a single camera, ``~/<camera>/
     scene`` ... for each of several (``camera``).
 
     ``rgb_of`` gives the decoded colour image of a paired set (the pipeline keeps the newest

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""``~/query`` and ``~/locate``: on-demand requests on one consistent snapshot.
+"""
+``~/query`` and ``~/locate``: on-demand requests on one consistent snapshot.
 
 The handlers are coroutines: rclpy runs them as tasks, and while one awaits the worker it holds
 no executor thread, so any number of concurrent calls leave subscriptions, timers, parameter and
@@ -63,7 +64,8 @@ def no_remembered_candidates(frame_id: str) -> Sequence[RememberedCandidate]:
 
 
 class SnapshotBuffer:
-    """The newest paired frames (per camera) and published scenes, for services (thread-safe).
+    """
+    The newest paired frames (per camera) and published scenes, for services (thread-safe).
 
     With several cameras each keeps its own ``frames`` newest sets; ``frame`` looks across all
     of them (the newest to arrive, or the closest stamp), and a scene is found by the camera
@@ -105,8 +107,10 @@ class SnapshotBuffer:
             self._scenes.clear()
 
     def frame(self, stamp_ns: int, slop_ns: int) -> RgbdSet | None:
-        """The newest frame of any camera (``stamp_ns == 0``: the last to arrive) or the one
-        closest to ``stamp_ns`` within ``slop_ns``; None when there is none."""
+        """
+        The newest frame of any camera (``stamp_ns == 0``: the last to arrive) or the one
+        closest to ``stamp_ns`` within ``slop_ns``; None when there is none.
+        """
         with self._lock:
             if stamp_ns == 0:
                 return self._newest
@@ -136,8 +140,10 @@ class SnapshotBuffer:
 
 @dataclass(frozen=True)
 class _Located:
-    """What one ~/locate computed: the snapshot it resolved on, the remembered objects offered,
-    the outcome."""
+    """
+    What one ~/locate computed: the snapshot it resolved on, the remembered objects offered,
+    the outcome.
+    """
 
     snapshot: QuerySnapshot
     memory: Sequence[RememberedCandidate]
@@ -146,7 +152,8 @@ class _Located:
 
 
 class SpatialServices:
-    """Handlers of ``~/query`` and ``~/locate``; every failure is a typed reply.
+    """
+    Handlers of ``~/query`` and ``~/locate``; every failure is a typed reply.
 
     Args:
         snapshots: frames and scenes to answer on.
@@ -158,6 +165,7 @@ class SpatialServices:
         parameter: reads a node parameter's current value.
         remembered_candidates: remembered objects (the object memory) with positions in the
             given frame, for ``~/locate``; none by default.
+
     """
 
     def __init__(
@@ -185,8 +193,10 @@ class SpatialServices:
         return int(float(self._parameter('sync_slop_s')) * 1e9)
 
     def _deadlines(self) -> tuple[Deadline, Deadline]:
-        """``(request deadline, deadline of its model calls)``: one budget per request, from
-        its arrival; the model calls end :data:`REPLY_RESERVE_S` (at most 10 %) earlier."""
+        """
+        ``(request deadline, deadline of its model calls)``: one budget per request, from
+        its arrival; the model calls end :data:`REPLY_RESERVE_S` (at most 10 %) earlier.
+        """
         timeout_s = float(self._parameter('request_timeout_s'))
         request = Deadline.after(timeout_s)
         return request, Deadline(request.at_s - min(REPLY_RESERVE_S, 0.1 * timeout_s))

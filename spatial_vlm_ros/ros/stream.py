@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The node's scene stream: paired frames -> the scheduler on the worker loop -> the pipeline ->
+"""
+The node's scene stream: paired frames -> the scheduler on the worker loop -> the pipeline ->
 published scenes, with the per-stage timings that explain each scene's latency.
 
 The scheduler runs on the worker (``ros/worker.py``); subscription callbacks only call
@@ -29,7 +30,8 @@ STOP_TIMEOUT_S = 10.0
 
 
 class SceneStream:
-    """Runs the scheduler on the worker loop and publishes what it produces.
+    """
+    Runs the scheduler on the worker loop and publishes what it produces.
 
     Args:
         worker: the asyncio worker thread.
@@ -41,6 +43,7 @@ class SceneStream:
         transforms: the TF source (None without tf2_ros).
         publish: puts one scene on its camera's output topics.
         now_ns: the node clock.
+
     """
 
     def __init__(
@@ -68,8 +71,10 @@ class SceneStream:
         self._future: Any = None
 
     def start(self, config: SchedulerConfig, cameras: Sequence[str] = ('',)) -> None:
-        """Create the scheduler for ``cameras`` (their names; '' for the single camera) and
-        run it on the worker loop."""
+        """
+        Create the scheduler for ``cameras`` (their names; '' for the single camera) and
+        run it on the worker loop.
+        """
         self.scheduler = FrameScheduler(
             process=self._process,
             publish=self._publish,
@@ -96,8 +101,10 @@ class SceneStream:
     # ---------------------------------------------------------------- frames in
 
     def on_paired(self, paired: RgbdSet, reference_ns: int | None) -> None:
-        """A complete RGB-D set of camera ``paired.camera`` (any thread): kept for the
-        services, offered to the stream."""
+        """
+        A complete RGB-D set of camera ``paired.camera`` (any thread): kept for the
+        services, offered to the stream.
+        """
         self._snapshots.add_frame(paired)
         scheduler = self.scheduler
         if scheduler is not None:

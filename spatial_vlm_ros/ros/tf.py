@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""TF lookups at the image stamp: tf2_ros where it is importable; elsewhere (the PyPI install
+"""
+TF lookups at the image stamp: tf2_ros where it is importable; elsewhere (the PyPI install
 has no tf2_ros) the node subscribes to ``/tf`` and ``/tf_static`` itself and keeps them in
 ``core.tf_buffer.TransformBuffer`` (the maths is there and in core.transforms).
 
@@ -59,7 +60,8 @@ __all__ = ['TF_QOS', 'TF_STATIC_QOS', 'TransformResult', 'TransformSource']
 
 
 class TransformSource:
-    """Looks up ``T_target_from_source`` at a stamp, waiting up to ``timeout_s``; reports its
+    """
+    Looks up ``T_target_from_source`` at a stamp, waiting up to ``timeout_s``; reports its
     state as text (``status``, on /diagnostics).
 
     ``mode`` is ``tf2_ros``, ``buffer`` (own subscriptions to /tf and /tf_static) or ``none``

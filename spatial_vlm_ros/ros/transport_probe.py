@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Find publishers this node cannot see because they use other Fast DDS builtin transports.
+"""
+Find publishers this node cannot see because they use other Fast DDS builtin transports.
 
 Measured here (docs/NODE.md, "Transports"): with the default discovery range, a participant with
 ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` and one with the default transports do not discover
