@@ -146,8 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def pipeline_values(args: argparse.Namespace) -> dict[str, Any]:
     """
-    The replay's settings: the flags given, the table's defaults for the rest, and engine
-    ``recorded`` when ``--recording`` is given without ``--engine``.
+    Return the replay's settings.
+
+    The flags given, the table's defaults for the rest, and engine ``recorded`` when
+    ``--recording`` is given without ``--engine``.
     """
     values = settings.complete(settings.values_from_cli(args))
     if args.engine is None and args.recording is not None:
@@ -296,8 +298,9 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 def model_in_local_cache(model: str) -> bool:
     """
-    True when ``model`` (a directory or a Hugging Face id) is on this machine; never
-    downloads.
+    Return True when ``model`` (a directory or a Hugging Face id) is on this machine.
+
+    Never downloads.
     """
     if not model:
         return False

@@ -1,8 +1,9 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-Frame → engine → parsing → 3D → object memory → relations → Scene: one pipeline for the node
-and the replay.
+Frame → engine → parsing → 3D → object memory → relations → Scene.
+
+One pipeline for the node and the replay.
 
 ROS-free. The node feeds it paired raw messages (decoded here, on the worker thread, never in a
 subscription callback) and the replay feeds it rosbags messages; both get the same Scene.
@@ -262,8 +263,9 @@ class SpatialPipeline:
 
     def save_memory(self) -> Path | None:
         """
-        Write the object memory to ``memory_file`` (atomically); the path written, or None
-        without a memory or a file. Raises OSError.
+        Write the object memory to ``memory_file`` (atomically).
+
+        The path written, or None without a memory or a file. Raises OSError.
         """
         if self.memory is None or not self.memory_file:
             return None
@@ -299,8 +301,9 @@ class SpatialPipeline:
 
     def rgb_of(self, paired: RgbdSet) -> npt.NDArray[np.uint8]:
         """
-        The decoded colour image of ``paired``: the one perception decoded when it is still
-        kept, else decoded now (only the colour image).
+        Return the decoded colour image of ``paired``.
+
+        The one perception decoded when it is still kept, else decoded now (only the colour image).
         """
         with self._decoded_lock:
             frame = self._decoded.get(paired.camera, {}).get(paired.stamp_ns)
@@ -373,8 +376,9 @@ class SpatialPipeline:
 
     def memory_frame(self, camera_frame: str) -> str:
         """
-        The memory's frame ('' without a memory); a memory without a frame takes
-        ``camera_frame``.
+        Return the memory's frame ('' without a memory).
+
+        A memory without a frame takes ``camera_frame``.
         """
         return '' if self.memory is None else self.memory.adopt_frame(camera_frame)
 
@@ -386,8 +390,10 @@ class SpatialPipeline:
         configured: bool = True,
     ) -> MemoryInput | None:
         """
-        The memory step of ``frame`` (None without a memory). ``configured``: the frame was
-        grounded with the configured vocabulary (else it gives no negative evidence).
+        Return the memory step of ``frame`` (None without a memory).
+
+        ``configured``: the frame was grounded with the configured vocabulary (else it gives no
+        negative evidence).
         """
         memory = self.memory
         if memory is None:
@@ -490,8 +496,9 @@ class SpatialPipeline:
         self, frame: RgbdFrame, transforms: TransformLookup | None, warnings: list[str]
     ) -> FrameTransforms:
         """
-        The transforms from ``frame``'s camera frame at its stamp; a missing target or
-        relation frame adds a warning (the scene then uses the camera frame).
+        Return the transforms from ``frame``'s camera frame at its stamp.
+
+        A missing target or relation frame adds a warning (the scene then uses the camera frame).
         """
         looked_up: dict[str, tuple[FloatArray | None, str]] = {}
 
@@ -691,8 +698,10 @@ def build_scene(
 
 def relation_transform(scene: Scene, transforms: TransformLookup | None) -> FloatArray | None:
     """
-    T_relation_from_camera of ``scene`` at its stamp; None when relations are in the camera
-    view or the transform cannot be looked up (then quantities are read in the scene's frame).
+    T_relation_from_camera of ``scene`` at its stamp.
+
+    None when relations are in the camera view or the transform cannot be looked up (then
+    quantities are read in the scene's frame).
     """
     relation_frame = scene.relation_frame_id
     if not relation_frame or relation_frame == scene.camera_frame_id or transforms is None:
@@ -711,10 +720,12 @@ def _left_to_right(item: Detection | SpatialObject) -> tuple[str, float, float]:
 
 def assign_ids(detections: Sequence[Detection]) -> list[str]:
     """
-    Object ids of one frame's detections, in the given order: ``<label>_<n>`` with spaces
-    in the label replaced by ``_`` and n counting that label's instances left to right (box
-    centre x, then y), from 0. Per-frame ordinals, used without an object memory (with one,
-    :func:`remember` gives the memory's ids; their first frame numbers alike).
+    Object ids of one frame's detections, in the given order.
+
+    ``<label>_<n>`` with spaces in the label replaced by ``_`` and n counting that label's
+    instances left to right (box centre x, then y), from 0. Per-frame ordinals, used without an
+    object memory (with one, :func:`remember` gives the memory's ids; their first frame numbers
+    alike).
     """
     order = sorted(range(len(detections)), key=lambda i: _left_to_right(detections[i]))
     ids = [''] * len(detections)
@@ -784,7 +795,7 @@ def remember(
 
 def open_memory(settings: MemorySettings) -> ObjectMemory:
     """
-    A new object memory, or the one saved in ``settings.file`` when that exists.
+    Return a new object memory, or the one saved in ``settings.file`` when that exists.
 
     Raises :class:`ObjectMemoryError` for a file that cannot be used (malformed, another
     frame): the caller must not start and later overwrite it.
@@ -804,8 +815,10 @@ def open_memory(settings: MemorySettings) -> ObjectMemory:
 
 def _remaining_s(deadline: Deadline | None) -> float | None:
     """
-    What an engine call may still take (None: the engine's own default). A passed deadline
-    leaves a token budget rather than 0, which engines would read as "no deadline".
+    Return what an engine call may still take (None: the engine's own default).
+
+    A passed deadline leaves a token budget rather than 0, which engines would read as "no
+    deadline".
     """
     if deadline is None:
         return None

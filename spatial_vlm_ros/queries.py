@@ -125,7 +125,7 @@ class QuerySnapshot:
     T_relation_from_camera: FloatArray | None = None
 
     def query_frame(self) -> QueryFrame:
-        """The frame quantities are read in (``core.measurements.query_frame``)."""
+        """Return the frame quantities are read in (``core.measurements.query_frame``)."""
         return query_frame(self.scene, self.T_relation_from_camera)
 
 
@@ -230,7 +230,7 @@ def _measure_stated(
 
 
 def _attach_text_number(measurements: list[Measurement], text: str) -> list[Measurement]:
-    """A single length in the model's text is its value for a single measurement."""
+    """Return a single length in the model's text is its value for a single measurement."""
     stated = metric_quantities(text)
     if len(stated) != 1 or len(measurements) != 1 or math.isfinite(measurements[0].model_value):
         return measurements
@@ -295,7 +295,7 @@ def build_question_input(
     profile: ModelProfile,
     options: QueryOptions | None = None,
 ) -> QuestionInput:
-    """The engine request of a grounded question: marked image, facts, question, grammar."""
+    """Return the engine request of a grounded question: marked image, facts, question, grammar."""
     options = options or QueryOptions()
     frame = snapshot.query_frame()
     placed = place_scene(snapshot.scene, frame)
@@ -466,8 +466,9 @@ class LocateSettings:
 @dataclass(frozen=True)
 class LocateOutcome:
     """
-    The reply of ``~/locate`` (LocateObject.srv): candidates' positions, covariances and the
-    approach pose in ``frame_id``.
+    The reply of ``~/locate`` (LocateObject.srv).
+
+    Candidates' positions, covariances and the approach pose in ``frame_id``.
     """
 
     result: LocateResult
@@ -589,7 +590,7 @@ async def _model_choice(
 
 
 def _require_position(result: LocateResult) -> LocateResult:
-    """A found object without a measured position is not found: there is no pose to give."""
+    """Return a found object without a measured position is not found: there is no pose to give."""
     best = result.best
     if not result.found or best is None or best.position is not None:
         return result

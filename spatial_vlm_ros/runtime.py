@@ -30,8 +30,9 @@ _tuned = False
 
 def tune_memory_allocator() -> bool:
     """
-    Raise glibc's mmap and trim thresholds once per process; False where malloc is not
-    glibc's (musl, macOS) or refused the setting, which only costs speed.
+    Raise glibc's mmap and trim thresholds once per process.
+
+    False where malloc is not glibc's (musl, macOS) or refused the setting, which only costs speed.
     """
     global _tuned
     if _tuned:

@@ -469,8 +469,7 @@ def _kind_name(setting: Setting) -> str:
 
 def validate(values: Mapping[str, Any]) -> list[str]:
     """
-    Problems with a set of values (missing ones take their defaults), each saying what to
-    change.
+    Problems with a set of values (missing ones take their defaults), each saying what to change.
     """
     values = complete(values)
     problems: list[str] = []
@@ -550,8 +549,9 @@ def deprecation_warnings(values: Mapping[str, Any]) -> list[str]:
 
 def parse_text(setting: Setting, text: str) -> Any:
     """
-    A value from text (a launch argument or a CLI flag): YAML-like for bool, numbers and
-    lists (``[a, b]`` or ``a, b``).
+    Return a value from text (a launch argument or a CLI flag).
+
+    YAML-like for bool, numbers and lists (``[a, b]`` or ``a, b``).
     """
     kind = setting.kind
     stripped = text.strip()
@@ -586,8 +586,10 @@ def parse_text(setting: Setting, text: str) -> Any:
 
 def add_cli_flags(parser: Any, aliases: Mapping[str, Sequence[str]] | None = None) -> None:
     """
-    One flag per setting of scope ``both`` (``--name-with-dashes``, plus ``aliases``); every
-    default is None so that ``values_from_cli`` can tell a given flag from the table's default.
+    One flag per setting of scope ``both`` (``--name-with-dashes``, plus ``aliases``).
+
+    Every default is None so that ``values_from_cli`` can tell a given flag from the table's
+    default.
     """
     for setting in SETTINGS:
         if setting.scope != BOTH:
@@ -608,7 +610,7 @@ def add_cli_flags(parser: Any, aliases: Mapping[str, Sequence[str]] | None = Non
 
 
 def values_from_cli(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given on the command line (flags left out are not in the result)."""
+    """Return the settings given on the command line (flags left out are not in the result)."""
     return {
         setting.name: getattr(args, setting.name)
         for setting in SETTINGS
@@ -661,7 +663,7 @@ def render_params_yaml() -> str:
 
 
 def render_markdown_table() -> str:
-    """The parameter table of docs/NODE.md."""
+    """Return the parameter table of docs/NODE.md."""
     rows = [
         '| name | default | constraints | replay flag | description |',
         '|---|---|---|---|---|',

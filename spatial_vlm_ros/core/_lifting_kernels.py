@@ -449,8 +449,10 @@ def _pairwise_sum(values: Array, first: int, count: int) -> float:
 @numba.njit(**_JIT)
 def _reduceat_sum(values: Array, first: int, stop: int) -> float:
     """
-    One segment of ``np.add.reduceat(values, ...)``: the first element, plus the pairwise
-    sum of the rest (``values[first]`` alone for an empty segment, numpy's rule).
+    One segment of ``np.add.reduceat(values, ...)``.
+
+    The first element, plus the pairwise sum of the rest (``values[first]`` alone for an empty
+    segment, numpy's rule).
     """
     if stop <= first + 1:
         return values[first]
@@ -618,7 +620,7 @@ def _extremes(
     values: Array, count: int, low_rank: int, high_rank: int, scratch: Array, candidates: Array
 ) -> tuple[float, float]:
     """
-    The ``low_rank``-th and ``high_rank``-th smallest of ``values[:count]`` (exact).
+    Return the ``low_rank``-th and ``high_rank``-th smallest of ``values[:count]`` (exact).
 
     Both ranks lie near the ends (2 % and 98 %): a strided sample of the values gives a
     bound beyond each, one scan keeps the values beyond the bounds, and a selection among
@@ -671,8 +673,9 @@ def _counted_rank(values: Array, counts: Array, first: int, stop: int, rank: int
 @numba.njit(**_JIT)
 def _median_of_counted(values: Array, counts: Array, distinct: int, total: int) -> float:
     """
-    np.median of ``total`` values given as sorted distinct ``values`` with ``counts``: the
-    middle one, or the mean of the two middle ones.
+    np.median of ``total`` values given as sorted distinct ``values`` with ``counts``.
+
+    The middle one, or the mean of the two middle ones.
     """
     half = total // 2
     upper = _counted_rank(values, counts, 0, distinct, half)
@@ -686,8 +689,10 @@ def _mad_of_counted(
     values: Array, counts: Array, distinct: int, total: int, median: float
 ) -> float:
     """
-    np.median of ``abs(values - median)`` over the counted values: the deviations grow
-    outward from the median on both sides, so merging the two sides lists them in order.
+    np.median of ``abs(values - median)`` over the counted values.
+
+    The deviations grow outward from the median on both sides, so merging the two sides lists them
+    in order.
     """
     half = total // 2
     wanted = half - 1 if total % 2 == 0 else half
@@ -968,9 +973,11 @@ def shares_inside(
     corners: Array,
 ) -> Array:
     """
-    For each pair (``subjects[k]``, ``others[k]``): the share of the subject box's object
-    pixels (``support_u``/``support_v`` from ``starts[subject]``) whose centres lie in the
-    other box (``corners``: x_min, y_min, x_max, y_max).
+    For each pair (``subjects[k]``, ``others[k]``).
+
+    The share of the subject box's object pixels (``support_u``/``support_v`` from
+    ``starts[subject]``) whose centres lie in the other box (``corners``: x_min, y_min, x_max,
+    y_max).
     """
     shares = np.empty(subjects.size)
     for pair in range(subjects.size):

@@ -1,8 +1,9 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-Draw a scene onto its RGB image: boxes, labels with distances, relations, errors; and
-set-of-marks images (each object's id drawn at its box) for the model's questions.
+Draw a scene onto its RGB image: boxes, labels with distances, relations, errors.
+
+And set-of-marks images (each object's id drawn at its box) for the model's questions.
 
 Pure: the input image is never modified; a new RGB uint8 array is returned. Colours match the
 markers (:func:`spatial_vlm_ros.core.markers.label_color`) so the 2D and 3D views agree.
@@ -52,7 +53,7 @@ def object_caption(obj: SpatialObject, positions_in_camera_frame: bool) -> str:
 
 
 def _checked_copy(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """A writable copy of an RGB uint8 (H, W, 3) image, or :class:`AnnotationError`."""
+    """Return a writable copy of an RGB uint8 (H, W, 3) image, or :class:`AnnotationError`."""
     array = np.asarray(rgb)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise AnnotationError(
@@ -98,7 +99,7 @@ def _text_block(
 def annotate_scene(
     rgb: npt.NDArray[np.uint8], scene: Scene, style: AnnotationStyle | None = None
 ) -> npt.NDArray[np.uint8]:
-    """A copy of ``rgb`` (H, W, 3, RGB order) with ``scene`` drawn on it."""
+    """Return a copy of ``rgb`` (H, W, 3, RGB order) with ``scene`` drawn on it."""
     style = style or AnnotationStyle()
     image = _checked_copy(rgb)
     height, width = image.shape[:2]

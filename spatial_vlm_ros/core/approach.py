@@ -73,7 +73,7 @@ def approach_pose(
     standoff_m: float = DEFAULT_STANDOFF_M,
 ) -> ApproachPose:
     """
-    The pose ``standoff_m`` beyond the footprint towards ``viewpoint``, facing the object.
+    Return the pose ``standoff_m`` beyond the footprint towards ``viewpoint``, facing the object.
 
     ``object_position`` and ``viewpoint`` are in ``frame_id``, a gravity-aligned frame (z up):
     only their x and y are used. Raises :class:`ApproachError` when they (nearly) coincide in

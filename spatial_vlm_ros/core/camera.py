@@ -371,8 +371,9 @@ def _integer_depth_sanity_warnings(
     codes: npt.NDArray[np.uint16], scale: float, encoding: str, depth_scale: float | None
 ) -> list[str]:
     """
-    :func:`depth_sanity_warnings` of the decoded image, from its raw codes: the same
-    subsample and the same median (decoding preserves the codes' order), without decoding.
+    :func:`depth_sanity_warnings` of the decoded image, from its raw codes.
+
+    The same subsample and the same median (decoding preserves the codes' order), without decoding.
     """
     sample = codes[::4, ::4]
     valid = sample[sample != 0]

@@ -201,7 +201,7 @@ def encoding_info(encoding: str) -> EncodingInfo:
 
 
 def _stored_pixels(msg: Any) -> tuple[np.ndarray, EncodingInfo]:
-    """A view of the pixels in the message's own byte order, after every size check."""
+    """Return a view of the pixels in the message's own byte order, after every size check."""
     encoding = _text_field(msg, 'encoding')
     info = encoding_info(encoding)
     height = _int_field(msg, 'height')
@@ -240,7 +240,7 @@ def _stored_pixels(msg: Any) -> tuple[np.ndarray, EncodingInfo]:
 
 def image_view(msg: Any) -> np.ndarray:
     """
-    The pixels of a raw image as (H, W) or (H, W, C) in the encoding's native dtype.
+    Return the pixels of a raw image as (H, W) or (H, W, C) in the encoding's native dtype.
 
     Zero-copy (a read-only view of ``msg.data`` that honours ``step`` padding) unless the
     16/32-bit data is in the other byte order than this host's, which needs one swapping copy.

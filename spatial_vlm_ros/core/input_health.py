@@ -353,8 +353,9 @@ def similar_topics(
     wanted: str, topics: Sequence[tuple[str, Sequence[str]]], image_like: Sequence[str]
 ) -> tuple[tuple[str, tuple[str, ...]], ...]:
     """
-    Up to 3 topics of image-like types whose names resemble ``wanted``, best first: those
-    that contain its last two name components (``color/image_raw``), then its last one, then
+    Up to 3 topics of image-like types whose names resemble ``wanted``, best first.
+
+    Those that contain its last two name components (``color/image_raw``), then its last one, then
     by string similarity.
     """
     parts = wanted.strip('/').split('/')

@@ -214,7 +214,7 @@ class _Lifts:
 
 
 def empty_lift(valid_depth_ratio: float = 0.0, depth_samples: int = 0) -> Lifted3D:
-    """A :class:`Lifted3D` without a position (too little depth support)."""
+    """Return a :class:`Lifted3D` without a position (too little depth support)."""
     return Lifted3D(None, None, None, float(valid_depth_ratio), int(depth_samples))
 
 
@@ -292,8 +292,10 @@ def _pixel_range(low: float, high: float, size: int) -> tuple[int, int]:
 @dataclass(frozen=True)
 class _Window:
     """
-    The sample lattice of one box, clipped to the image: rows ``y0:y1:stride`` and columns
-    ``x0:x1:stride``, the stride chosen so that at most ``max_samples`` pixels are read.
+    The sample lattice of one box, clipped to the image.
+
+    Rows ``y0:y1:stride`` and columns ``x0:x1:stride``, the stride chosen so that at most
+    ``max_samples`` pixels are read.
     """
 
     x0: int
@@ -399,8 +401,10 @@ _HISTOGRAM_GAP = 2
 
 def _kernel_depth(depth: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
     """
-    The depth image as the kernels read it: C-contiguous float32 or float64 (float16 widens
-    to float32 exactly; wider floats are read as float64).
+    Return the depth image as the kernels read it.
+
+    C-contiguous float32 or float64 (float16 widens to float32 exactly; wider floats are read as
+    float64).
     """
     dtype = np.float32 if depth.dtype.itemsize <= 4 else np.float64
     return np.ascontiguousarray(depth, dtype=dtype)
@@ -408,8 +412,10 @@ def _kernel_depth(depth: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
 
 def _as_image_dtype(value: float, depth: npt.NDArray[np.floating], kernel_dtype: Any) -> Any:
     """
-    ``value`` as numpy compares it with the image: a Python float is cast to the image's
-    dtype first (NEP 50), then widened exactly to the kernel's dtype.
+    ``value`` as numpy compares it with the image.
+
+    A Python float is cast to the image's dtype first (NEP 50), then widened exactly to the
+    kernel's dtype.
     """
     return _cast(float(value), depth.dtype, np.dtype(kernel_dtype))
 
@@ -489,8 +495,9 @@ def _lift_many(
     exclusions: Sequence[Sequence[DepthExclusion]] | None = None,
 ) -> _Lifts:
     """
-    Lift every box (``corners`` (B, 4): x_min, y_min, x_max, y_max) of one checked depth
-    image; ``exclusions[i]`` applies to box ``i``.
+    Lift every box (``corners`` (B, 4): x_min, y_min, x_max, y_max) of one checked depth image.
+
+    ``exclusions[i]`` applies to box ``i``.
 
     The result for each box is exactly what lifting it alone gives: the boxes share the
     compiled passes (_lifting_kernels.py), never data.
@@ -601,7 +608,7 @@ def _no_positions(boxes: int, depth_samples: npt.NDArray[np.int64], ratios: Floa
 
 @functools.lru_cache(maxsize=16)
 def _settings(config: LiftingConfig) -> FloatArray:
-    """The configuration values :func:`kernels.describe_boxes` reads, in its order."""
+    """Return the configuration values :func:`kernels.describe_boxes` reads, in its order."""
     return np.array(
         [
             config.valley_ratio,
@@ -693,7 +700,7 @@ def _occluder_exclusion(
     box: PixelBox, first: _Lifts, occluder: int, config: LiftingConfig
 ) -> DepthExclusion:
     """
-    The pixels of the occluder in ``box``: everything inside its box up to its far side.
+    Return the pixels of the occluder in ``box``: everything inside its box up to its far side.
 
     Anything nearer than the occluder's surface inside its box is not the hidden object either
     (that object is behind the surface it was wrongly lifted to).

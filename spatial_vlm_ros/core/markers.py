@@ -70,9 +70,11 @@ class Rgba:
 @dataclass(frozen=True)
 class MarkerSpec:
     """
-    One marker. ``position`` and ``orientation`` (quaternion x, y, z, w) are the pose;
-    ``scale`` follows Marker semantics: box extents along the oriented axes for CUBE, the line
-    width in ``scale[0]`` for LINE_LIST, the text height in ``scale[2]`` for TEXT.
+    One marker.
+
+    ``position`` and ``orientation`` (quaternion x, y, z, w) are the pose; ``scale`` follows Marker
+    semantics: box extents along the oriented axes for CUBE, the line width in ``scale[0]`` for
+    LINE_LIST, the text height in ``scale[2]`` for TEXT.
     """
 
     namespace: str
@@ -274,11 +276,12 @@ def memory_markers(
     style: MarkerStyle | None = None,
 ) -> MarkerSet:
     """
-    Markers of the object memory in its frame: per object a box (axis-aligned in the memory
-    frame, its largest extents seen; more transparent when not seen now) and a label
-    ``<id> <state>`` (``?`` marks an unconfirmed object). ``optical``: the memory frame is a
-    camera optical frame (y down) rather than a REP 103 one (z up). Marker ids follow the id
-    order, after a DELETEALL, so forgotten objects disappear.
+    Markers of the object memory in its frame.
+
+    Per object a box (axis-aligned in the memory frame, its largest extents seen; more transparent
+    when not seen now) and a label ``<id> <state>`` (``?`` marks an unconfirmed object).
+    ``optical``: the memory frame is a camera optical frame (y down) rather than a REP 103 one (z
+    up). Marker ids follow the id order, after a DELETEALL, so forgotten objects disappear.
     """
     style = style or MarkerStyle()
     up = _up_vector(optical)

@@ -147,7 +147,7 @@ class QueryFrame:
         return not self.optical
 
     def axes_description(self) -> str:
-        """The axes named for a prompt, e.g. ``x right, y down, z forward``."""
+        """Return the axes named for a prompt, e.g. ``x right, y down, z forward``."""
         if self.optical:
             return 'x right, y down, z forward from the camera'
         return 'z up; x, y horizontal'
@@ -178,7 +178,7 @@ def query_frame(
     T_relation_from_camera: npt.ArrayLike | None = None,  # noqa: N803 (transform naming)
 ) -> QueryFrame:
     """
-    The reference frame of ``scene``.
+    Return the reference frame of ``scene``.
 
     The scene says where its positions are (``Scene.frame_id``) and how they got there from the
     camera (``Scene.T_frame_from_camera``; None for a scene in the camera frame, or when the

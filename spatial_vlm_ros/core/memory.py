@@ -225,10 +225,12 @@ class CameraView:
         searched_labels: Sequence[str] | None = None,
     ) -> CameraView:
         """
-        The view of a decoded RGB-D frame. Pass ``negative_evidence=False`` when the
-        frame's detections say nothing about what is absent (the engine failed, or it was
-        asked for one description only), and ``searched_labels`` when it was asked for a
-        vocabulary (None or empty: every salient object).
+        Return the view of a decoded RGB-D frame.
+
+        Pass ``negative_evidence=False`` when the frame's detections say nothing about what is
+        absent (the engine failed, or it was asked for one description only), and
+        ``searched_labels`` when it was asked for a vocabulary (None or empty: every salient
+        object).
         """
         labels = None
         if searched_labels:
@@ -283,8 +285,10 @@ def objects_in_frame(
     T_frame_from_memory: npt.ArrayLike,  # noqa: N803
 ) -> list[RememberedCandidate]:
     """
-    Remembered objects moved into another frame: ``p' = R p + t``, ``C' = R C R^T`` and the
-    axis-aligned size as extents along the new axes (``|R| size``, as the memory does).
+    Remembered objects moved into another frame.
+
+    ``p' = R p + t``, ``C' = R C R^T`` and the axis-aligned size as extents along the new axes
+    (``|R| size``, as the memory does).
     """
     try:
         transform = validate_transform(T_frame_from_memory)
@@ -420,8 +424,9 @@ def _compatibility(first: list[str], second: list[str]) -> npt.NDArray[np.bool_]
 @dataclass
 class _Gates:
     """
-    Pairwise association data of one frame: observations with a position (rows) against the
-    objects remembered before it (columns).
+    Pairwise association data of one frame.
+
+    Observations with a position (rows) against the objects remembered before it (columns).
     """
 
     tracks: list[_Track]
@@ -430,7 +435,7 @@ class _Gates:
 
 
 def id_stem(label: str) -> str:
-    """The id prefix of a label: normalized, spaces as underscores (``office_chair``)."""
+    """Return the id prefix of a label: normalized, spaces as underscores (``office_chair``)."""
     return normalize_label(label).replace(' ', '_') or 'object'
 
 
@@ -733,9 +738,10 @@ class ObjectMemory:
 
     def _missing_here(self, track: _Track, work: _FrameWork) -> bool:
         """
-        Whether negative evidence says ``track`` has left its place: missed at least
-        ``relocate_min_misses`` times since it was last seen (frames out of view or occluded in
-        between do not count either way).
+        Whether negative evidence says ``track`` has left its place.
+
+        Missed at least ``relocate_min_misses`` times since it was last seen (frames out of view or
+        occluded in between do not count either way).
         """
         return (
             self.config.relocate_unseen
@@ -833,8 +839,10 @@ class ObjectMemory:
         work: _FrameWork,
     ) -> None:
         """
-        Objects without a position: the remembered object of their label that projects into
-        their box, nearest its centre (one-to-one), else a fresh id that is not stored.
+        Objects without a position.
+
+        The remembered object of their label that projects into their box, nearest its centre
+        (one-to-one), else a fresh id that is not stored.
         """
         rows = [index for index, key in enumerate(work.ids) if not key]
         if not rows:
@@ -907,8 +915,9 @@ class ObjectMemory:
         self, track: _Track, camera_from_memory: FloatArray, view: CameraView
     ) -> ObjectState | None:
         """
-        OUT_OF_VIEW or OCCLUDED when the frame says nothing about the object; None when it
-        should have been seen.
+        OUT_OF_VIEW or OCCLUDED when the frame says nothing about the object.
+
+        None when it should have been seen.
         """
         config = self.config
         point = camera_from_memory[:3, :3] @ track.position + camera_from_memory[:3, 3]
@@ -1037,7 +1046,7 @@ class ObjectMemory:
     # ------------------------------------------------------------------ persistence
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy: frame, counters and every object."""
+        """Return a JSON-ready copy: frame, counters and every object."""
         with self._lock:
             return {
                 'format': MEMORY_FILE_FORMAT,

@@ -77,7 +77,7 @@ def normalize_text(text: str) -> str:
 
 
 def normalize_label(label: str) -> str:
-    """A label as it is matched: lower case, underscores as spaces, single spaces."""
+    """Return a label as it is matched: lower case, underscores as spaces, single spaces."""
     return ' '.join(normalize_text(label).replace('_', ' ').split())
 
 

@@ -98,8 +98,9 @@ def xyz_fields(values: Iterable[float]) -> Fields:
 
 def quaternion_fields(xyzw: Iterable[float]) -> Fields:
     """
-    geometry_msgs/Quaternion ``(x, y, z, w)``. Always written in full: the factories'
-    defaults differ for ``w`` (1 in ROS 2 messages).
+    geometry_msgs/Quaternion ``(x, y, z, w)``.
+
+    Always written in full: the factories' defaults differ for ``w`` (1 in ROS 2 messages).
     """
     x, y, z, w = xyzw
     return {'x': float(x), 'y': float(y), 'z': float(z), 'w': float(w)}
@@ -134,8 +135,10 @@ def spatial_object_fields(
     obj: SpatialObject, scene: Scene, orientation: Sequence[float] | None = None
 ) -> Fields:
     """
-    spatial_vlm_ros/SpatialObject. An object without a position gets NaN pose, size and
-    covariance (SpatialObject.msg: never zeros).
+    spatial_vlm_ros/SpatialObject.
+
+    An object without a position gets NaN pose, size and covariance (SpatialObject.msg: never
+    zeros).
     """
     ((_, position, distance),) = placed(scene, [obj])
     quaternion = box_orientation(scene) if orientation is None else orientation
@@ -266,8 +269,10 @@ def object_memory_fields(
     frame_id: str, stamp_ns: int, objects: Iterable[RememberedObject]
 ) -> Fields:
     """
-    spatial_vlm_ros/ObjectMemory: every remembered object (ordered by id) in ``frame_id``
-    (the memory frame), stamped with the image stamp of the memory's last update.
+    spatial_vlm_ros/ObjectMemory.
+
+    Every remembered object (ordered by id) in ``frame_id`` (the memory frame), stamped with the
+    image stamp of the memory's last update.
     """
     return {
         'header': header_fields(stamp_ns, frame_id),
@@ -282,8 +287,9 @@ def object_memory_fields(
 
 def pose_covariance_6x6(covariance: npt.ArrayLike | None) -> list[float]:
     """
-    Row-major 6x6 (x, y, z, rot x, rot y, rot z) from a 3x3 position covariance; the
-    rotation block is :data:`UNKNOWN_ROTATION_VARIANCE` on its diagonal.
+    Row-major 6x6 (x, y, z, rot x, rot y, rot z) from a 3x3 position covariance.
+
+    The rotation block is :data:`UNKNOWN_ROTATION_VARIANCE` on its diagonal.
     """
     full = np.zeros((6, 6))
     full[:3, :3] = np.nan if covariance is None else np.asarray(covariance, dtype=np.float64)
@@ -293,9 +299,11 @@ def pose_covariance_6x6(covariance: npt.ArrayLike | None) -> list[float]:
 
 def detection3d_fields(obj: SpatialObject, scene: Scene, orientation: Sequence[float]) -> Fields:
     """
-    vision_msgs/Detection3D of a positioned object: one hypothesis (class_id = label,
-    score = confidence) whose pose is the centroid with its covariance; bbox is the oriented
-    box (centre = centroid, axes = the camera's, size along them); id = the object id.
+    vision_msgs/Detection3D of a positioned object.
+
+    One hypothesis (class_id = label, score = confidence) whose pose is the centroid with its
+    covariance; bbox is the oriented box (centre = centroid, axes = the camera's, size along them);
+    id = the object id.
     """
     lifted = obj.lifted
     pose = pose_fields(lifted.position, orientation)
@@ -439,7 +447,7 @@ def image_fields(
 
 
 def covariance_fields(covariance: npt.ArrayLike | None) -> list[float]:
-    """A row-major ``float64[9]`` covariance; NaN when there is none (never zeros)."""
+    """Return a row-major ``float64[9]`` covariance; NaN when there is none (never zeros)."""
     if covariance is None:
         return [math.nan] * 9
     return _floats(np.asarray(covariance, dtype=np.float64).reshape(9))

@@ -157,6 +157,7 @@ class RgbdSet:
     def received_ns(self) -> int | None:
         """
         When the later of its two images arrived (the node clock); None when not recorded.
+
         CameraInfo is left out: the latest one is reused, so it may have come after them.
         """
         times = [self.rgb.received_ns, self.depth.received_ns]
@@ -180,8 +181,9 @@ class PairingStats:
 
     def as_flat_dict(self) -> dict[str, int]:
         """
-        Flat counters for diagnostics: ``emitted``, ``rgb.received``, ``rgb.pending``,
-        ``rgb.dropped.no_depth``, ...
+        Flat counters for diagnostics.
+
+        ``emitted``, ``rgb.received``, ``rgb.pending``, ``rgb.dropped.no_depth``, ...
         """
         flat = {'emitted': self.emitted}
         for stream in STREAMS:
@@ -387,7 +389,7 @@ class StampPairer:
         return max(configured, int(MAX_WAIT_PERIODS * typical))
 
     def min_interval_ns(self, stream: str) -> int:
-        """The lower bound on ``stream``'s next stamp interval that decisions rely on."""
+        """Return the lower bound on ``stream``'s next stamp interval that decisions rely on."""
         configured = self._config.min_interval_ns
         if configured is not None:
             return configured

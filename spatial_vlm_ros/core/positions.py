@@ -24,8 +24,7 @@ Position = tuple[float, float, float]
 
 def finite_position(obj: SpatialObject) -> Position | None:
     """
-    ``obj``'s position as three floats when it has a finite one (``has_position``), else
-    None.
+    ``obj``'s position as three floats when it has a finite one (``has_position``), else None.
     """
     position = obj.lifted.position
     if position is None:
@@ -48,8 +47,9 @@ def camera_origin(scene: Scene) -> FloatArray | None:
 
 def range_from(obj: SpatialObject, origin: FloatArray | None) -> float:
     """
-    ``Scene.range_m`` of a positioned object, given the scene's :func:`camera_origin`: the
-    same arithmetic (``np.linalg.norm`` is the square root of the offset's dot product).
+    ``Scene.range_m`` of a positioned object, given the scene's :func:`camera_origin`.
+
+    The same arithmetic (``np.linalg.norm`` is the square root of the offset's dot product).
     """
     offset = np.asarray(obj.lifted.position, dtype=np.float64)
     if origin is not None:

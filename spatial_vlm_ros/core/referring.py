@@ -728,5 +728,5 @@ def locate_without_model(
 
 
 def as_array(value: npt.ArrayLike | None) -> FloatArray | None:
-    """A float64 copy, or None."""
+    """Return a float64 copy, or None."""
     return None if value is None else np.asarray(value, dtype=np.float64).copy()

@@ -343,7 +343,7 @@ def _pair_relations(
     canonical: bool = False,
 ) -> list[Relation]:
     """
-    What holds for subject i and object j on the given axes, and ``near``.
+    Return what holds for subject i and object j on the given axes, and ``near``.
 
     ``canonical`` states each axis with its first predicate (left_of, above, in_front_of),
     swapping subject and object where needed, so a pair is stated once per axis.
@@ -399,7 +399,7 @@ def compute_relations(
     T_ref_from_camera: npt.ArrayLike | None = None,  # noqa: N803 (transform naming convention)
 ) -> list[Relation]:
     """
-    The relations between pairs of positioned objects that hold beyond their uncertainty.
+    Return the relations between pairs of positioned objects that hold beyond their uncertainty.
 
     ``objects`` hold camera optical frame positions (as :func:`~spatial_vlm_ros.core.lifting.
     lift_boxes` returns them). With ``T_ref_from_camera`` None the predicates are those of the

@@ -88,8 +88,9 @@ class Deadline:
 @dataclass(frozen=True)
 class StampedFrame(Generic[FrameT]):
     """
-    A frame in the scheduler, with the times (in the scheduler's clock) that explain its
-    latency: submitted to the slot, taken by the worker; and its request deadline.
+    A frame in the scheduler, with the times (in the scheduler's clock) that explain its latency.
+
+    Submitted to the slot, taken by the worker; and its request deadline.
     """
 
     stamp_ns: int
@@ -109,7 +110,8 @@ class StampedFrame(Generic[FrameT]):
     @property
     def queue_ms(self) -> float:
         """
-        Milliseconds between being stored and being taken (waiting for a slot or the rate);
+        Milliseconds between being stored and being taken (waiting for a slot or the rate).
+
         NaN when not known.
         """
         if self.submitted_ns is None or self.taken_ns is None:
@@ -165,9 +167,11 @@ class LatestFrameSlot(Generic[FrameT]):
 @dataclass
 class CameraLane(Generic[FrameT]):
     """
-    One camera's share of the scheduler: its newest-frame slot, rate budget, publish
-    watermark and counters. Cameras never share a slot or a watermark, so one camera's stamps
-    (or clock) can neither supersede nor hold back another's frames.
+    One camera's share of the scheduler.
+
+    Its newest-frame slot, rate budget, publish watermark and counters. Cameras never share a slot
+    or a watermark, so one camera's stamps (or clock) can neither supersede nor hold back another's
+    frames.
     """
 
     camera: str
@@ -201,8 +205,9 @@ class CameraLane(Generic[FrameT]):
 
 class FrameScheduler(Generic[FrameT, ResultT]):
     """
-    Runs ``process`` on the newest frame of each camera with bounded staleness; see the
-    module docstring.
+    Runs ``process`` on the newest frame of each camera with bounded staleness.
+
+    See the module docstring.
 
     Several cameras share the in-flight slots (so the engine can batch their requests): each
     camera has its own newest-frame slot, rate budget and publish watermark, and a free slot
@@ -312,7 +317,8 @@ class FrameScheduler(Generic[FrameT, ResultT]):
         camera: str = '',
     ) -> None:
         """
-        Store a new frame of ``camera`` (any thread) and wake the worker on ``loop``;
+        Store a new frame of ``camera`` (any thread) and wake the worker on ``loop``.
+
         ``reference_ns`` replaces the stamp as the origin of its age (see StampedFrame).
         """
         lane = self._lane(camera)
@@ -366,9 +372,11 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
     def _next_lane(self, now_s: float) -> tuple[CameraLane[FrameT] | None, float | None]:
         """
-        The camera to serve next: of those with a frame waiting and a rate token, the one
-        served least recently (ties: the order of ``cameras``). Else (None, seconds until a
-        waiting camera gets a token), or (None, None) when no frame waits.
+        Return the camera to serve next.
+
+        Of those with a frame waiting and a rate token, the one served least recently (ties: the
+        order of ``cameras``). Else (None, seconds until a waiting camera gets a token), or (None,
+        None) when no frame waits.
 
         ``rate_hz`` is a token bucket of RATE_BURST tokens rather than a fixed gap since the
         last dispatch: a frame that arrives late (a repaired sample) right before the next one
@@ -438,8 +446,10 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
 async def _acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> bool:
     """
-    Acquire within ``timeout_s``; False on timeout. Not ``asyncio.wait_for``, which can lose
-    an acquisition won just as the timeout fires (before Python 3.12) and leak the slot.
+    Acquire within ``timeout_s``; False on timeout.
+
+    Not ``asyncio.wait_for``, which can lose an acquisition won just as the timeout fires (before
+    Python 3.12) and leak the slot.
     """
     acquiring = asyncio.ensure_future(semaphore.acquire())
     try:

@@ -22,8 +22,10 @@ class StampError(SpatialVlmError):
 
 def header_stamp_ns(msg: Any, default: int | None = None) -> int:
     """
-    ``header.stamp`` of a ROS 2 message as integer nanoseconds. Returns ``default`` when
-    there is no usable stamp, or raises :class:`StampError` when ``default`` is None.
+    ``header.stamp`` of a ROS 2 message as integer nanoseconds.
+
+    Returns ``default`` when there is no usable stamp, or raises :class:`StampError` when
+    ``default`` is None.
     """
     stamp = getattr(getattr(msg, 'header', None), 'stamp', None)
     if hasattr(stamp, 'sec') and hasattr(stamp, 'nanosec'):

@@ -51,8 +51,9 @@ _SLERP_LINEAR_THRESHOLD = 0.9995  # quaternions this close are interpolated line
 
 class TfLookupError(SpatialVlmError):
     """
-    A transform cannot be looked up: unknown or unconnected frame, or a stamp outside the
-    buffered history (extrapolation).
+    A transform cannot be looked up.
+
+    Unknown or unconnected frame, or a stamp outside the buffered history (extrapolation).
     """
 
 
@@ -152,8 +153,9 @@ def slerp(start_xyzw: npt.ArrayLike, end_xyzw: npt.ArrayLike, fraction: float) -
 
 class TransformBuffer:
     """
-    Buffered transforms of one frame tree; thread-safe (a subscription thread may insert
-    while a worker looks up).
+    Buffered transforms of one frame tree.
+
+    Thread-safe (a subscription thread may insert while a worker looks up).
     """
 
     def __init__(

@@ -223,8 +223,9 @@ class Scene:
     @property
     def camera_orientation(self) -> tuple[float, float, float, float]:
         """
-        Quaternion ``(x, y, z, w)`` of the camera optical axes in ``frame_id``: also the
-        orientation of every object's box, whose sizes are extents along those axes.
+        Quaternion ``(x, y, z, w)`` of the camera optical axes in ``frame_id``.
+
+        Also the orientation of every object's box, whose sizes are extents along those axes.
         """
         if self.T_frame_from_camera is None:
             return (0.0, 0.0, 0.0, 1.0)
@@ -236,8 +237,9 @@ class Scene:
 
     def range_m(self, obj: SpatialObject) -> float:
         """
-        Distance from the camera's optical centre to ``obj``'s centroid, metres; NaN when
-        the object has no position.
+        Distance from the camera's optical centre to ``obj``'s centroid, metres.
+
+        NaN when the object has no position.
         """
         if not has_position(obj):
             return math.nan
@@ -246,7 +248,7 @@ class Scene:
 
 
 def has_position(obj: SpatialObject) -> bool:
-    """True when ``obj`` has a finite 3D position."""
+    """Return True when ``obj`` has a finite 3D position."""
     position = obj.lifted.position
     if position is None:
         return False

@@ -193,7 +193,7 @@ class FinishReason(str, enum.Enum):
 
 
 def token_count(value: object) -> int:
-    """A token count from a backend's loosely typed metadata: an int, else 0."""
+    """Return a token count from a backend's loosely typed metadata: an int, else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 

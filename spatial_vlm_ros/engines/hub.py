@@ -47,7 +47,7 @@ _probe_cache: dict[str, tuple[float, bool, str]] = {}
 
 
 def is_local_model(model_ref: str) -> bool:
-    """A checkpoint directory on this machine (no hub needed)."""
+    """Return a checkpoint directory on this machine (no hub needed)."""
     return Path(model_ref).expanduser().is_dir()
 
 

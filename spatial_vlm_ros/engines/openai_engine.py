@@ -83,7 +83,7 @@ def build_chat_request(
     sampling_extras: bool = True,
 ) -> dict[str, Any]:
     """
-    The chat-completions JSON body for ``request`` (pure; the images are already prepared).
+    Return the chat-completions JSON body for ``request`` (pure; the images are already prepared).
 
     ``sampling_extras`` adds ``top_k`` / ``repetition_penalty``, which SGLang and vLLM accept
     beyond the OpenAI API; turn it off for servers that reject unknown fields.
@@ -180,8 +180,10 @@ def _abandon_acquire(acquiring: asyncio.Future[Any], semaphore: asyncio.Semaphor
 
 async def _acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> bool:
     """
-    Acquire a slot within ``timeout_s``; False on timeout. Written out instead of
-    ``asyncio.wait_for`` because that can drop a just-won acquisition before Python 3.12.
+    Acquire a slot within ``timeout_s``; False on timeout.
+
+    Written out instead of ``asyncio.wait_for`` because that can drop a just-won acquisition before
+    Python 3.12.
     """
     acquiring = asyncio.ensure_future(semaphore.acquire())
     try:
@@ -307,7 +309,7 @@ class OpenAIEngine(VlmEngine):
             await client.aclose()
 
     async def health(self) -> EngineHealth:
-        """The server's own health signal plus the model-name check; never raises."""
+        """Return the server's own health signal plus the model-name check; never raises."""
         deep = time.monotonic() - self._last_deep_check >= self.deep_health_interval_s
         return await self._check(deep=deep)
 

@@ -254,7 +254,7 @@ def _leading_items(text: str) -> _Extraction | None:
 
 
 def _find_items(text: str) -> _Extraction | None:
-    """The first list of grounding items in ``text`` (or consecutive bare item objects)."""
+    """Return the first list of grounding items in ``text`` (or consecutive bare item objects)."""
     singles: list[dict[str, Any]] = []
     singles_truncated = False
     position = 0

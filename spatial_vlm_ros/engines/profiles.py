@@ -1,8 +1,9 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-What each supported model needs: checkpoint, quantization, engine flags, pixel budget, prompts,
-sampling and output quirks.
+What each supported model needs.
+
+Checkpoint, quantization, engine flags, pixel budget, prompts, sampling and output quirks.
 
 Sources (see docs/ENGINES.md): Qwen3-VL model cards / README ("Generation Hyperparameters", VL:
 ``top_p=0.8, top_k=20, temperature=0.7, repetition_penalty=1.0, presence_penalty=1.5``), the
@@ -117,7 +118,7 @@ class ModelProfile:
         return kwargs
 
     def with_model_path(self, path: str) -> ModelProfile:
-        """The same profile pointed at a local copy of the checkpoint."""
+        """Return the same profile pointed at a local copy of the checkpoint."""
         return replace(self, hf_id=path)
 
 
@@ -266,7 +267,7 @@ def is_qwen3_vl_id(model_id: str) -> bool:
 
 def profile_for_model_id(model_id: str) -> ModelProfile:
     """
-    The Qwen3-VL family profile for a Qwen3-VL id no named profile covers.
+    Return the Qwen3-VL family profile for a Qwen3-VL id no named profile covers.
 
     Qwen3-VL checkpoints share the prompts, the 0..1000 boxes and the pixel budget; what the id
     says beyond that is applied: ``-FP8`` checkpoints carry their quantization in config.json,
@@ -288,7 +289,7 @@ def profile_for_model_id(model_id: str) -> ModelProfile:
 
 def resolve_profile(name_or_path: str | ModelProfile | None = None) -> ModelProfile:
     """
-    A profile by name, by Hugging Face id, or the generic one for a local path.
+    Return a profile by name, by Hugging Face id, or the generic one for a local path.
 
     ``None`` or ``''`` gives the default profile. The id of a seed model gets its profile; any
     other Qwen3-VL id (``Qwen/Qwen3-VL-8B-Instruct``) gets the Qwen3-VL family profile

@@ -48,7 +48,7 @@ def tidy_question(question: str) -> str:
 
 
 def question_prompt(profile: ModelProfile, question: str) -> str:
-    """The question plus the profile's answer-format instruction (e.g. Spatial-SSRL's)."""
+    """Return the question plus the profile's answer-format instruction (e.g. Spatial-SSRL's)."""
     text = tidy_question(question) if question else ''
     if not text:
         raise PromptError('a question task needs a non-empty question')
@@ -56,7 +56,7 @@ def question_prompt(profile: ModelProfile, question: str) -> str:
 
 
 def user_text(request: EngineRequest, profile: ModelProfile) -> str:
-    """The text part of the user turn for ``request``."""
+    """Return the text part of the user turn for ``request``."""
     if request.task == TaskKind.GROUND:
         return grounding_prompt(profile, request.vocabulary)
     if request.task == TaskKind.QUESTION:
@@ -96,7 +96,7 @@ def hf_chat_messages(
 
 def qwen_chat_prompt(text: str, image_count: int, system_prompt: str = '') -> str:
     """
-    The Qwen3-VL chat template rendered by hand, for when no processor is at hand.
+    Return the Qwen3-VL chat template rendered by hand, for when no processor is at hand.
 
     Matches what ``apply_chat_template(..., add_generation_prompt=True)`` renders for one user turn
     with ``image_count`` images before the text (Qwen3-VL Instruct has no default system turn).

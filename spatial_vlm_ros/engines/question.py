@@ -149,7 +149,7 @@ def facts_block(
     named_ids: Sequence[str] = (),
     options: FactsOptions | None = None,
 ) -> FactsBlock:
-    """The measured scene as compact text (see the module docstring)."""
+    """Return the measured scene as compact text (see the module docstring)."""
     options = options or FactsOptions()
     listed, omitted = _listed_objects(placed, named_ids, options.max_objects)
     pairs = facts_pairs(listed, named_ids, options)
@@ -238,7 +238,7 @@ def answer_schema(
 
 
 def choice_schema(candidate_ids: Sequence[str]) -> dict[str, Any]:
-    """The locate choice: one candidate id or ``none``, and a short reason."""
+    """Return the locate choice: one candidate id or ``none``, and a short reason."""
     return {
         'type': 'object',
         'properties': {
@@ -263,7 +263,7 @@ def constraint_for(
     think_max_tokens: int | None = None,
 ) -> OutputConstraint:
     """
-    The grammar for ``schema`` in ``profile``'s answer format.
+    Return the grammar for ``schema`` in ``profile``'s answer format.
 
     Plain profiles: the bare JSON. Think-boxed profiles (Spatial-SSRL): an xgrammar structural
     tag ``<think>`` any text (at most ``think_max_tokens``) ``</think>`` then ``\\boxed{`` the
@@ -424,7 +424,9 @@ def parse_structured_answer(
     raw_text: str, profile: ModelProfile, scene_ids: Iterable[str]
 ) -> StructuredAnswer | ParseFailure:
     """
-    The grounded answer in ``raw_text``; ids outside ``scene_ids`` are dropped with a warning.
+    Return the grounded answer in ``raw_text``.
+
+    Ids outside ``scene_ids`` are dropped with a warning.
 
     Never raises: output without a usable JSON object is a :class:`ParseFailure`.
     """
@@ -490,7 +492,7 @@ def _stated_measurement(
 def parse_choice(
     raw_text: str, profile: ModelProfile, candidate_ids: Iterable[str]
 ) -> ChoiceAnswer | ParseFailure:
-    """The locate choice in ``raw_text``: a candidate id, or '' for ``none``."""
+    """Return the locate choice in ``raw_text``: a candidate id, or '' for ``none``."""
     known = set(candidate_ids)
     try:
         value, reasoning, _ = _json_object(str(raw_text), profile)

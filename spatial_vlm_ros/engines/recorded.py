@@ -172,7 +172,7 @@ class RecordedEngine(VlmEngine):
         return outputs[0], stamp != request.stamp_ns
 
     async def generate(self, request: EngineRequest) -> EngineResponse:
-        """The recorded answer, parsed like a live one; a gap is flagged, never made up."""
+        """Return the recorded answer, parsed like a live one; a gap is flagged, never made up."""
         started = time.perf_counter()
         output, approximate = self.lookup(request)
         if output is None:

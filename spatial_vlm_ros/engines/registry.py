@@ -72,7 +72,7 @@ def create_engine(
     **options: Any,
 ) -> VlmEngine:
     """
-    A new engine of ``kind`` for ``profile`` (name, HF id, local path or ModelProfile).
+    Return a new engine of ``kind`` for ``profile`` (name, HF id, local path or ModelProfile).
 
     ``options`` go to the backend's constructor (e.g. ``base_url=`` for openai, ``path=`` for
     recorded, ``model_path=``/``device=`` for transformers). ``record_to`` wraps the engine in a

@@ -101,7 +101,7 @@ async def liveness(
     deep: bool,
     deep_timeout_s: float,
 ) -> EngineHealth:
-    """The kind's own health signal (not yet the model name)."""
+    """Return the kind's own health signal (not yet the model name)."""
     values = {'server_url': base_url, 'server_kind': kind.value}
     if kind == ServerKind.ROUTER:
         ready = await probe(client, f'{base_url}/readiness', timeout_s)
@@ -179,7 +179,7 @@ def router_hides_models(kind: ServerKind | None, served: list[str] | None) -> bo
 async def served_models(
     client: httpx.AsyncClient, base_url: str, timeout_s: float
 ) -> tuple[list[str] | None, Probe]:
-    """The model ids ``/v1/models`` lists, or None with the probe when it lists none."""
+    """Return the model ids ``/v1/models`` lists, or None with the probe when it lists none."""
     models = await probe(client, f'{base_url}/v1/models', timeout_s)
     data = models.body.get('data') if isinstance(models.body, dict) else None
     if models.status != 200 or not isinstance(data, list):
@@ -192,7 +192,7 @@ def choose_model(
     base_url: str, configured: str, served: list[str], profile_model: str
 ) -> tuple[str | None, EngineHealth | None]:
     """
-    The model name to send, or None and an ERROR saying which name to configure.
+    Return the model name to send, or None and an ERROR saying which name to configure.
 
     ``configured`` must be served; '' picks the only served model, or ``profile_model`` among
     several.

@@ -217,7 +217,7 @@ def build_sglang_request(
 
 def _processor_chat_template(model_path: str) -> ChatTemplate | None:
     """
-    The checkpoint's own chat template via transformers, or None when unavailable.
+    Return the checkpoint's own chat template via transformers, or None when unavailable.
 
     Local files only: it runs after SGLang loaded the checkpoint, which put it in the Hugging
     Face cache, and a hub lookup without a network retries for minutes.

@@ -362,8 +362,7 @@ TF_LOOKAHEAD_NS = 2 * 10**9  # transforms are read this far (in TF stamps) past 
 
 class BagTransforms:
     """
-    The bag's ``/tf`` and ``/tf_static`` as the pipeline's ``TransformLookup``, at image
-    stamps.
+    The bag's ``/tf`` and ``/tf_static`` as the pipeline's ``TransformLookup``, at image stamps.
 
     A second reader runs ahead of the replay: before a lookup at stamp ``t`` it reads the TF
     topics until a ``/tf`` transform stamped after ``t + lookahead_ns`` (or the end of the bag),

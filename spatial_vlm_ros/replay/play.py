@@ -100,8 +100,10 @@ class PlayStats:
 @dataclass(frozen=True)
 class PlaybackTimeline:
     """
-    Maps bag time to wall time for one pass: bag ``start_ns`` is played at ``wall_start_s``
-    and bag time advances ``rate`` times as fast as the wall clock.
+    Maps bag time to wall time for one pass.
+
+    Bag ``start_ns`` is played at ``wall_start_s`` and bag time advances ``rate`` times as fast as
+    the wall clock.
     """
 
     start_ns: int

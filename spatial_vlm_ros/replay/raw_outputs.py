@@ -39,7 +39,7 @@ class RawOutputTap(VlmEngine):
         return response
 
     def take(self, stamp_ns: int) -> str | None:
-        """The raw grounding output for ``stamp_ns`` (once), or None when there was none."""
+        """Return the raw grounding output for ``stamp_ns`` (once), or None when there was none."""
         return self._texts.pop(stamp_ns, None)
 
     async def start(self) -> None:

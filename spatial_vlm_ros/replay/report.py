@@ -84,8 +84,10 @@ class _Card:
 @dataclass
 class ReportBuilder:
     """
-    Collects scenes during a replay; :meth:`write` can be called at any time (also after an
-    interruption) and renders what was collected so far.
+    Collects scenes during a replay.
+
+    :meth:`write` can be called at any time (also after an interruption) and renders what was
+    collected so far.
 
     Only compact per-frame numbers and one serialized card per distinct frame are kept, so
     memory grows with the report, not with the images.
@@ -255,7 +257,7 @@ class ReportBuilder:
         return target
 
     def render(self, meta: ReportMeta) -> str:
-        """The whole report as one HTML string."""
+        """Return the whole report as one HTML string."""
         run_data = {
             'frames': self._frames,
             'cards': [[card.first, card.last] for card in self._cards],
@@ -432,8 +434,10 @@ def _content_key(
     scene: Scene, annotated_rgb: npt.NDArray[np.uint8] | None, raw_text: str | None
 ) -> str | None:
     """
-    Equal for frames that would show the same card: same picture, objects, relations,
-    error and model output. Stamps and latencies may differ. None without a picture.
+    Equal for frames that would show the same card.
+
+    Same picture, objects, relations, error and model output. Stamps and latencies may differ. None
+    without a picture.
     """
     if annotated_rgb is None:
         return None
@@ -514,7 +518,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def latency_histogram_svg(latencies_ms: list[float], bins: int = 20) -> str:
-    """A bar chart of ``latencies_ms`` as an inline SVG element."""
+    """Return a bar chart of ``latencies_ms`` as an inline SVG element."""
     values = np.asarray([v for v in latencies_ms if math.isfinite(v)], dtype=float)
     if values.size == 0:
         return '<p>no scenes</p>'

@@ -96,7 +96,7 @@ class SceneFrames:
 
 
 def label_hex(label: str) -> str:
-    """The label's colour (the markers' and the annotated image's) as ``#rrggbb``."""
+    """Return the label's colour (the markers' and the annotated image's) as ``#rrggbb``."""
     red, green, blue = label_color(label).as_rgb8()
     return f'#{red:02x}{green:02x}{blue:02x}'
 
@@ -192,7 +192,7 @@ def _image_rays(intrinsics: CameraIntrinsics, pixels: Sequence[tuple[float, floa
 
 def top_down_view(scene: Scene, intrinsics: CameraIntrinsics | None = None) -> dict[str, Any]:
     """
-    The map of one scene, in metres along the map's right (u) and up (v) directions.
+    Return the map of one scene, in metres along the map's right (u) and up (v) directions.
 
     Per placed object: ``c`` centroid, ``ell`` 95 % ellipse ``[a, b, angle]`` (or None without a
     covariance), ``fp`` footprint polygon (or None without a size). ``frustum`` is the camera
@@ -249,7 +249,7 @@ def _all_objects(scene: Scene) -> list[SpatialObject]:
 
 def view_3d(scene: Scene, intrinsics: CameraIntrinsics | None = None) -> dict[str, Any]:
     """
-    The 3D view of one scene in z-up display coordinates, metres.
+    Return the 3D view of one scene in z-up display coordinates, metres.
 
     ``boxes``: per placed object its centroid ``c`` and 8 ``corners`` (bit order of
     :func:`box_corners`); ``camera``: ``apex`` and the 4 far corners of the frustum (image
@@ -305,9 +305,11 @@ def depth_grid(
     width: int = 128,
 ) -> dict[str, Any] | None:
     """
-    The depth image shrunk to ``width`` pixels across: uint16 millimetres (0 = no depth),
-    row-major little-endian, zlib-compressed and base64-encoded, with the intrinsics of the
-    shrunk grid and a robust depth range (2nd/98th percentile) for colour mapping.
+    Return the depth image shrunk to ``width`` pixels across.
+
+    Uint16 millimetres (0 = no depth), row-major little-endian, zlib-compressed and base64-encoded,
+    with the intrinsics of the shrunk grid and a robust depth range (2nd/98th percentile) for
+    colour mapping.
 
     Nearest-neighbour shrinking keeps real measurements (averaging would invent depths at
     object edges). None when the image has no valid depth at all.

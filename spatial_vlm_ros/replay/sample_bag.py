@@ -114,7 +114,8 @@ class BagLayout:
 @dataclass(frozen=True)
 class TfSample:
     """
-    One transform of a bag's ``/tf`` (or ``/tf_static`` when ``static``):
+    One transform of a bag's ``/tf`` (or ``/tf_static`` when ``static``).
+
     ``T_parent_from_child`` at ``stamp_ns``, translation in metres, quaternion ``(x, y, z, w)``.
     """
 
@@ -218,7 +219,7 @@ def _write_transforms(
 
 
 def _rgb_bytes(frame: SampleFrame, layout: BagLayout) -> Any:
-    """A function stamp -> serialized RGB message (the image is encoded once per frame)."""
+    """Return a function stamp -> serialized RGB message (the image is encoded once per frame)."""
     if layout.compressed_rgb:
         ok, encoded = cv2.imencode(
             '.jpg',
@@ -318,8 +319,10 @@ def bag_size_bytes(path: Path) -> int:
 
 def load_labeled_frame(folder: str | Path) -> SampleFrame:
     """
-    One ``data/rgbd/<name>/`` folder: colour PNG, 16-bit depth PNG in its ``depth_scale``
-    units (converted here to millimetres), intrinsics and hand labels from labels.json.
+    One ``data/rgbd/<name>/`` folder.
+
+    Colour PNG, 16-bit depth PNG in its ``depth_scale`` units (converted here to millimetres),
+    intrinsics and hand labels from labels.json.
     """
     directory = Path(folder)
     labels_path = directory / 'labels.json'

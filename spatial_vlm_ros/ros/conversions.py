@@ -237,7 +237,7 @@ def pose_of(obj: SpatialObject, frame_id: str, stamp_ns: int) -> PoseStamped:
 
 
 def rgb_to_image_msg(rgb: npt.NDArray[np.uint8], scene: Scene) -> Image:
-    """An rgb8 Image in the camera frame at the scene's stamp."""
+    """Return an rgb8 Image in the camera frame at the scene's stamp."""
     return to_message(
         Image, message_fields.image_fields(scene.stamp_ns, scene.camera_frame_id, rgb, 'rgb8')
     )

@@ -113,8 +113,10 @@ class EngineState:
 
 def health_of(result: Any) -> tuple[bool, str]:
     """
-    (healthy, message) from ``VlmEngine.health()``: a bool, or a typed health value with a
-    ``level`` (0 = OK) and a ``message`` (and maybe a ``fix``).
+    (healthy, message) from ``VlmEngine.health()``.
+
+    A bool, or a typed health value with a ``level`` (0 = OK) and a ``message`` (and maybe a
+    ``fix``).
     """
     if isinstance(result, bool):
         return result, ''
@@ -390,8 +392,10 @@ class DiagnosticsReporter:
         cameras: Mapping[str, dict[str, str]] | None = None,
     ) -> DiagnosticArray:
         """
-        The DiagnosticArray; ``cameras`` (with several) maps each camera's name to its
-        pipeline values, published as one ``<node>: <camera> pipeline`` status each.
+        Return the DiagnosticArray.
+
+        ``cameras`` (with several) maps each camera's name to its pipeline values, published as one
+        ``<node>: <camera> pipeline`` status each.
         """
         now_s = time.monotonic()
         statuses = []

@@ -57,8 +57,10 @@ LOG_AGAIN_S = 30.0  # a lasting input problem is logged again this often
 @dataclass(frozen=True)
 class InputTopics:
     """
-    Where one camera's streams are: base topics (relative names resolve in
-    ``namespace``, then in the node's namespace) and image_transport-style transports.
+    Where one camera's streams are.
+
+    Base topics (relative names resolve in ``namespace``, then in the node's namespace) and
+    image_transport-style transports.
     """
 
     namespace: str = ''
@@ -71,8 +73,9 @@ class InputTopics:
     @classmethod
     def from_values(cls, values: Mapping[str, Any], namespace: str | None = None) -> InputTopics:
         """
-        From node parameters (``namespace`` replaces ``camera_namespace``); the deprecated
-        ``compressed_input`` switches both streams.
+        From node parameters (``namespace`` replaces ``camera_namespace``).
+
+        The deprecated ``compressed_input`` switches both streams.
         """
         color_transport = str(values['image_transport'])
         depth_transport = str(values['depth_image_transport'])
@@ -118,7 +121,7 @@ def _message_type(transport: str) -> type:
 
 
 def transport_topic(resolved_base: str, transport: str) -> str:
-    """The topic a transport uses, as image_transport names it: ``<base>/<transport>``."""
+    """Return the topic a transport uses, as image_transport names it: ``<base>/<transport>``."""
     return resolved_base if transport == 'raw' else f'{resolved_base}/{transport}'
 
 
@@ -269,9 +272,10 @@ class CameraInputs:
 
     def assess(self, use_sim_time: bool) -> dict[str, StreamStatus]:
         """
-        Each stream's level and reason from the current graph and statistics; also decides
-        whether frames are aged by arrival time (a steady clock offset) and starts a transport
-        probe when a topic has had no publisher for a while.
+        Each stream's level and reason from the current graph and statistics.
+
+        Also decides whether frames are aged by arrival time (a steady clock offset) and starts a
+        transport probe when a topic has had no publisher for a while.
         """
         node = self._node
         mono_ns = time.monotonic_ns()

@@ -22,5 +22,5 @@ def marker_set_to_msg(marker_set: MarkerSet) -> MarkerArray:
 
 
 def scene_markers(scene: Scene) -> MarkerArray:
-    """The scene's markers as a MarkerArray."""
+    """Return the scene's markers as a MarkerArray."""
     return marker_set_to_msg(scene_marker_set(scene))

@@ -1,8 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-The object memory in the node: ``~/objects``, ``~/memory_markers``, ``~/forget``, saving to
-``memory_file``, and the remembered objects ``~/locate`` considers.
+The object memory in the node.
+
+``~/objects``, ``~/memory_markers``, ``~/forget``, saving to ``memory_file``, and the remembered
+objects ``~/locate`` considers.
 
 The memory itself is the pipeline's (``core/memory.py``, updated with every scene on the
 worker); this module only publishes it, forgets on request and saves it. ``~/objects`` and
@@ -34,8 +36,9 @@ from spatial_vlm_ros.srv import ForgetObjects
 
 def object_memory_msg(memory: ObjectMemory) -> ObjectMemoryMsg:
     """
-    spatial_vlm_ros/ObjectMemory: every remembered object, in the memory frame, stamped with
-    the image stamp of the last update.
+    spatial_vlm_ros/ObjectMemory.
+
+    Every remembered object, in the memory frame, stamped with the image stamp of the last update.
     """
     return to_message(
         ObjectMemoryMsg,
@@ -46,7 +49,7 @@ def object_memory_msg(memory: ObjectMemory) -> ObjectMemoryMsg:
 
 
 def memory_marker_msg(memory: ObjectMemory, optical: bool) -> MarkerArray:
-    """The memory's markers (core.markers.memory_markers) as a MarkerArray."""
+    """Return the memory's markers (core.markers.memory_markers) as a MarkerArray."""
     return marker_set_to_msg(
         memory_markers(
             memory.objects(), memory.memory_frame, memory.last_stamp_ns, optical=optical
@@ -149,10 +152,11 @@ class MemoryOutputs:
 
 class RememberedCandidates:
     """
-    ``remembered_candidates(frame_id)`` for ``~/locate``: every remembered object with its
-    position, covariance and size in ``frame_id`` (the scene's frame), looked up by TF at the
-    memory's newest image stamp (else the latest transform), and ``in_view`` when the newest
-    update saw it.
+    ``remembered_candidates(frame_id)`` for ``~/locate``.
+
+    Every remembered object with its position, covariance and size in ``frame_id`` (the scene's
+    frame), looked up by TF at the memory's newest image stamp (else the latest transform), and
+    ``in_view`` when the newest update saw it.
 
     Returns no candidates without a memory, or when no transform from the memory frame to
     ``frame_id`` is known (``reason`` says why).

@@ -326,8 +326,9 @@ class SpatialVlmNode(LifecycleNode):
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """
-        Unsubscribe and stop the scheduler (in-flight results are discarded); save the
-        object memory.
+        Unsubscribe and stop the scheduler (in-flight results are discarded).
+
+        Save the object memory.
         """
         self._stop_streaming()
         if self._memory_outputs is not None:
@@ -345,7 +346,7 @@ class SpatialVlmNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """A transition raised: release everything; SUCCESS leads to unconfigured."""
+        """Return a transition raised: release everything; SUCCESS leads to unconfigured."""
         self.get_logger().error(f'transition from {state.label} raised; releasing everything')
         self.release()
         return super().on_error(state)

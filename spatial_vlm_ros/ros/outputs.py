@@ -32,16 +32,19 @@ from spatial_vlm_ros.ros.markers import scene_markers
 
 def output_prefix(camera: str) -> str:
     """
-    Where a camera's scene topics go: ``~/`` for the single camera (''), else
-    ``~/<camera>/`` (docs/NODE.md, "Several cameras").
+    Where a camera's scene topics go.
+
+    ``~/`` for the single camera (''), else ``~/<camera>/`` (docs/NODE.md, "Several cameras").
     """
     return f'~/{camera}/' if camera else '~/'
 
 
 class SceneOutputs:
     """
-    The scene publishers of one camera: ``~/scene`` ... with a single camera, ``~/<camera>/
-    scene`` ... for each of several (``camera``).
+    The scene publishers of one camera.
+
+    ``~/scene`` ... with a single camera, ``~/<camera>/ scene`` ... for each of several
+    (``camera``).
 
     ``rgb_of`` gives the decoded colour image of a paired set (the pipeline keeps the newest
     few), so drawing the annotated image does not decode the frame again.

@@ -28,7 +28,7 @@ PARAMETER_NAMES = tuple(setting.name for setting in PARAMETERS)
 
 def descriptor(setting: Setting) -> ParameterDescriptor:
     """
-    The ParameterDescriptor of one setting.
+    Return the ParameterDescriptor of one setting.
 
     Floats are dynamically typed so that an integer is accepted (``ros2 param set /spatial_vlm
     rate_hz 5``, ``rate_hz: 2`` in YAML); ``validate`` checks the type and the range.

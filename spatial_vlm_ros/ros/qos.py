@@ -72,7 +72,7 @@ def choose_input_qos(
 
 
 def input_profile(choice: QosChoice, depth: int = 5) -> QoSProfile:
-    """A fresh profile (never mutate the shared presets)."""
+    """Return a fresh profile (never mutate the shared presets)."""
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=depth,
@@ -92,8 +92,10 @@ def output_profile(depth: int = 10) -> QoSProfile:
 
 def latched_profile(depth: int = 1) -> QoSProfile:
     """
-    Reliable + transient local: a late subscriber gets the newest message (a state topic,
-    e.g. ~/objects). Volatile subscribers match it too.
+    Reliable + transient local.
+
+    A late subscriber gets the newest message (a state topic, e.g. ~/objects). Volatile subscribers
+    match it too.
     """
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,

@@ -59,7 +59,7 @@ RememberedCandidates = Callable[[str], Sequence[RememberedCandidate]]
 
 
 def no_remembered_candidates(frame_id: str) -> Sequence[RememberedCandidate]:
-    """The seam's default: no object memory, no remembered candidates."""
+    """Return the seam's default: no object memory, no remembered candidates."""
     return ()
 
 
@@ -121,12 +121,12 @@ class SnapshotBuffer:
         return best if abs(best.stamp_ns - stamp_ns) <= max(slop_ns, 1) else None
 
     def scenes(self) -> list[Scene]:
-        """The kept scenes, oldest first (all cameras)."""
+        """Return the kept scenes, oldest first (all cameras)."""
         with self._lock:
             return [scene for _, scene in self._scenes]
 
     def scene(self, stamp_ns: int, camera: str = '') -> Scene | None:
-        """The published scene of that exact stamp and camera, if any."""
+        """Return the published scene of that exact stamp and camera, if any."""
         with self._lock:
             for scene_camera, scene in reversed(self._scenes):
                 if scene.stamp_ns == stamp_ns and scene_camera == camera:
@@ -134,15 +134,16 @@ class SnapshotBuffer:
         return None
 
     def scene_for(self, paired: RgbdSet) -> Scene | None:
-        """The published scene of that paired frame (its camera and stamp), if any."""
+        """Return the published scene of that paired frame (its camera and stamp), if any."""
         return self.scene(paired.stamp_ns, paired.camera)
 
 
 @dataclass(frozen=True)
 class _Located:
     """
-    What one ~/locate computed: the snapshot it resolved on, the remembered objects offered,
-    the outcome.
+    What one ~/locate computed.
+
+    The snapshot it resolved on, the remembered objects offered, the outcome.
     """
 
     snapshot: QuerySnapshot
@@ -194,8 +195,10 @@ class SpatialServices:
 
     def _deadlines(self) -> tuple[Deadline, Deadline]:
         """
-        ``(request deadline, deadline of its model calls)``: one budget per request, from
-        its arrival; the model calls end :data:`REPLY_RESERVE_S` (at most 10 %) earlier.
+        ``(request deadline, deadline of its model calls)``.
+
+        One budget per request, from its arrival; the model calls end :data:`REPLY_RESERVE_S` (at
+        most 10 %) earlier.
         """
         timeout_s = float(self._parameter('request_timeout_s'))
         request = Deadline.after(timeout_s)

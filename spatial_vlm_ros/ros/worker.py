@@ -71,8 +71,10 @@ class WorkerLoop:
 
     def ros_future(self, coroutine: Coroutine[Any, Any, T], executor: Any) -> RosFuture[T]:
         """
-        Run ``coroutine`` on the loop; return an rclpy Future an ``async def`` callback can
-        await without parking an executor thread.
+        Run ``coroutine`` on the loop.
+
+        Return an rclpy Future an ``async def`` callback can await without parking an executor
+        thread.
 
         rclpy resumes an awaiting coroutine callback whenever its executor wakes, so the
         worker wakes the executor once the result is there.
