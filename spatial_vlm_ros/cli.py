@@ -35,8 +35,9 @@ class CliError(SpatialVlmError):
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
     """
-    The settings the replay shares with the node (spatial_vlm_ros/settings.py), one flag
-    each; ``--engine`` defaults to recorded when ``--recording`` is given.
+    Add the settings the replay shares with the node (spatial_vlm_ros/settings.py).
+
+    One flag each; ``--engine`` defaults to recorded when ``--recording`` is given.
     """
     group = parser.add_argument_group(
         'pipeline (the node parameters of the same names; defaults from settings.py)'
@@ -317,8 +318,9 @@ def model_in_local_cache(model: str) -> bool:
 
 def choose_demo_engine() -> tuple[str, str]:
     """
-    ``('sglang', why)`` when sglang, a CUDA GPU and the default model are all here, else
-    ``('recorded', why not)``.
+    Choose the demo's engine: ``('sglang', why)`` or ``('recorded', why not)``.
+
+    sglang when sglang, a CUDA GPU and the default model are all here.
     """
     from spatial_vlm_ros.engines.profiles import resolve_profile
 

@@ -124,8 +124,10 @@ class PipelineSettings:
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any]) -> PipelineSettings:
         """
-        Settings from node parameters or CLI flags: names and defaults of
-        ``spatial_vlm_ros.settings`` (missing names take the table's default).
+        Build the settings from node parameters or CLI flags.
+
+        Names and defaults of ``spatial_vlm_ros.settings`` (missing names take the table's
+        default).
         """
         values = settings_table.complete(values)
         depth_scale = float(values['depth_scale'])
@@ -210,8 +212,10 @@ class MemoryInput:
 
 class SpatialPipeline:
     """
-    Turns one RGB-D frame into a :class:`Scene` with one engine call, and answers questions
-    and referring expressions on a scene (``queries.py``) with the same engine.
+    Turns one RGB-D frame into a :class:`Scene` with one engine call.
+
+    And answers questions and referring expressions on a scene (``queries.py``) with the same
+    engine.
 
     ``profile`` is the resolved model profile (prompts, answer format, grammar); None takes the
     engine's. ``memory`` (None: per-frame ids) gives the objects their persistent ids;
@@ -239,7 +243,7 @@ class SpatialPipeline:
 
     @property
     def profile(self) -> ModelProfile:
-        """The resolved model profile (the engine's unless one was given)."""
+        """Return the resolved model profile: the engine's unless one was given."""
         return self.engine.profile if self._profile is None else self._profile
 
     @classmethod
@@ -470,8 +474,10 @@ class SpatialPipeline:
         deadline: Deadline | None = None,
     ) -> Scene:
         """
-        Look up the target, relation and memory frames at the image stamp (off the event
-        loop: a TF lookup may wait) and :meth:`perceive` a decoded frame.
+        Look up the frames at the image stamp and :meth:`perceive` a decoded frame.
+
+        The target, relation and memory frames are looked up off the event loop: a TF lookup
+        may wait.
         """
         notes = list(warnings)
         frames = await asyncio.get_running_loop().run_in_executor(
@@ -584,8 +590,9 @@ class SpatialPipeline:
         settings: LocateSettings | None = None,
     ) -> LocateOutcome:
         """
-        The object ``description`` refers to in ``snapshot`` or ``memory`` (remembered
-        objects in the scene's frame), with candidates and scores (``~/locate``).
+        Find the object ``description`` refers to in ``snapshot`` or ``memory`` (``~/locate``).
+
+        ``memory``: remembered objects in the scene's frame. With candidates and scores.
         """
         return await locate(
             snapshot,
@@ -629,8 +636,9 @@ def build_scene(
     memory: MemoryInput | None = None,
 ) -> Scene:
     """
-    Detections of one response + the frame's depth → objects, ids, relations, frames: the
-    whole :class:`Scene`, built once.
+    Build the whole :class:`Scene`, once.
+
+    Detections of one response + the frame's depth → objects, ids, relations, frames.
 
     Objects are lifted in the camera frame; with ``memory`` they take the object memory's
     ids (associated in the memory frame, see :func:`remember`), else per-frame ids
@@ -764,8 +772,9 @@ def remember(
     frame: RgbdFrame, objects: Sequence[SpatialObject], memory: MemoryInput, trusted: bool = True
 ) -> tuple[list[SpatialObject], list[str]]:
     """
-    ``objects`` (lifted in ``frame``'s camera frame) with the object memory's ids, and the
-    memory's warnings.
+    Return ``objects`` with the object memory's ids, and the memory's warnings.
+
+    ``objects`` are lifted in ``frame``'s camera frame.
 
     Objects go to the memory left to right per label, so that the ids it creates in one frame
     are numbered in that order: the first frame's ids equal :func:`assign_ids`' ordinals.

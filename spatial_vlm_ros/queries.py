@@ -205,7 +205,11 @@ def _measure_stated(
     placed: Sequence[PlacedObject],
     frame: QueryFrame,
 ) -> tuple[list[Measurement], list[str]]:
-    """The model's stated measurements, then the plan's, each measured once from geometry."""
+    """
+    Return the model's stated measurements, then the plan's.
+
+    Each is measured once from geometry.
+    """
     by_id = {obj.id: obj for obj in placed}
     requests: list[tuple[MeasurementKind, tuple[str, ...], float]] = []
     if structured is not None:

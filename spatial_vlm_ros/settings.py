@@ -469,7 +469,9 @@ def _kind_name(setting: Setting) -> str:
 
 def validate(values: Mapping[str, Any]) -> list[str]:
     """
-    Problems with a set of values (missing ones take their defaults), each saying what to change.
+    Return the problems with a set of values, each saying what to change.
+
+    Missing values take their defaults.
     """
     values = complete(values)
     problems: list[str] = []
@@ -701,6 +703,8 @@ def node_doc_with_table(text: str) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """
+    Print or regenerate the YAML and the docs table of the settings.
+
     ``--yaml`` prints config/spatial_vlm.yaml, ``--markdown`` the docs table, ``--write``
     regenerates both files in the source tree.
     """

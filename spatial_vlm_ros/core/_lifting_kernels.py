@@ -54,8 +54,10 @@ def _pixel_range(low: float, high: float, size: int) -> tuple[int, int]:
 @numba.njit(**_JIT)
 def _grown(keys: Array, slots: Array, count: int, more: int) -> tuple[Array, Array]:
     """
-    The hash table (``keys``: bit patterns, ``slots``: indices among the distinct values),
-    rebuilt with four times the slots until ``more`` new values keep it at most half full.
+    Return the hash table rebuilt with four times the slots.
+
+    ``keys``: bit patterns, ``slots``: indices among the distinct values; the slots grow until
+    ``more`` new values keep it at most half full.
     """
     while 2 * (count + more) > slots.size:
         size = 4 * slots.size
@@ -94,9 +96,10 @@ def _distinct_index(
     value: float,
 ) -> tuple[int, int]:
     """
-    The index of the depth value with bit pattern ``bits`` among the ``count`` distinct
-    values so far, adding it (``distinct``, the hash table ``keys``/``slots``) when new;
-    returns the index and the new count.
+    Return the index of the depth value with bit pattern ``bits`` and the new count.
+
+    The index is among the ``count`` distinct values so far; a new value is added (to
+    ``distinct`` and the hash table ``keys``/``slots``).
     """
     key = np.uint64(bits)
     position = np.int64((key * _GOLDEN) >> shift)
@@ -123,8 +126,10 @@ def _excluded(
     stop: int,
 ) -> bool:
     """
-    Whether a sample lies in one of the exclusions ``first`` to ``stop`` (its pixel centre
-    inside the exclusion's box and its depth in the exclusion's range).
+    Tell whether a sample lies in one of the exclusions ``first`` to ``stop``.
+
+    It does when its pixel centre is inside the exclusion's box and its depth in the
+    exclusion's range.
     """
     for other in range(first, stop):
         if (
@@ -413,8 +418,9 @@ def histograms(
 @numba.njit(**_JIT)
 def _pairwise_sum(values: Array, first: int, count: int) -> float:
     """
-    Numpy's pairwise summation of ``values[first:first + count]`` (blocks of 128, eight
-    accumulators), which its add reductions use.
+    Sum ``values[first:first + count]`` as numpy's pairwise summation does.
+
+    Blocks of 128, eight accumulators: what numpy's add reductions use.
     """
     if count < 8:
         result = 0.0
@@ -462,9 +468,10 @@ def _reduceat_sum(values: Array, first: int, stop: int) -> float:
 @numba.njit(**_JIT)
 def _select(values: Array, first: int, stop: int, rank: int) -> float:
     """
-    The ``rank``-th smallest of ``values[first:stop]`` (absolute index ``rank``), in place
-    (Hoare's selection: smaller-or-equal values end up before ``rank``, larger-or-equal
-    after).
+    Return the ``rank``-th smallest of ``values[first:stop]`` (absolute index ``rank``).
+
+    In place (Hoare's selection: smaller-or-equal values end up before ``rank``,
+    larger-or-equal after).
     """
     left, right = first, stop - 1
     while left < right:
@@ -499,9 +506,11 @@ def _cluster_bounds(
     smoothed: Array, offset: int, size: int, valley_ratio: float, peaks: Array, starts: Array
 ) -> int:
     """
-    Split one box's smoothed histogram (joint bins ``offset`` to ``offset + size``) at deep
-    valleys; writes the first bin of each cluster (relative to ``offset``) into ``starts`` and
-    returns how many there are. ``peaks`` is scratch space of at least ``size`` entries.
+    Split one box's smoothed histogram (joint bins ``offset`` to ``offset + size``) at valleys.
+
+    Only deep valleys split. Writes the first bin of each cluster (relative to ``offset``) into
+    ``starts`` and returns how many there are. ``peaks`` is scratch space of at least ``size``
+    entries.
     """
     count = 0
     for index in range(size):
@@ -558,10 +567,11 @@ def _sort_counted(
     sorted_counts: Array,
 ) -> int:
     """
-    Sort the ``touched`` distinct values (indices ``touched_values`` into ``distinct``,
-    each in histogram bin ``touched_bins``, occurring ``multiplicity`` times) into
-    ``sorted_values`` and ``sorted_counts``; resets their multiplicity and returns the total
-    count.
+    Sort the ``touched`` distinct values into ``sorted_values`` and ``sorted_counts``.
+
+    The values are indices ``touched_values`` into ``distinct``, each in histogram bin
+    ``touched_bins``, occurring ``multiplicity`` times. Resets their multiplicity and returns
+    the total count.
 
     The histogram coordinate grows with depth, so the bins order the values: a counting sort
     by bin, then an insertion sort within each bin (a few values each). Should the bins not
@@ -659,8 +669,9 @@ def _extremes(
 @numba.njit(**_JIT)
 def _counted_rank(values: Array, counts: Array, first: int, stop: int, rank: int) -> float:
     """
-    The ``rank``-th smallest (0-based) of sorted distinct ``values[first:stop]``, value
-    ``i`` occurring ``counts[i]`` times.
+    Return the ``rank``-th smallest (0-based) of sorted distinct ``values[first:stop]``.
+
+    Value ``i`` occurs ``counts[i]`` times.
     """
     seen = 0
     for index in range(first, stop):

@@ -257,7 +257,7 @@ def draw_marks(rgb: npt.NDArray[np.uint8], marks: Sequence[Mark]) -> MarkedImage
 
 
 def scene_marks(scene: Scene, ids: Sequence[str] | None = None) -> list[Mark]:
-    """Marks for the scene's objects (all, or those in ``ids``, in that order)."""
+    """Return marks for the scene's objects (all, or those in ``ids``, in that order)."""
     by_id = {obj.id: obj for obj in scene.objects}
     chosen = [by_id[i] for i in ids if i in by_id] if ids is not None else scene.objects
     return [Mark(obj.id, obj.box, obj.label) for obj in chosen]

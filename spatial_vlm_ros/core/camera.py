@@ -331,8 +331,10 @@ def map_box_to_image(
 
 def rgb_box_to_depth(box: PixelBox, frame: RgbdFrame) -> PixelBox:
     """
-    A box in the frame's RGB pixels expressed in its depth pixels (allowing what the frame
-    was built with: its depth intrinsics already encode the scale per axis).
+    Express a box in the frame's RGB pixels in its depth pixels.
+
+    Allows what the frame was built with: its depth intrinsics already encode the scale per
+    axis.
     """
     rgb = frame.rgb_intrinsics
     depth = frame.depth_intrinsics

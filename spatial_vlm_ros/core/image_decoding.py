@@ -358,8 +358,10 @@ def integer_depth_codes(
     msg: Any, depth_scale: float | None = None
 ) -> tuple[npt.NDArray[np.uint16], float] | None:
     """
-    The 16-bit codes of a raw integer depth image (``16UC1``/``mono16``; a zero-copy view in
-    this host's byte order) and the metres per code; None for any other message.
+    Return the 16-bit codes of a raw integer depth image and the metres per code.
+
+    For ``16UC1``/``mono16`` (the codes: a zero-copy view in this host's byte order); None for
+    any other message.
 
     Raises what :func:`decode_depth` raises for a malformed integer depth image.
     """
@@ -516,7 +518,11 @@ def decode_compressed_depth(msg: Any, depth_scale: float | None = None) -> Depth
 
 
 def is_compressed(msg: Any) -> bool:
-    """True for a CompressedImage (has ``format``), False for a raw Image (has ``encoding``)."""
+    """
+    Return True for a CompressedImage, False for a raw Image.
+
+    A CompressedImage has ``format``, a raw Image has ``encoding``.
+    """
     return hasattr(msg, 'format') and not hasattr(msg, 'encoding')
 
 
@@ -533,7 +539,11 @@ def decode_depth_any(msg: Any, depth_scale: float | None = None) -> DepthImage:
 
 
 def depth_encoding_of(msg: Any) -> str:
-    """The depth encoding of a raw or compressed depth message ('' when it cannot be told)."""
+    """
+    Return the depth encoding of a raw or compressed depth message.
+
+    '' when it cannot be told.
+    """
     try:
         if is_compressed(msg):
             return _compressed_format(msg)[0]

@@ -75,7 +75,7 @@ def clock_offset(delays_s: Sequence[float]) -> ClockOffset | None:
 
 
 def clock_remedy(offset: ClockOffset, use_sim_time: bool, clock_running: bool) -> str:
-    """What to change, in one sentence, for a stream whose stamps disagree with the node clock."""
+    """Say in one sentence what to change when a stream's stamps disagree with the node clock."""
     if use_sim_time and not clock_running:
         return (
             'use_sim_time is true but nothing publishes /clock: play the bag with --clock '
@@ -94,8 +94,10 @@ def clock_remedy(offset: ClockOffset, use_sim_time: bool, clock_running: bool) -
 
 class StreamMonitor:
     """
-    Arrival and stamp statistics of one input stream (thread-safe: subscription callbacks
-    write while the /diagnostics timer reads, on other executor threads).
+    Arrival and stamp statistics of one input stream.
+
+    Thread-safe: subscription callbacks write while the /diagnostics timer reads, on other
+    executor threads.
 
     ``now_ns`` values are the node clock (stamps are compared with it); ``mono_ns`` values are a
     steady clock (rates are measured with it, as diagnostic_updater's FrequencyStatus does).

@@ -166,8 +166,10 @@ DEFAULT_LIFTING_CONFIG = LiftingConfig()
 @dataclass(frozen=True)
 class DepthExclusion:
     """
-    Pixels inside ``box`` whose depth lies in ``[near_m, far_m]`` belong to another object
-    (a nearer one that covers part of the box being lifted) and are left out.
+    Pixels of another object, left out of the box being lifted.
+
+    Those inside ``box`` whose depth lies in ``[near_m, far_m]`` belong to a nearer object that
+    covers part of the box being lifted.
     """
 
     box: PixelBox
@@ -317,8 +319,10 @@ class _Window:
 
     def ring(self, depth: npt.NDArray[np.floating], context_ring: float) -> list[np.ndarray]:
         """
-        The lattice extended by ``context_ring`` times the box size on every side, without
-        the box itself, as four views (above, below, left, right): the figure-ground context.
+        Return the figure-ground context: four views (above, below, left, right).
+
+        The lattice extended by ``context_ring`` times the box size on every side, without the
+        box itself.
 
         The ring is sampled on the box's lattice, so ring and box densities compare.
         """
@@ -459,8 +463,9 @@ def _axis_weights(
     config: LiftingConfig,
 ) -> tuple[FloatArray, FloatArray]:
     """
-    Centre weight and border taper of every lattice row and column (both separable, so a
-    sample's weight is its row's times its column's).
+    Return the centre weight and border taper of every lattice row and column.
+
+    Both are separable, so a sample's weight is its row's times its column's.
     """
     weights = np.exp(-0.5 * np.square((coordinates - centers) / sigmas))
     taper = config.border_taper
@@ -474,10 +479,11 @@ def _axis_weights(
 
 def _smooth(weighted: FloatArray, offsets: np.ndarray, sizes: np.ndarray) -> FloatArray:
     """
-    Every box's histogram smoothed with the Gaussian kernel in one convolution (the gaps
-    are zeros, so each box gets exactly what its own convolution gives); 'full' then trim
-    keeps a histogram's length even when it is shorter than the kernel, where numpy convolves
-    in another order: those few are smoothed on their own.
+    Smooth every box's histogram with the Gaussian kernel in one convolution.
+
+    The gaps are zeros, so each box gets exactly what its own convolution gives; 'full' then
+    trim keeps a histogram's length even when it is shorter than the kernel, where numpy
+    convolves in another order: those few are smoothed on their own.
     """
     smoothed = np.convolve(weighted, _SMOOTHING_KERNEL, mode='full')[2:-2]
     for box in np.flatnonzero((sizes > 0) & (sizes < _SMOOTHING_KERNEL.size)).tolist():
@@ -748,10 +754,11 @@ def lift_boxes(
 
 def warm_up(dtypes: Sequence[npt.DTypeLike] = (np.float32,)) -> float:
     """
-    Compile the lifting kernels for depth images of ``dtypes`` (float32: what decoded
-    frames hold), or load them from numba's cache, so that the first frame does not pay it;
-    returns the seconds it took (docs/PERFORMANCE.md: about 1 s from the cache, tens of
-    seconds for a first compile).
+    Compile the lifting kernels, or load them from numba's cache, before the first frame.
+
+    For depth images of ``dtypes`` (float32: what decoded frames hold), so that the first frame
+    does not pay it; returns the seconds it took (docs/PERFORMANCE.md: about 1 s from the
+    cache, tens of seconds for a first compile).
     """
     started = time.perf_counter()
     intrinsics = CameraIntrinsics(fx=20.0, fy=20.0, cx=15.5, cy=11.5, width=32, height=24)

@@ -1,8 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-ROS-free marker specifications for a scene (a box and a label per object, lines for
-relations) and for the object memory (a box and a label per remembered object).
+ROS-free marker specifications for a scene and for the object memory.
+
+A scene has a box and a label per object and lines for relations; the object memory a box and
+a label per remembered object.
 
 The node and the replay turn a :class:`MarkerSet` into a ``visualization_msgs/MarkerArray``
 (one :class:`MarkerSpec` per ``Marker``); keeping the geometry here lets it be tested without
@@ -128,13 +130,21 @@ RELATION_COLOR = Rgba(0.95, 0.95, 0.95, 0.9)
 
 @functools.lru_cache(maxsize=1024)
 def label_color(label: str, alpha: float = 1.0) -> Rgba:
-    """A stable colour for ``label`` (Rgba is immutable, so one instance serves every call)."""
+    """
+    Return a stable colour for ``label``.
+
+    Rgba is immutable, so one instance serves every call.
+    """
     r, g, b = _PALETTE[zlib.crc32(label.encode('utf-8')) % len(_PALETTE)]
     return Rgba(r, g, b, alpha)
 
 
 def positions_are_optical(scene: Scene) -> bool:
-    """True when object positions are in the camera optical frame (x right, y down, z forward)."""
+    """
+    Return True when object positions are in the camera optical frame.
+
+    The optical frame: x right, y down, z forward.
+    """
     return not scene.frame_id or scene.frame_id == scene.camera_frame_id
 
 
@@ -145,8 +155,10 @@ def _up_vector(optical: bool) -> Vector3:
 
 def _box_extent(obj: SpatialObject, minimum: float) -> Vector3:
     """
-    Extents along the box axes (the camera optical axes; the marker's orientation turns them
-    into the scene frame), at least ``minimum``.
+    Return the extents along the box axes, at least ``minimum``.
+
+    The box axes are the camera optical axes; the marker's orientation turns them into the
+    scene frame.
     """
     size = obj.lifted.size
     if size is None:
@@ -160,8 +172,10 @@ def _box_extent(obj: SpatialObject, minimum: float) -> Vector3:
 
 def scene_markers(scene: Scene, style: MarkerStyle | None = None) -> MarkerSet:
     """
-    Markers for ``scene``: a translucent box and a text label per object with a position,
-    and one line (plus a predicate label) per related pair of objects.
+    Return the markers for ``scene``.
+
+    A translucent box and a text label per object with a position, and one line (plus a
+    predicate label) per related pair of objects.
     """
     style = style or MarkerStyle()
     optical = positions_are_optical(scene)

@@ -143,7 +143,7 @@ class QueryFrame:
 
     @property
     def gravity_aligned(self) -> bool:
-        """True when "above" means against gravity (REP 103 frames, z up)."""
+        """Return True when "above" means against gravity (REP 103 frames, z up)."""
         return not self.optical
 
     def axes_description(self) -> str:

@@ -1,8 +1,9 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-Object memory: persistent ids and fused positions in a fixed frame, across frames and out
-of view (docs/MEMORY.md has the model, its parameters and the benchmark).
+Object memory: persistent ids and fused positions in a fixed frame.
+
+Across frames and out of view (docs/MEMORY.md has the model, its parameters and the benchmark).
 
 Per frame, :meth:`ObjectMemory.update` takes the frame's objects as lifted in the camera optical
 frame (label, RGB pixel box, position + covariance + size, or no position), the transform
@@ -398,8 +399,10 @@ def normalize_label(label: str) -> str:
 
 def labels_compatible(first: str, second: str) -> bool:
     """
-    Same normalized label, or one names the other's kind with more words in front
-    (``office chair`` and ``chair``); ``chair`` and ``armchair`` are different.
+    Tell whether two labels may name the same object.
+
+    They may with the same normalized label, or when one names the other's kind with more words
+    in front (``office chair`` and ``chair``); ``chair`` and ``armchair`` are different.
     """
     return _normalized_compatible(normalize_label(first), normalize_label(second))
 
@@ -410,8 +413,9 @@ def _normalized_compatible(a: str, b: str) -> bool:
 
 def _compatibility(first: list[str], second: list[str]) -> npt.NDArray[np.bool_]:
     """
-    (len(first), len(second)) label compatibility of normalized labels, computed once per
-    distinct pair.
+    Return the (len(first), len(second)) label compatibility of normalized labels.
+
+    Computed once per distinct pair.
     """
     first_kinds, first_index = np.unique(np.array(first, dtype=object), return_inverse=True)
     second_kinds, second_index = np.unique(np.array(second, dtype=object), return_inverse=True)
@@ -506,8 +510,10 @@ class ObjectMemory:
 
     def adopt_frame(self, frame_id: str) -> str:
         """
-        The memory frame; a memory created without one ('') takes ``frame_id`` (the first
-        frame's camera frame: a camera that does not move).
+        Return the memory frame.
+
+        A memory created without one ('') takes ``frame_id`` (the first frame's camera frame: a
+        camera that does not move).
         """
         with self._lock:
             if not self.memory_frame:
@@ -753,8 +759,9 @@ class ObjectMemory:
         self, label: str, position: FloatArray, work: _FrameWork, seen_after_ns: int | None = None
     ) -> _Track | None:
         """
-        The nearest missing object of ``label`` within ``max_relocation_m`` (that went missing
-        no later than ``seen_after_ns``, when given), or None.
+        Return the nearest missing object of ``label`` within ``max_relocation_m``, or None.
+
+        When ``seen_after_ns`` is given, only one that went missing no later than that.
         """
         best, best_distance = None, self.config.max_relocation_m
         for track in self._tracks.values():
@@ -804,9 +811,11 @@ class ObjectMemory:
 
     def _merge_moved(self, work: _FrameWork) -> None:
         """
-        A young object that first appeared after a remembered one went missing, seen while
-        that one keeps being missed, is that object moved: it takes the old id back (the young
-        id is dropped and never reused).
+        Merge young objects into the remembered ones they are, moved.
+
+        A young object that first appeared after a remembered one went missing, seen while that
+        one keeps being missed, is that object moved: it takes the old id back (the young id is
+        dropped and never reused).
         """
         young = [
             track
@@ -962,8 +971,10 @@ class ObjectMemory:
         view: CameraView,
     ) -> bool:
         """
-        A detection of the object's label near it (in 3D within the gate, or a box around its
-        projection) means the frame does not show it missing.
+        Tell whether a detection of the object's label is near it.
+
+        Near: in 3D within the gate, or a box around its projection. Such a detection means the
+        frame does not show it missing.
         """
         column = gates.columns[track.id]
         if np.any(gates.distance2[:, column] <= self.config.gate_chi2):
@@ -1017,8 +1028,9 @@ class ObjectMemory:
 
     def _number_new(self, labels: list[str], work: _FrameWork) -> None:
         """
-        Give the objects created in this update (and the unstored observations) their ids,
-        numbered in observation order whatever step created them.
+        Give the objects created in this update (and the unstored observations) their ids.
+
+        They are numbered in observation order whatever step created them.
         """
         waiting = {key for key in (*work.ids, *work.merged) if key.startswith(_NEW_PREFIX)}
         if not waiting:

@@ -246,8 +246,9 @@ def pose_stamped_fields(
 
 def remembered_object_fields(item: RememberedObject) -> Fields:
     """
-    spatial_vlm_ros/RememberedObject (in the memory frame; the state is the message's
-    constant: ``ObjectState`` has the same values).
+    Return the fields of a spatial_vlm_ros/RememberedObject, in the memory frame.
+
+    The state is the message's constant: ``ObjectState`` has the same values.
     """
     return {
         'state': int(item.state),
@@ -325,8 +326,10 @@ def detection3d_fields(obj: SpatialObject, scene: Scene, orientation: Sequence[f
 
 def detection3d_array_fields(scene: Scene) -> Fields:
     """
-    vision_msgs/Detection3DArray of the scene's positioned objects (vision_msgs never
-    carries a detection without a pose), in ``scene.frame_id`` at the image stamp.
+    Return the vision_msgs/Detection3DArray of the scene's positioned objects.
+
+    In ``scene.frame_id`` at the image stamp; vision_msgs never carries a detection without a
+    pose.
     """
     orientation = box_orientation(scene)
     return {
@@ -347,8 +350,9 @@ def marker_fields(
     lifetime: Fields | None = None,
 ) -> Fields:
     """
-    visualization_msgs/Marker of one :class:`MarkerSpec` (``header`` and ``lifetime``: the
-    set's, when the caller built them already).
+    Return the visualization_msgs/Marker of one :class:`MarkerSpec`.
+
+    ``header`` and ``lifetime``: the set's, when the caller built them already.
     """
     fields: Fields = {
         'header': header or header_fields(marker_set.stamp_ns, marker_set.frame_id),
@@ -414,9 +418,11 @@ def image_fields(
     stamp_ns: int, frame_id: str, image: npt.NDArray[Any], encoding: str | None = None
 ) -> Fields:
     """
-    sensor_msgs/Image of an (H, W, 3) uint8 RGB image or an (H, W) depth image (uint16:
-    16UC1, float32: 32FC1) unless ``encoding`` is given. Little-endian machines only write
-    ``is_bigendian = 0``; the data are the array's bytes, row-major.
+    Return the sensor_msgs/Image of an (H, W, 3) uint8 RGB image or an (H, W) depth image.
+
+    The encoding is rgb8, 16UC1 (uint16) or 32FC1 (float32) unless ``encoding`` is given.
+    Little-endian machines only write ``is_bigendian = 0``; the data are the array's bytes,
+    row-major.
     """
     array = np.ascontiguousarray(image)
     if encoding is None:
@@ -485,8 +491,10 @@ def approach_pose_fields(pose: ApproachPose, stamp_ns: int) -> Fields:
 
 def out_of_view_object_fields(item: RememberedCandidate, scene: Scene) -> Fields:
     """
-    spatial_vlm_ros/SpatialObject of a remembered object out of view, in ``scene.frame_id``
-    (``item`` is given in that frame): position and covariance as remembered; no pixel box
+    Return the spatial_vlm_ros/SpatialObject of a remembered object out of view.
+
+    In ``scene.frame_id`` (``item`` is given in that frame): position and covariance as
+    remembered; no pixel box
     (zeros), confidence 0, size and orientation NaN (its extents are along the axes of a camera
     pose that is not this scene's), range from this scene's camera.
     """

@@ -110,8 +110,9 @@ class PairingConfig:
         min_interval_s: float | None = 0.0,
     ) -> PairingConfig:
         """
-        The same settings in seconds, as ROS parameters usually give them (``min_interval_s``
-        None or negative: learn it from the stream).
+        Return the same settings in seconds, as ROS parameters usually give them.
+
+        ``min_interval_s`` None or negative: learn it from the stream.
         """
 
         def to_ns(name: str, seconds: float) -> int:

@@ -23,9 +23,7 @@ Position = tuple[float, float, float]
 
 
 def finite_position(obj: SpatialObject) -> Position | None:
-    """
-    ``obj``'s position as three floats when it has a finite one (``has_position``), else None.
-    """
+    """Return ``obj``'s position as three floats when it is finite (``has_position``), or None."""
     position = obj.lifted.position
     if position is None:
         return None
@@ -62,8 +60,9 @@ def placed(
     scene: Scene, objects: Sequence[SpatialObject] | None = None
 ) -> list[tuple[SpatialObject, Position | None, float]]:
     """
-    Each object of ``scene`` (or ``objects``) with its finite position (None without one)
-    and its range (NaN without a position), in order.
+    Return each object of ``scene`` (or ``objects``) with its finite position and its range.
+
+    In order; the position is None and the range NaN without a position.
     """
     origin = camera_origin(scene)
     result = []

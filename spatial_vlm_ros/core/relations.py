@@ -131,7 +131,7 @@ _PREDICATE_ORDER = {predicate: index for index, predicate in enumerate(PREDICATE
 
 
 def normal_cdf(z: float) -> float:
-    """Standard normal CDF ``Phi(z)``."""
+    """Return the standard normal CDF ``Phi(z)``."""
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
@@ -194,9 +194,10 @@ def _stacked(
     located: Sequence[SpatialObject],
 ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
     """
+    Stack the positions, covariances and sizes of the objects that have a position.
+
     Positions (n, 3), covariances (n, 3, 3) (zeros where unknown) and absolute sizes (n, 3)
-    (zeros where unknown) of objects that have a position, stacked in one pass each; None if
-    any value is malformed or not finite.
+    (zeros where unknown), in one pass each; None if any value is malformed or not finite.
     """
     zeros3, zeros33 = np.zeros(3), np.zeros((3, 3))
     try:
@@ -232,8 +233,9 @@ def _stacked(
 
 def _check_objects(objects: Sequence[SpatialObject]) -> None:
     """
-    Raise :class:`RelationError` for the first malformed object, duplicate id or malformed
-    value, in input order.
+    Raise :class:`RelationError` for the first malformed object, duplicate id or value.
+
+    The objects are checked in input order.
     """
     seen: set[str] = set()
     for item in objects:
@@ -377,8 +379,9 @@ def _pair_relations(
 
 def neighbour_pairs(distances: FloatArray, per_object: int) -> list[tuple[int, int]]:
     """
-    Unordered index pairs ``(i, j)``, ``i < j``, joining each object to its ``per_object``
-    nearest others (by the given distances; ties go to the lower index); 0 means every pair.
+    Join each object to its ``per_object`` nearest others: unordered pairs ``(i, j)``, ``i < j``.
+
+    Nearest by the given distances; ties go to the lower index; 0 means every pair.
     """
     count = distances.shape[0]
     if per_object <= 0 or per_object >= count - 1:

@@ -217,14 +217,13 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     since: no camera starves, and each camera's staleness is bounded by its own frame period
     plus about ``ceil(cameras / max_in_flight)`` engine latencies.
 
-    Args:
-        process: coroutine turning a frame into a result (decode, engine call, lifting).
-        publish: called with each result that is newer than every result published before
-            for the same camera.
-        config: rates and limits (``rate_hz`` is per camera; ``max_in_flight`` is shared).
-        clock_ns: current time in the frames' stamp clock (ROS time; sim time in replays).
-        on_error: called with a frame whose processing raised or timed out.
-        cameras: the camera keys ``submit`` accepts; the default is one unnamed camera.
+    :param process: coroutine turning a frame into a result (decode, engine call, lifting).
+    :param publish: called with each result that is newer than every result published before
+        for the same camera.
+    :param config: rates and limits (``rate_hz`` is per camera; ``max_in_flight`` is shared).
+    :param clock_ns: current time in the frames' stamp clock (ROS time; sim time in replays).
+    :param on_error: called with a frame whose processing raised or timed out.
+    :param cameras: the camera keys ``submit`` accepts; the default is one unnamed camera.
 
     """
 
@@ -261,12 +260,12 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
     @property
     def slot(self) -> LatestFrameSlot[FrameT]:
-        """The first camera's slot (the only one with a single camera)."""
+        """Return the first camera's newest-frame slot: with a single camera, the only one."""
         return next(iter(self.lanes.values())).slot
 
     @property
     def drops(self) -> Counter[str]:
-        """The first camera's drop counter, superseded frames aside (see :meth:`drop_counts`)."""
+        """Return the first camera's drop counter, superseded frames aside (see drop_counts)."""
         return next(iter(self.lanes.values())).drops
 
     @property
@@ -292,8 +291,9 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
     def reset_watermarks(self, camera: str | None = None) -> None:
         """
-        Forget the newest stamps seen (time jumped backwards: a looping bag, a sim reset),
-        of one camera or of all.
+        Forget the newest stamps seen, of one camera or of all.
+
+        For when time jumped backwards: a looping bag, a sim reset.
         """
         for lane in self.lanes.values() if camera is None else (self._lane(camera),):
             lane.slot.reset()
@@ -305,7 +305,7 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
     @property
     def last_published_stamp_ns(self) -> int:
-        """The first camera's newest published stamp (the only one with a single camera)."""
+        """Return the first camera's newest published stamp (the only one with a single camera)."""
         return next(iter(self.lanes.values())).last_published_stamp_ns
 
     def submit(
@@ -326,7 +326,7 @@ class FrameScheduler(Generic[FrameT, ResultT]):
             loop.call_soon_threadsafe(self._wakeup.set)
 
     def drop_counts(self, camera: str | None = None) -> dict[str, int]:
-        """Drops by reason, of one camera or summed over all."""
+        """Return the drops by reason, of one camera or summed over all."""
         if camera is not None:
             return self._lane(camera).drop_counts()
         total: Counter[str] = Counter()

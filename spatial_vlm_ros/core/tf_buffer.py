@@ -223,9 +223,10 @@ class TransformBuffer:
 
     def add_message(self, message: Any, static: bool = False) -> int:
         """
-        Add every ``geometry_msgs/TransformStamped`` of a ``tf2_msgs/TFMessage`` (rclpy or
-        rosbags, duck-typed); returns how many were added. Malformed entries raise
-        :class:`TfLookupError` after the good ones before them were added.
+        Add every ``geometry_msgs/TransformStamped`` of a ``tf2_msgs/TFMessage``.
+
+        rclpy or rosbags messages, duck-typed; returns how many were added. Malformed entries
+        raise :class:`TfLookupError` after the good ones before them were added.
         """
         return self.add_transforms(getattr(message, 'transforms', ()), static)
 

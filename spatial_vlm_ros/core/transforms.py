@@ -100,7 +100,7 @@ def rotation_from_quaternion(quaternion_xyzw: npt.ArrayLike) -> FloatArray:
 
 
 def quaternion_from_rotation(rotation: npt.ArrayLike) -> FloatArray:
-    """Unit quaternion ``(x, y, z, w)`` with ``w >= 0`` of a proper rotation matrix."""
+    """Return the unit quaternion ``(x, y, z, w)`` with ``w >= 0`` of a proper rotation matrix."""
     matrix = validate_rotation(rotation)
     # Shepperd's method: branch on the largest diagonal term to stay away from tiny divisors.
     trace = float(np.trace(matrix))
@@ -152,7 +152,11 @@ def transform_from_translation_quaternion(
 def translation_quaternion_from_transform(
     transform: npt.ArrayLike,
 ) -> tuple[FloatArray, FloatArray]:
-    """``(translation, quaternion (x, y, z, w))`` of a transform; inverse of the function above."""
+    """
+    Return ``(translation, quaternion (x, y, z, w))`` of a transform.
+
+    The inverse of the function above.
+    """
     matrix = validate_transform(transform)
     return matrix[:3, 3].copy(), quaternion_from_rotation(matrix[:3, :3])
 
@@ -168,7 +172,7 @@ def invert_transform(transform: npt.ArrayLike) -> FloatArray:
 
 
 def compose(*transforms: npt.ArrayLike) -> FloatArray:
-    """Product of transforms, left to right: ``compose(T_a_b, T_b_c) == T_a_c``."""
+    """Multiply transforms, left to right: ``T_a_b`` composed with ``T_b_c`` is ``T_a_c``."""
     if not transforms:
         raise TransformError('compose needs at least one transform')
     result = np.eye(4)

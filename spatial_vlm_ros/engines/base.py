@@ -65,7 +65,7 @@ class EngineHealth:
 
     @property
     def serving(self) -> bool:
-        """True unless the level is ERROR (WARN still serves)."""
+        """Return True unless the level is ERROR (WARN still serves)."""
         return self.level != HealthLevel.ERROR
 
     def __bool__(self) -> bool:
@@ -121,13 +121,13 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class OutputConstraint:
-    """
+    r"""
     A grammar for the answer text, applied by constrained decoding where the engine has it.
 
     ``json_schema`` is the answer's JSON schema as compact JSON text. ``structural_tag`` is an
     xgrammar structural tag (``{"type": "structural_tag", "format": ...}`` as JSON text) that
     wraps the schema in the profile's answer format (Spatial-SSRL: ``<think>...</think>`` then
-    ``\\boxed{<json>}``); empty means the answer is the bare JSON. Built by
+    ``\boxed{<json>}``); empty means the answer is the bare JSON. Built by
     ``engines.question``.
     """
 
@@ -256,7 +256,7 @@ class VlmEngine(abc.ABC):
         return respond(request, self.profile, completion, engine=self.name)
 
     async def complete(self, request: EngineRequest) -> Completion:
-        """The backend's raw answer to one request (text, tokens, timings, finish reason)."""
+        """Return the backend's raw answer to a request (text, tokens, timings, finish reason)."""
         raise NotImplementedError(f'{type(self).__name__} does not implement complete()')
 
     async def start(self) -> None:  # noqa: B027 - optional hook, deliberately empty

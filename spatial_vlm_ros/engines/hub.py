@@ -82,7 +82,7 @@ def hub_access(model_ref: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> HubAcc
 
 
 def offline_hint(model_ref: str, access: HubAccess) -> str:
-    """What to do when ``model_ref`` is not available locally and the hub may not be asked."""
+    """Say what to do when ``model_ref`` is not local and the hub may not be asked."""
     return (
         f'{model_ref!r} is not in the local Hugging Face cache and the hub was not asked '
         f'({access.reason}): download it where there is a network '

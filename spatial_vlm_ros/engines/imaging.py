@@ -83,7 +83,7 @@ def fit_to_budget(
 
 
 def model_input_size(width: int, height: int, profile: ModelProfile) -> tuple[int, int]:
-    """The ``(width, height)`` the model sees for an image of this size under ``profile``."""
+    """Return the ``(width, height)`` the model sees for an image of this size (``profile``)."""
     return fit_to_budget(width, height, profile.min_pixels, profile.max_pixels)
 
 
@@ -96,7 +96,11 @@ def image_tokens_for(width: int, height: int, profile: ModelProfile) -> int:
 def resize_for_profile(
     image: npt.NDArray[np.uint8], profile: ModelProfile
 ) -> npt.NDArray[np.uint8]:
-    """The image resized to :func:`model_input_size` (returned unchanged when it already fits)."""
+    """
+    Return the image resized to :func:`model_input_size`.
+
+    It is returned unchanged when it already fits.
+    """
     rgb = validate_rgb(image)
     height, width = rgb.shape[:2]
     new_w, new_h = model_input_size(width, height, profile)

@@ -274,12 +274,12 @@ class OpenAIEngine(VlmEngine):
 
     @property
     def model(self) -> str | None:
-        """The model name requests carry (None until resolved against the server)."""
+        """Return the model name requests carry (None until resolved against the server)."""
         return self._model
 
     @property
     def server_kind(self) -> ServerKind | None:
-        """The kind of server found (None before the first contact)."""
+        """Return the kind of server found (None before the first contact)."""
         return self._kind
 
     def _headers(self) -> dict[str, str]:
@@ -390,7 +390,11 @@ class OpenAIEngine(VlmEngine):
         return None
 
     async def _model_name(self, client: httpx.AsyncClient) -> str:
-        """The configured name as is (checked at start and on a 4xx), else the served one."""
+        """
+        Return the configured name as is, else the served one.
+
+        The configured name is checked at start and on a 4xx.
+        """
         if self.served_model_name:
             return self.served_model_name
         if self._model is None:
@@ -458,7 +462,11 @@ class OpenAIEngine(VlmEngine):
     async def _diagnose_client_error(
         self, client: httpx.AsyncClient, status: int, snippet: str
     ) -> EngineError:
-        """A 4xx answer: the served-model error when the name is the cause, else the HTTP one."""
+        """
+        Turn a 4xx answer into an error.
+
+        The served-model error when the name is the cause, else the HTTP one.
+        """
         if status in MODEL_NAME_SUSPECT_STATUS:
             sent = self.served_model_name or self._model
             self._model = None  # resolved again on the next request

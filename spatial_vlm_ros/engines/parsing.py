@@ -1,10 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""
+r"""
 Turn raw model text into typed results; never raises into the caller.
 
 Handles what Qwen3-VL-family models actually emit: a JSON list of ``{"bbox_2d": [...], "label":
-...}`` (bare or fenced in ```json), ``<think>...</think>`` blocks, ``\\boxed{...}`` answers
+...}`` (bare or fenced in ```json), ``<think>...</think>`` blocks, ``\boxed{...}`` answers
 (Spatial-SSRL), outputs cut off by ``max_new_tokens`` (complete items are recovered), wrappers such
 as ``{"objects": [...]}``, other box key spellings, ``point_2d`` items (skipped: a point has no
 extent to lift, and inventing one would misstate the depth support), and Qwen2.5-style absolute
@@ -154,7 +154,7 @@ def fenced_blocks(text: str) -> list[tuple[str, bool]]:
 
 
 def extract_boxed(text: str) -> tuple[str | None, bool]:
-    """Content of the last ``\\boxed{...}`` (braces balanced) and whether it was closed."""
+    r"""Content of the last ``\boxed{...}`` (braces balanced) and whether it was closed."""
     start = text.rfind(BOXED_OPEN)
     if start == -1:
         return None, False
@@ -343,7 +343,11 @@ def _clamp(value: float, upper: float) -> float:
 def relative_box_to_pixels(
     box: Sequence[float], image_width: int, image_height: int, scale: float = RELATIVE_MAX
 ) -> PixelBox:
-    """A ``[x1, y1, x2, y2]`` box on a 0..``scale`` grid to RGB pixels (``x / scale * W``)."""
+    """
+    Convert a ``[x1, y1, x2, y2]`` box on a 0..``scale`` grid to RGB pixels.
+
+    ``x / scale * W``.
+    """
     x1, y1, x2, y2 = box
     return PixelBox(
         x_min=x1 / scale * image_width,
@@ -551,7 +555,11 @@ def parse_answer(
     known_labels: Iterable[str] = (),
     answer_format: AnswerFormat = AnswerFormat.PLAIN,
 ) -> AnswerResult | ParseFailure:
-    """The answer of a question task; ``\\boxed{}`` content wins over the surrounding text."""
+    r"""
+    Return the answer of a question task.
+
+    ``\boxed{}`` content wins over the surrounding text.
+    """
     if not text.strip():
         return ParseFailure('empty model output', text)
     body = text[:MAX_PARSE_CHARS]
@@ -609,7 +617,11 @@ def parse_for_request(
 def respond(
     request: EngineRequest, profile: ModelProfile, completion: Completion, *, engine: str
 ) -> EngineResponse:
-    """The one place a backend's completion becomes a typed response, parsed by the profile."""
+    """
+    Turn a backend's completion into a typed response, parsed by the profile.
+
+    The one place this happens.
+    """
     flags = completion.flags
     if completion.finish_reason == FinishReason.LENGTH and FLAG_MAX_NEW_TOKENS not in flags:
         flags = (*flags, FLAG_MAX_NEW_TOKENS)

@@ -1,6 +1,6 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""
+r"""
 What each supported model needs.
 
 Checkpoint, quantization, engine flags, pixel budget, prompts, sampling and output quirks.
@@ -8,7 +8,7 @@ Checkpoint, quantization, engine flags, pixel budget, prompts, sampling and outp
 Sources (see docs/ENGINES.md): Qwen3-VL model cards / README ("Generation Hyperparameters", VL:
 ``top_p=0.8, top_k=20, temperature=0.7, repetition_penalty=1.0, presence_penalty=1.5``), the
 Qwen3-VL 2D-grounding cookbook (relative 0..1000 ``bbox_2d``), the InternLM Spatial-SSRL README
-(``<think>`` then ``\\boxed{}`` format prompt) and the GRACE model card.
+(``<think>`` then ``\boxed{}`` format prompt) and the GRACE model card.
 """
 
 from __future__ import annotations
@@ -223,7 +223,11 @@ _PROFILE_FILE_KEYS = frozenset(
 
 
 def profile_for_directory(model_dir: str) -> ModelProfile:
-    """The generic profile for a local checkpoint, adjusted by its ``spatial_vlm_profile.json``."""
+    """
+    Return the generic profile for a local checkpoint.
+
+    Adjusted by its ``spatial_vlm_profile.json``.
+    """
     overrides_path = Path(model_dir) / PROFILE_FILE
     if not overrides_path.is_file():
         return GENERIC_QWEN3_VL.with_model_path(model_dir)

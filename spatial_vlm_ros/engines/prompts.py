@@ -34,7 +34,11 @@ def _clean_categories(vocabulary: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def grounding_prompt(profile: ModelProfile, vocabulary: tuple[str, ...] | list[str] = ()) -> str:
-    """The Qwen3-VL cookbook grounding prompt, for given classes or for every salient object."""
+    """
+    Return the Qwen3-VL cookbook grounding prompt.
+
+    For given classes or for every salient object.
+    """
     categories = _clean_categories(vocabulary)
     if not categories:
         return profile.grounding_prompt_all
@@ -67,7 +71,7 @@ def user_text(request: EngineRequest, profile: ModelProfile) -> str:
 def chat_messages(
     request: EngineRequest, profile: ModelProfile, image_urls: list[str] | tuple[str, ...]
 ) -> list[dict[str, Any]]:
-    """OpenAI chat-completions messages: images first, then the text (as Qwen's cookbooks do)."""
+    """Build the chat-completions messages: images first, then the text (as Qwen's cookbooks)."""
     content: list[dict[str, Any]] = [
         {'type': 'image_url', 'image_url': {'url': url}} for url in image_urls
     ]
@@ -112,7 +116,11 @@ def qwen_chat_prompt(text: str, image_count: int, system_prompt: str = '') -> st
 
 
 def sampling_for(request: EngineRequest, profile: ModelProfile) -> SamplingParams:
-    """The request's sampling, or the profile's default for the task (greedy for grounding)."""
+    """
+    Return the request's sampling, or the profile's default for the task.
+
+    The default is greedy for grounding.
+    """
     if request.sampling is not None:
         return request.sampling
     if request.task == TaskKind.GROUND:

@@ -1,6 +1,6 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""
+r"""
 What the model is given for a grounded question or a locate choice, and how its answer reads.
 
 Grounded question (``~/query``): beside the set-of-marks image (``core.annotate.draw_marks``)
@@ -15,9 +15,9 @@ Locate choice (``~/locate``, when appearance decides): the image marks only the 
 the model picks one id, or ``none`` (:func:`choice_schema`).
 
 Each profile keeps its answer format: plain profiles answer with the bare JSON; Spatial-SSRL
-thinks in ``<think>...</think>`` and puts the JSON inside ``\\boxed{}``. :func:`constraint_for`
+thinks in ``<think>...</think>`` and puts the JSON inside ``\boxed{}``. :func:`constraint_for`
 builds the matching grammar (a JSON schema, or an xgrammar structural tag: think block, then
-``\\boxed{``, the schema, ``}``) that engines apply with constrained decoding.
+``\boxed{``, the schema, ``}``) that engines apply with constrained decoding.
 """
 
 from __future__ import annotations
@@ -125,7 +125,11 @@ def _distance(a: PlacedObject, b: PlacedObject) -> float:
 def facts_pairs(
     listed: Sequence[PlacedObject], named_ids: Sequence[str], options: FactsOptions
 ) -> list[tuple[str, str, float]]:
-    """The distances worth listing: each object's nearest few, and the named objects' pairs."""
+    """
+    Return the distances worth listing.
+
+    Each object's nearest few, and the named objects' pairs.
+    """
     positioned = [obj for obj in listed if obj.position is not None]
     wanted: dict[tuple[str, str], float] = {}
 
@@ -201,7 +205,11 @@ def _id_array(object_ids: Sequence[str], min_items: int, max_items: int) -> dict
 def answer_schema(
     object_ids: Sequence[str], answer_max_chars: int = ANSWER_MAX_CHARS
 ) -> dict[str, Any]:
-    """The grounded answer's JSON schema; ids are an enum of ``object_ids`` (the scene's)."""
+    """
+    Return the grounded answer's JSON schema.
+
+    Ids are an enum of ``object_ids`` (the scene's).
+    """
     ids = list(dict.fromkeys(object_ids))
     measurement_variants = []
     for size in (2, 1):
@@ -262,11 +270,11 @@ def constraint_for(
     name: str = ANSWER_SCHEMA_NAME,
     think_max_tokens: int | None = None,
 ) -> OutputConstraint:
-    """
+    r"""
     Return the grammar for ``schema`` in ``profile``'s answer format.
 
     Plain profiles: the bare JSON. Think-boxed profiles (Spatial-SSRL): an xgrammar structural
-    tag ``<think>`` any text (at most ``think_max_tokens``) ``</think>`` then ``\\boxed{`` the
+    tag ``<think>`` any text (at most ``think_max_tokens``) ``</think>`` then ``\boxed{`` the
     JSON ``}``; SGLang and vLLM take the same object as ``response_format`` /
     ``structural_tag``.
     """
@@ -310,7 +318,11 @@ def _format_instruction(profile: ModelProfile, shape: str) -> str:
 
 
 def question_text(profile: ModelProfile, facts: FactsBlock, question: str) -> str:
-    """The user text of a grounded question (the profile's template is applied around it)."""
+    """
+    Return the user text of a grounded question.
+
+    The profile's template is applied around it.
+    """
     kinds = '|'.join(kind.value for kind in MeasurementKind)
     shape = (
         '{"answer": "<short answer>", "object_ids": ["<ids the answer is about>"], '
@@ -338,7 +350,11 @@ def choice_text(
     description: str,
     candidates: Sequence[tuple[str, str]],
 ) -> str:
-    """The user text asking the model to pick ``description`` among marked ``(id, label)``."""
+    """
+    Return the user text asking the model to pick ``description``.
+
+    Among marked ``(id, label)`` candidates.
+    """
     listed = ', '.join(f'{object_id} ({label})' for object_id, label in candidates)
     shape = '{"choice": "<one of the ids, or none>", "reason": "<a few words>"}'
     return '\n'.join(

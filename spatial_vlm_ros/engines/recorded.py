@@ -157,7 +157,11 @@ class RecordedEngine(VlmEngine):
         return best if abs(best - stamp_ns) <= self.tolerance_ns else None
 
     def lookup(self, request: EngineRequest) -> tuple[RecordedOutput | None, bool]:
-        """The recorded output for ``request`` and whether it matched only within tolerance."""
+        """
+        Return the recorded output for ``request``.
+
+        And whether it matched only within tolerance.
+        """
         stamp = self._nearest_stamp(request.task, request.stamp_ns)
         if stamp is None:
             return None, False

@@ -68,7 +68,11 @@ def grounding_schema_json(
     max_items: int = GROUNDING_MAX_ITEMS,
     label_max_length: int = GROUNDING_LABEL_MAX_LENGTH,
 ) -> str:
-    """The schema as a compact JSON string (SGLang's ``sampling_params['json_schema']`` form)."""
+    """
+    Return the schema as a compact JSON string.
+
+    SGLang's ``sampling_params['json_schema']`` form.
+    """
     return json.dumps(grounding_schema(max_items, label_max_length), separators=(',', ':'))
 
 
@@ -77,7 +81,7 @@ def openai_response_format(
     label_max_length: int = GROUNDING_LABEL_MAX_LENGTH,
 ) -> dict[str, Any]:
     """
-    OpenAI ``response_format`` carrying the schema (SGLang and vLLM servers accept it).
+    Return the OpenAI ``response_format`` carrying the schema (SGLang and vLLM accept it).
 
     ``strict: true``: the schema already meets strict mode's rules (every property required,
     no additional properties), and SGLang skips the grammar for ``strict: false`` whenever its

@@ -1,7 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-Is an OpenAI-compatible server up, and does it serve the model we ask for?
+Check that an OpenAI-compatible server is up and serves the model we ask for.
 
 Each server kind has its own honest health signal (checked against their code, docs/ENGINES.md):
 
@@ -69,7 +69,11 @@ async def probe(client: httpx.AsyncClient, url: str, timeout_s: float) -> Probe:
 async def detect_kind(
     client: httpx.AsyncClient, base_url: str, timeout_s: float
 ) -> tuple[ServerKind | None, Probe]:
-    """The kind of server at ``base_url``, or None (with the failed probe) when none answers."""
+    """
+    Return the kind of server at ``base_url``.
+
+    None (with the failed probe) when none answers.
+    """
     readiness = await probe(client, f'{base_url}/readiness', timeout_s)
     if readiness.status is None:
         return None, readiness
@@ -168,7 +172,11 @@ ROUTER_PLACEHOLDER_MODEL = 'unknown'
 
 
 def router_hides_models(kind: ServerKind | None, served: list[str] | None) -> bool:
-    """True when a router lists only its placeholder: its workers' names are unknown to it."""
+    """
+    Return True when a router lists only its placeholder.
+
+    Then its workers' names are unknown to it.
+    """
     return (
         kind == ServerKind.ROUTER
         and bool(served)

@@ -215,12 +215,12 @@ class TransformersEngine(VlmEngine):
 
     @property
     def grounding_schema(self) -> dict[str, Any]:
-        """The JSON schema grounding output is constrained to (a copy)."""
+        """Return the JSON schema grounding output is constrained to (a copy)."""
         return json.loads(json.dumps(self._schema))
 
     @property
     def device(self) -> str:
-        """The device the model runs on ('' before :meth:`start`)."""
+        """Return the device the model runs on ('' before :meth:`start`)."""
         return self._device
 
     @property
@@ -563,7 +563,11 @@ class TransformersEngine(VlmEngine):
         return outcomes
 
     def _compiled_constraint(self, constraint: OutputConstraint) -> Any:
-        """The request's grammar, compiled once per distinct constraint (worker thread only)."""
+        """
+        Return the request's grammar, compiled once per distinct constraint.
+
+        Worker thread only.
+        """
         compiled = self._constraint_grammars.get(constraint)
         if compiled is None:
             if constraint.structural_tag:

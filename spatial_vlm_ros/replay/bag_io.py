@@ -76,8 +76,10 @@ class CameraTopics:
 @dataclass(frozen=True)
 class BagMessage:
     """
-    One message: ``log_time_ns`` is the recording time, ``message`` the deserialized rosbags
-    object, ``raw`` its CDR bytes (copied unchanged into output bags).
+    One message of a bag.
+
+    ``log_time_ns`` is the recording time, ``message`` the deserialized rosbags object, ``raw``
+    its CDR bytes (copied unchanged into output bags).
     """
 
     topic: str
@@ -89,8 +91,9 @@ class BagMessage:
 
 def resolve_bag_path(path: str | Path) -> Path:
     """
-    The rosbag2 directory for ``path`` (the directory, its metadata.yaml, or one of its
-    storage files).
+    Return the rosbag2 directory for ``path``.
+
+    ``path`` is the directory, its metadata.yaml, or one of its storage files.
     """
     candidate = Path(path).expanduser()
     if not candidate.exists():
@@ -182,13 +185,17 @@ class BagReader:
 
     @property
     def typestore(self) -> Any:
-        """The typestore with every type the bag uses (its own definitions where it has them)."""
+        """Return the typestore with every type the bag uses (its own definitions if any)."""
         return self._reader.typestore
 
     def raw_messages(
         self, topics: Sequence[str] | None = None
     ) -> Iterator[tuple[Connection, int, bytes]]:
-        """``(connection, log_time_ns, cdr_bytes)`` of ``topics`` (all when None), in order."""
+        """
+        Yield ``(connection, log_time_ns, cdr_bytes)`` of ``topics``, in order.
+
+        All topics when None.
+        """
         connections = self.connections(topics)
         if not connections:
             return
@@ -213,7 +220,11 @@ class BagReader:
     def select_camera_topics(
         self, rgb: str | None = None, depth: str | None = None, info: str | None = None
     ) -> CameraTopics:
-        """The RGB, depth and CameraInfo topics: the given names (checked) or detected ones."""
+        """
+        Return the RGB, depth and CameraInfo topics.
+
+        The given names (checked) or detected ones.
+        """
         return select_camera_topics(self.topics, rgb=rgb, depth=depth, info=info)
 
 

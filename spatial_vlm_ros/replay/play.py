@@ -118,7 +118,11 @@ class PlaybackTimeline:
 
 
 def message_class(msgtype: str) -> Any:
-    """The rclpy message class for ``pkg/msg/Name``; PlayError when it cannot be imported."""
+    """
+    Return the rclpy message class for ``pkg/msg/Name``.
+
+    PlayError when it cannot be imported.
+    """
     package, kind, name = msgtype.split('/')
     try:
         module = importlib.import_module(f'{package}.{kind}')
@@ -244,8 +248,9 @@ def play_bag(
 
 def _drain(publishers: dict[str, Any], clock_publisher: Any, timeout_s: float) -> list[str]:
     """
-    Wait (bounded by ``timeout_s`` in all) until RELIABLE subscribers have acknowledged every
-    published message; returns the topics that still had messages in flight.
+    Wait until RELIABLE subscribers have acknowledged every published message.
+
+    Bounded by ``timeout_s`` in all; returns the topics that still had messages in flight.
     """
     from rclpy.duration import Duration
 

@@ -129,8 +129,9 @@ class ReportBuilder:
         raw_text: str | None = None,
     ) -> None:
         """
-        Add one scene with its annotated image, the RGB-D frame it came from (depth view,
-        point cloud, camera field of view) and the raw model output, each optional.
+        Add one scene with its annotated image, RGB-D frame and raw model output.
+
+        Each is optional; the frame gives the depth view, point cloud and camera field of view.
         """
         index = len(self._frames)
         if self._first_stamp_ns is None:
@@ -165,9 +166,11 @@ class ReportBuilder:
         camera_path: Sequence[npt.ArrayLike] | None = None,
     ) -> None:
         """
-        Show the object memory (RememberedObject-like items, see
-        :func:`~spatial_vlm_ros.replay.report_views.memory_view`) as one map. Without
-        ``camera_path`` the camera positions of the scenes given in ``frame_id`` are used.
+        Show the object memory as one map.
+
+        RememberedObject-like items, see
+        :func:`~spatial_vlm_ros.replay.report_views.memory_view`. Without ``camera_path`` the
+        camera positions of the scenes given in ``frame_id`` are used.
         """
         path = camera_path if camera_path is not None else self._camera_path.get(frame_id, [])
         self._memory = memory_view(objects, frame_id, path)

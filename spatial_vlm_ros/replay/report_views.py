@@ -102,7 +102,11 @@ def label_hex(label: str) -> str:
 
 
 def scene_frames(scene: Scene) -> SceneFrames:
-    """The frames of ``scene``, reading the v0.2 ``T_frame_from_camera`` when the scene has one."""
+    """
+    Return the frames of ``scene``.
+
+    Reads the v0.2 ``T_frame_from_camera`` when the scene has one.
+    """
     optical = positions_are_optical(scene)
     pose = _finite_matrix(getattr(scene, 'T_frame_from_camera', None), (4, 4))
     if pose is None and optical:
@@ -408,8 +412,9 @@ def memory_view(
     camera_path: Sequence[npt.ArrayLike] = (),
 ) -> dict[str, Any]:
     """
-    The object memory as one map (same layout as :func:`top_down_view`), in a body/world
-    frame (REP 103: x forward, y left, z up).
+    Return the object memory as one map (same layout as :func:`top_down_view`).
+
+    In a body/world frame (REP 103: x forward, y left, z up).
 
     ``objects`` are RememberedObject-like items (attributes or mapping keys): ``id``, ``label``,
     ``position`` (3 values or a Point), ``position_covariance`` (9 or 3x3), optional ``size``,

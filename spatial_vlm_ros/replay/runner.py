@@ -148,9 +148,11 @@ class ReplaySummary:
 
 class BagTimeRateLimiter:
     """
-    Keeps the first frame of every ``1 / rate_hz`` slot of bag time (slots count from the
-    first frame). Slots rather than "period since the last kept frame" so that stamp jitter
-    cannot halve the rate when the input rate is a multiple of the requested one.
+    Keeps the first frame of every ``1 / rate_hz`` slot of bag time.
+
+    Slots count from the first frame. Slots rather than "period since the last kept frame" so
+    that stamp jitter cannot halve the rate when the input rate is a multiple of the requested
+    one.
     """
 
     def __init__(self, rate_hz: float) -> None:
@@ -172,8 +174,9 @@ class BagTimeRateLimiter:
 
 def check_decodable(reader: BagReader, topics: CameraTopics) -> None:
     """
-    Decode the first RGB and depth message, so an unsupported encoding fails before any output
-    is written (with the decoder's typed error and the topic name).
+    Decode the first RGB and depth message, so an unsupported encoding fails early.
+
+    Before any output is written, with the decoder's typed error and the topic name.
     """
     for topic, decode in (
         (topics.rgb.name, decode_color_any),
@@ -246,7 +249,7 @@ class _Outputs:
         self._writer.write(connection, message.log_time_ns, message.raw)
 
     def write_memory(self, memory: ObjectMemory, scene: Scene, log_time_ns: int) -> None:
-        """The whole memory (``/spatial_vlm/objects``) and its markers after ``scene``."""
+        """Write the whole memory (``/spatial_vlm/objects``) and its markers after ``scene``."""
         if self._writer is None:
             return
         store = msgs.typestore()
@@ -468,7 +471,7 @@ async def replay_bag(
 def _finish_memory(
     pipeline: SpatialPipeline, summary: ReplaySummary, report: ReportBuilder, seen: set[str]
 ) -> None:
-    """The memory's map in the report, and the memory saved to ``memory_file`` (if set)."""
+    """Put the memory's map in the report; save the memory to ``memory_file`` (if set)."""
     memory = pipeline.memory
     assert memory is not None
     remembered = memory.objects()

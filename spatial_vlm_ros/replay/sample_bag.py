@@ -156,9 +156,10 @@ def write_rgbd_bag(
     transforms: Sequence[TfSample] = (),
 ) -> Path:
     """
-    Write ``frames`` as an RGB-D bag at ``path`` (replaced if it is an existing bag), with
-    ``transforms`` on ``/tf`` and ``/tf_static`` (one message per sample; static ones logged
-    before the first frame).
+    Write ``frames`` as an RGB-D bag at ``path`` (replaced if it is an existing bag).
+
+    With ``transforms`` on ``/tf`` and ``/tf_static`` (one message per sample; static ones
+    logged before the first frame).
     """
     if not frames:
         raise SampleBagError('no frames to write')
@@ -263,8 +264,9 @@ def _rgb_bytes(frame: SampleFrame, layout: BagLayout) -> Any:
 
 def to_relative_1000(box: PixelBox, width: int, height: int) -> list[int]:
     """
-    A pixel box on Qwen3-VL's 0..1000 grid (``x / W * 1000``), rounded to integers as the
-    model writes them.
+    Convert a pixel box to Qwen3-VL's 0..1000 grid (``x / W * 1000``).
+
+    Rounded to integers as the model writes them.
     """
     values = (
         box.x_min / width,
@@ -276,7 +278,11 @@ def to_relative_1000(box: PixelBox, width: int, height: int) -> list[int]:
 
 
 def grounding_text(labels: Sequence[LabeledBox], width: int, height: int) -> str:
-    """The labels as a Qwen3-VL grounding answer: a ```json fenced list, one item per line."""
+    """
+    Write the labels as a Qwen3-VL grounding answer.
+
+    A ```json fenced list, one item per line.
+    """
     items = [
         json.dumps(
             {'bbox_2d': to_relative_1000(item.box, width, height), 'label': item.label},
@@ -420,7 +426,11 @@ def synthetic_frame(
     height: int = 48,
     seed: int = 0,
 ) -> SampleFrame:
-    """A small deterministic frame (two boxes at known depths) for tests of the bag plumbing."""
+    """
+    Build a small deterministic frame for tests of the bag plumbing.
+
+    Two boxes at known depths.
+    """
     rng = np.random.default_rng(seed)
     rgb = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
     depth = np.full((height, width), 3000, dtype=np.uint16)

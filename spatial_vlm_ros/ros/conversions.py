@@ -49,8 +49,10 @@ _MISSING = object()
 
 def _fresh_copier(default: Any) -> Callable[[], Any]:
     """
-    A function returning a fresh copy of a mutable default (an array.array, a numpy array or
-    a list); immutable defaults (numbers, strings) are returned as they are.
+    Return a function returning a fresh copy of a mutable default.
+
+    Mutable: an array.array, a numpy array or a list; immutable defaults (numbers, strings) are
+    returned as they are.
     """
     if isinstance(default, list):
         return lambda: list(default)
@@ -64,10 +66,12 @@ def _builders(
     msg_class: type,
 ) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[], Any]] | None:
     """
-    Two functions generated once per class from the class's own definition
-    (``SLOT_TYPES``) and a default instance: one fills a new instance of ``msg_class`` from
-    field values, the other makes a default instance. None when the class checks its fields
-    (``ROS_PYTHON_CHECK_FIELDS=1``), where every message goes through the constructor.
+    Return two functions generated once per class, or None.
+
+    Generated from the class's own definition (``SLOT_TYPES``) and a default instance: one
+    fills a new instance of ``msg_class`` from field values, the other makes a default
+    instance. None when the class checks its fields (``ROS_PYTHON_CHECK_FIELDS=1``), where every
+    message goes through the constructor.
 
     They store each value in the attribute the generated property reads, as the constructor
     does with field checks off, but build a default only for the fields left out (the
@@ -151,9 +155,10 @@ def _unknown_field(msg_class: type, name: str) -> None:
 
 def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
     """
-    An instance of the rclpy message class ``msg_class`` with ``fields`` (plain values;
-    dicts for nested messages, lists of dicts for message sequences). Unnamed fields keep their
-    defaults; an unknown field name raises ``AttributeError`` naming it.
+    Build an instance of the rclpy message class ``msg_class`` with ``fields``.
+
+    Plain values; dicts for nested messages, lists of dicts for message sequences. Unnamed
+    fields keep their defaults; an unknown field name raises ``AttributeError`` naming it.
 
     Goes through a builder generated per class (:func:`_builders`): a MarkerArray of a
     20-object scene takes a fraction of the constructor path's time (docs/PERFORMANCE.md).
@@ -167,8 +172,9 @@ def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
 @functools.cache
 def _nested_types(msg_class: type) -> dict[str, tuple[type | None, bool]]:
     """
-    For each field: its message class (None for primitives) and whether it is a sequence
-    of messages.
+    Return, for each field, its message class and whether it is a sequence of messages.
+
+    The class is None for primitives.
     """
     table: dict[str, tuple[type | None, bool]] = {}
     for name, field_type in zip(
@@ -229,7 +235,7 @@ def scene_to_detections(scene: Scene) -> Any:
 
 
 def pose_of(obj: SpatialObject, frame_id: str, stamp_ns: int) -> PoseStamped:
-    """PoseStamped at the object's centroid, identity orientation (no orientation estimate)."""
+    """Return a PoseStamped at the object's centroid, identity orientation (none is estimated)."""
     position = (0.0, 0.0, 0.0) if obj.lifted.position is None else obj.lifted.position
     return to_message(
         PoseStamped, message_fields.pose_stamped_fields(stamp_ns, frame_id, position)

@@ -75,8 +75,10 @@ class ErrorLog:
 
     def report_exception(self, kind: str, error: BaseException) -> None:
         """
-        An unexpected exception at a callback boundary: counted like any error, and its
-        traceback logged once per kind and exception type (it is a bug, not bad input).
+        Report an unexpected exception at a callback boundary.
+
+        Counted like any error, and its traceback logged once per kind and exception type (it
+        is a bug, not bad input).
         """
         key = (kind, type(error).__name__)
         with self._lock:
@@ -211,8 +213,9 @@ class SceneWindow:
 
 class DiagnosticsReporter:
     """
-    Collects what happens (scenes, stage latencies, engine outcomes, drops) and builds the
-    node's DiagnosticArray.
+    Collects what happens and builds the node's DiagnosticArray.
+
+    What happens: scenes, stage latencies, engine outcomes, drops.
     """
 
     def __init__(self, node_name: str, logger: Any) -> None:
@@ -230,8 +233,9 @@ class DiagnosticsReporter:
         self, latency_ms: float, stages_ms: Mapping[str, float], camera: str = ''
     ) -> None:
         """
-        A published scene, its latency and its per-stage breakdown (NaN: not measured);
-        counted for the node and, when named, for its camera.
+        Record a published scene, its latency and its per-stage breakdown (NaN: not measured).
+
+        Counted for the node and, when named, for its camera.
         """
         now_s = time.monotonic()
         with self._lock:
@@ -246,8 +250,9 @@ class DiagnosticsReporter:
 
     def probe_engine(self, health: Future[Any]) -> None:
         """
-        Record the answer of a running ``VlmEngine.health()`` call when it comes (the worker
-        runs it, off the executor); it is the engine status on /diagnostics.
+        Record the answer of a running ``VlmEngine.health()`` call when it comes.
+
+        The worker runs it, off the executor; it is the engine status on /diagnostics.
         """
         engine = self.engine
 
@@ -264,8 +269,9 @@ class DiagnosticsReporter:
 
     def record_drop_totals(self, totals: Mapping[str, int], camera: str = '') -> None:
         """
-        The scheduler's cumulative drop counters (of the node, or of a named camera);
-        increments become windowed events.
+        Record the scheduler's cumulative drop counters (of the node, or of a named camera).
+
+        Increments become windowed events.
         """
         now_s = time.monotonic()
         with self._lock:
@@ -339,8 +345,9 @@ class DiagnosticsReporter:
         self, now_s: float, active: bool, values: dict[str, str], camera: str = ''
     ) -> tuple[int, str, dict[str, str]]:
         """
-        The pipeline status of the node, or of one named camera (its scenes, latencies and
-        drops; errors and frame problems are on the node's status).
+        Return the pipeline status of the node, or of one named camera.
+
+        Its scenes, latencies and drops; errors and frame problems are on the node's status.
         """
         horizon = now_s - WINDOW_S
         with self._lock:

@@ -1,8 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-One camera's inputs: the topic table, subscriptions with matched QoS, starvation checks, the
-stamp gate, and pairing by stamp. A node owns one per camera (``cameras``: one per namespace),
+One camera's inputs.
+
+The topic table, subscriptions with matched QoS, starvation checks, the stamp gate, and pairing
+by stamp. A node owns one per camera (``cameras``: one per namespace),
 each with its own pairer, health monitors and clock offset, and each paired set says which
 camera it came from (``RgbdSet.camera``).
 
@@ -107,8 +109,10 @@ class InputTopics:
 
 def camera_topics(values: Mapping[str, Any]) -> dict[str, InputTopics]:
     """
-    Camera name -> its topics, for every camera the node serves (``cameras``, or the one at
-    ``camera_namespace``; see ``settings.camera_namespaces`` for the names).
+    Return camera name -> its topics, for every camera the node serves.
+
+    The cameras are ``cameras``, or the one at ``camera_namespace``; see
+    ``settings.camera_namespaces`` for the names.
     """
     return {
         name: InputTopics.from_values(values, namespace)
@@ -126,7 +130,11 @@ def transport_topic(resolved_base: str, transport: str) -> str:
 
 
 def _qos_signature(publishers: list[Any]) -> tuple[Any, ...]:
-    """What the subscription QoS depends on: the set of offered (reliability, durability)."""
+    """
+    Return what the subscription QoS depends on.
+
+    The set of offered (reliability, durability).
+    """
     return tuple(
         sorted(
             {
@@ -141,20 +149,19 @@ class CameraInputs:
     """
     RGB, depth and CameraInfo of one camera, paired by stamp, with their health.
 
-    Args:
-        node: the node that owns the subscriptions.
-        topics: where the streams are and their transports.
-        qos_mode: ``input_qos`` (auto | reliable | best_effort).
-        pairing: pairing tolerances.
-        errors: where problems are counted and logged.
-        callback_group: the group of the subscription callbacks.
-        on_paired: called (on an executor thread) with every completed RGB-D set and the time
-            its age is measured from (None: its stamp; else the arrival time, when the camera
-            clock is offset from the node's).
-        on_time_jump: called when the stream's stamps jump back (a looping bag).
-        max_frame_age_s: the scheduler's limit, which decides when an offset matters.
-        name: the camera's name in the node ('' with a single camera), carried by every
-            paired set (``RgbdSet.camera``).
+    :param node: the node that owns the subscriptions.
+    :param topics: where the streams are and their transports.
+    :param qos_mode: ``input_qos`` (auto | reliable | best_effort).
+    :param pairing: pairing tolerances.
+    :param errors: where problems are counted and logged.
+    :param callback_group: the group of the subscription callbacks.
+    :param on_paired: called (on an executor thread) with every completed RGB-D set and the time
+        its age is measured from (None: its stamp; else the arrival time, when the camera
+        clock is offset from the node's).
+    :param on_time_jump: called when the stream's stamps jump back (a looping bag).
+    :param max_frame_age_s: the scheduler's limit, which decides when an offset matters.
+    :param name: the camera's name in the node ('' with a single camera), carried by every
+        paired set (``RgbdSet.camera``).
 
     """
 
@@ -344,8 +351,9 @@ class CameraInputs:
 
     def _log_changes(self, statuses: dict[str, StreamStatus]) -> None:
         """
-        Log a stream's problem when it appears or changes (and every LOG_AGAIN_S while it
-        lasts), and its recovery once: /diagnostics has the current state at all times.
+        Log a stream's problem when it appears or changes, and its recovery once.
+
+        Also every LOG_AGAIN_S while it lasts: /diagnostics has the current state at all times.
         """
         now_s = time.monotonic()
         logger = self._node.get_logger()

@@ -1,8 +1,9 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-core.markers specs to visualization_msgs/MarkerArray (geometry in core/markers.py, fields in
-core/message_fields.py, shared with the replay).
+core.markers specs to visualization_msgs/MarkerArray.
+
+Geometry in core/markers.py, fields in core/message_fields.py, shared with the replay.
 """
 
 from __future__ import annotations

@@ -59,15 +59,15 @@ def memory_marker_msg(memory: ObjectMemory, optical: bool) -> MarkerArray:
 
 class MemoryOutputs:
     """
-    ``~/objects``, ``~/memory_markers``, ``~/forget`` and the periodic save of one configured
-    node (created on configure, destroyed on cleanup).
+    ``~/objects``, ``~/memory_markers``, ``~/forget`` and the periodic save of one node.
 
-    Args:
-        node: the lifecycle node.
-        pipeline: the configured pipeline; its ``memory`` must not be None.
-        errors: where save and service failures are counted.
-        callback_group: of ``~/forget`` and the save timer.
-        save_period_s: period of the save timer (0 or no ``memory_file``: no timer).
+    Created on configure, destroyed on cleanup.
+
+    :param node: the lifecycle node.
+    :param pipeline: the configured pipeline; its ``memory`` must not be None.
+    :param errors: where save and service failures are counted.
+    :param callback_group: of ``~/forget`` and the save timer.
+    :param save_period_s: period of the save timer (0 or no ``memory_file``: no timer).
 
     """
 
@@ -102,8 +102,10 @@ class MemoryOutputs:
 
     def publish(self, camera_frame: str = '') -> None:
         """
-        Publish the whole memory on ``~/objects`` and, when someone subscribes (or a late
-        one may), its markers. ``camera_frame``: the frame of the scene just processed.
+        Publish the whole memory on ``~/objects`` and, when someone may subscribe, its markers.
+
+        Someone: a subscriber now or a late one. ``camera_frame``: the frame of the scene just
+        processed.
         """
         if camera_frame:
             self._camera_frames.add(camera_frame)

@@ -141,12 +141,12 @@ class SpatialVlmNode(LifecycleNode):
 
     @property
     def _inputs(self) -> CameraInputs | None:
-        """The first camera's inputs (the only ones with a single camera); None unconfigured."""
+        """Return the first camera's inputs (the only ones with one camera); None unconfigured."""
         return next(iter(self._camera_inputs.values()), None)
 
     @property
     def _outputs(self) -> SceneOutputs | None:
-        """The first camera's outputs (the only ones with a single camera)."""
+        """Return the first camera's outputs (the only ones with a single camera)."""
         return next(iter(self._camera_outputs.values()), None)
 
     @property
@@ -264,7 +264,7 @@ class SpatialVlmNode(LifecycleNode):
         return super().on_configure(state)
 
     def _start_pipeline(self, values: dict[str, Any]) -> SpatialPipeline | None:
-        """The started pipeline, or None with the reason logged and kept for /diagnostics."""
+        """Start the pipeline; None with the reason logged and kept for /diagnostics."""
         engine = self._reporter.engine
         problems = validate(values)
         if problems:

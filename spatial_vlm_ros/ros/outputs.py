@@ -1,9 +1,11 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-The node's scene outputs: ``~/scene``, ``~/scene_json``, ``~/markers``, ``~/annotated_image``
-and, where vision_msgs is installed, ``~/detections`` (vision_msgs/Detection3DArray); with
-several cameras, one set per camera under ``~/<camera>/``.
+The node's scene outputs.
+
+``~/scene``, ``~/scene_json``, ``~/markers``, ``~/annotated_image`` and, where vision_msgs is
+installed, ``~/detections`` (vision_msgs/Detection3DArray); with several cameras, one set per
+camera under ``~/<camera>/``.
 
 Lifecycle publishers, created on configure and destroyed on cleanup. JSON, markers and the
 annotated image cost milliseconds per scene, so they are only built while someone subscribes.

@@ -1,8 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-The node's parameters: every row of ``spatial_vlm_ros.settings`` with a ParameterDescriptor
-(description, range or choices, read-only), plus the on-set validation.
+The node's parameters, plus the on-set validation.
+
+Every row of ``spatial_vlm_ros.settings`` with a ParameterDescriptor (description, range or
+choices, read-only).
 
 The table in settings.py is the single source of truth (see its docstring for how to add one).
 """

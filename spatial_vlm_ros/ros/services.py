@@ -96,7 +96,7 @@ class SnapshotBuffer:
             self._newest = paired
 
     def add_scene(self, scene: Scene, camera: str = '') -> None:
-        """A published scene of ``camera`` (the name its frames carry, RgbdSet.camera)."""
+        """Keep a published scene of ``camera`` (the name its frames carry, RgbdSet.camera)."""
         with self._lock:
             self._scenes.append((camera, scene))
 
@@ -108,8 +108,10 @@ class SnapshotBuffer:
 
     def frame(self, stamp_ns: int, slop_ns: int) -> RgbdSet | None:
         """
-        The newest frame of any camera (``stamp_ns == 0``: the last to arrive) or the one
-        closest to ``stamp_ns`` within ``slop_ns``; None when there is none.
+        Return the newest frame, or the one closest to ``stamp_ns`` within ``slop_ns``.
+
+        The newest of any camera (``stamp_ns == 0``: the last to arrive); None when there is
+        none.
         """
         with self._lock:
             if stamp_ns == 0:
@@ -156,16 +158,15 @@ class SpatialServices:
     """
     Handlers of ``~/query`` and ``~/locate``; every failure is a typed reply.
 
-    Args:
-        snapshots: frames and scenes to answer on.
-        errors: where failures are counted.
-        pipeline: the current pipeline (None while unconfigured).
-        run_priority: awaits a coroutine factory run in the scheduler's priority lane.
-        transforms: TF lookups (None while unconfigured).
-        now_ns: the node clock.
-        parameter: reads a node parameter's current value.
-        remembered_candidates: remembered objects (the object memory) with positions in the
-            given frame, for ``~/locate``; none by default.
+    :param snapshots: frames and scenes to answer on.
+    :param errors: where failures are counted.
+    :param pipeline: the current pipeline (None while unconfigured).
+    :param run_priority: awaits a coroutine factory run in the scheduler's priority lane.
+    :param transforms: TF lookups (None while unconfigured).
+    :param now_ns: the node clock.
+    :param parameter: reads a node parameter's current value.
+    :param remembered_candidates: remembered objects (the object memory) with positions in the
+        given frame, for ``~/locate``; none by default.
 
     """
 
@@ -211,7 +212,11 @@ class SpatialServices:
     async def _run(
         self, kind: str, work: Callable[[], Awaitable[Any]], deadline: Deadline
     ) -> tuple[Any, str]:
-        """(result, '') or (None, why it failed): every failure becomes a typed reply."""
+        """
+        Run the work: ``(result, '')`` or ``(None, why it failed)``.
+
+        Every failure becomes a typed reply.
+        """
         try:
             return await self._run_priority(work, deadline), ''
         except (TimeoutError, EngineTimeout):

@@ -1,8 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
 """
-The node's scene stream: paired frames -> the scheduler on the worker loop -> the pipeline ->
-published scenes, with the per-stage timings that explain each scene's latency.
+The node's scene stream.
+
+Paired frames -> the scheduler on the worker loop -> the pipeline -> published scenes, with the
+per-stage timings that explain each scene's latency.
 
 The scheduler runs on the worker (``ros/worker.py``); subscription callbacks only call
 :meth:`SceneStream.on_paired`, which stores the newest frame. Service requests run in the same
@@ -33,16 +35,15 @@ class SceneStream:
     """
     Runs the scheduler on the worker loop and publishes what it produces.
 
-    Args:
-        worker: the asyncio worker thread.
-        reporter: records scenes, stage timings, engine outcomes and errors.
-        snapshots: keeps paired frames and scenes for the services.
-        pipeline: the current pipeline (None once released).
-        clock_offset_ns: a camera's (by name) steady clock offset from the node's (None:
-            none).
-        transforms: the TF source (None without tf2_ros).
-        publish: puts one scene on its camera's output topics.
-        now_ns: the node clock.
+    :param worker: the asyncio worker thread.
+    :param reporter: records scenes, stage timings, engine outcomes and errors.
+    :param snapshots: keeps paired frames and scenes for the services.
+    :param pipeline: the current pipeline (None once released).
+    :param clock_offset_ns: a camera's (by name) steady clock offset from the node's (None:
+        none).
+    :param transforms: the TF source (None without tf2_ros).
+    :param publish: puts one scene on its camera's output topics.
+    :param now_ns: the node clock.
 
     """
 
@@ -72,8 +73,9 @@ class SceneStream:
 
     def start(self, config: SchedulerConfig, cameras: Sequence[str] = ('',)) -> None:
         """
-        Create the scheduler for ``cameras`` (their names; '' for the single camera) and
-        run it on the worker loop.
+        Create the scheduler for ``cameras`` and run it on the worker loop.
+
+        ``cameras``: their names; '' for the single camera.
         """
         self.scheduler = FrameScheduler(
             process=self._process,
@@ -102,8 +104,9 @@ class SceneStream:
 
     def on_paired(self, paired: RgbdSet, reference_ns: int | None) -> None:
         """
-        A complete RGB-D set of camera ``paired.camera`` (any thread): kept for the
-        services, offered to the stream.
+        Take a complete RGB-D set of camera ``paired.camera`` (any thread).
+
+        It is kept for the services and offered to the stream.
         """
         self._snapshots.add_frame(paired)
         scheduler = self.scheduler
@@ -113,7 +116,7 @@ class SceneStream:
             )
 
     def on_time_jump(self, camera: str = '') -> None:
-        """The camera's stamps jumped back (a looping bag): forget its watermarks."""
+        """Forget the camera's watermarks: its stamps jumped back (a looping bag)."""
         if self.scheduler is not None:
             self.scheduler.reset_watermarks(camera)
 

@@ -23,7 +23,7 @@ PROBE_TIME_S = 6.0  # discovery of an existing publisher took 0.1-2.7 s in our m
 
 
 def node_transports() -> str:
-    """This process's Fast DDS builtin transports (DEFAULT when the variable is unset)."""
+    """Return this process's Fast DDS builtin transports (DEFAULT when the variable is unset)."""
     return os.environ.get(TRANSPORTS_VARIABLE, '').strip() or 'DEFAULT'
 
 

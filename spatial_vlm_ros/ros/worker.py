@@ -31,7 +31,7 @@ class WorkerLoop:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The running loop, or None when stopped."""
+        """Return the running loop, or None when stopped."""
         return self._loop
 
     def start(self) -> None:
