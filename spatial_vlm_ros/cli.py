@@ -311,7 +311,9 @@ def model_in_local_cache(model: str) -> bool:
         from huggingface_hub import snapshot_download
 
         snapshot_download(model, local_files_only=True)
-    except Exception:  # noqa: BLE001 - any failure means "not available offline"
+    except (ImportError, OSError, ValueError):
+        # huggingface_hub missing, LocalEntryNotFoundError (an OSError) or an invalid repo id
+        # (HFValidationError, a ValueError): not available offline.
         return False
     return True
 
@@ -330,7 +332,7 @@ def choose_demo_engine() -> tuple[str, str]:
         import torch
 
         has_cuda = bool(torch.cuda.is_available())
-    except Exception as error:  # noqa: BLE001 - a broken torch means no GPU engine
+    except (ImportError, OSError, RuntimeError) as error:  # a broken torch: no GPU engine
         return 'recorded', f'torch does not load ({error})'
     if not has_cuda:
         return 'recorded', 'no CUDA GPU'

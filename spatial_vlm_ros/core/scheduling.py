@@ -224,7 +224,6 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     :param clock_ns: current time in the frames' stamp clock (ROS time; sim time in replays).
     :param on_error: called with a frame whose processing raised or timed out.
     :param cameras: the camera keys ``submit`` accepts; the default is one unnamed camera.
-
     """
 
     def __init__(

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 import functools
 import json
+import logging
 import math
 import re
 import string
@@ -66,6 +67,7 @@ MAX_PARSE_CHARS = 100_000  # a 2k-token answer is ~8k chars; anything far longer
 MAX_JSON_START_ATTEMPTS = 2_000  # bounds the work on pathological text
 DEFAULT_LABEL = 'object'
 INTERNAL_ERROR_PREFIX = 'internal parser error'
+LOGGER = logging.getLogger(__name__)
 
 BOX_KEYS = ('bbox_2d', 'bbox', 'box_2d', 'box', 'bbox2d', 'bounding_box', 'bndbox')
 POINT_KEYS = ('point_2d', 'point')
@@ -86,8 +88,18 @@ _DECODER = json.JSONDecoder()
 _R = TypeVar('_R')
 
 
+# (parser, exception type) pairs whose traceback was logged: a parser bug is logged once per
+# kind, with its traceback, so that it is not mistaken for bad model output.
+_LOGGED_INTERNAL_ERRORS: set[tuple[str, str]] = set()
+
+
 def _never_raises(function: Callable[..., _R]) -> Callable[..., _R | ParseFailure]:
-    """Last-resort guard: a parser bug becomes a ParseFailure, never an exception in the node."""
+    """
+    Guard a parser: a parser bug becomes a ParseFailure, never an exception in the node.
+
+    The last resort behind the parsers' own checks; the first bug of each kind (parser and
+    exception type) is logged with its traceback.
+    """
 
     @functools.wraps(function)
     def guarded(text: object, *args: Any, **kwargs: Any) -> _R | ParseFailure:
@@ -96,7 +108,13 @@ def _never_raises(function: Callable[..., _R]) -> Callable[..., _R | ParseFailur
             return ParseFailure(f'model output is not text but {type(text).__name__}', raw)
         try:
             return function(text, *args, **kwargs)
-        except Exception as error:  # the contract is "never raises"
+        except Exception as error:  # the contract is "never raises"; the traceback is logged
+            kind = (function.__name__, type(error).__name__)
+            if kind not in _LOGGED_INTERNAL_ERRORS:
+                _LOGGED_INTERNAL_ERRORS.add(kind)
+                LOGGER.error(
+                    '%s: bug in %s', INTERNAL_ERROR_PREFIX, function.__name__, exc_info=True
+                )
             return ParseFailure(f'{INTERNAL_ERROR_PREFIX}: {type(error).__name__}: {error}', raw)
 
     return guarded

@@ -226,7 +226,10 @@ def _processor_chat_template(model_path: str) -> ChatTemplate | None:
         from transformers import AutoProcessor  # optional dependency
 
         processor = AutoProcessor.from_pretrained(model_path, local_files_only=True)
-    except Exception as error:  # any failure falls back to the built-in template
+    except (ImportError, OSError, ValueError, KeyError) as error:
+        # What transformers raises for a checkpoint it cannot read or a model type it does not
+        # know (OSError: files missing; ValueError/KeyError: unrecognised configuration). Any
+        # other exception is a bug and propagates.
         LOGGER.warning(
             'no local processor chat template for %s (%s: %s); using the built-in Qwen3-VL one',
             model_path,
@@ -328,7 +331,7 @@ class SGLangEngine(VlmEngine):
         try:
             with host_logging_kept():
                 engine = self._factory(**self.engine_kwargs)
-        except BaseException as error:  # reported to start() in the caller
+        except BaseException as error:  # noqa: BLE001 - start() re-raises it in the caller
             self._startup_error = error
             own_loop.close()
             self._ready.set()
@@ -348,8 +351,8 @@ class SGLangEngine(VlmEngine):
         finally:
             try:
                 engine.shutdown()
-            except Exception as error:  # shutting down; log and go on
-                LOGGER.warning('sglang Engine.shutdown() failed: %s', error)
+            except Exception as error:  # shutting down: log it and go on
+                LOGGER.warning('sglang Engine.shutdown() failed: %s', error, exc_info=True)
             loop.close()
 
     def _start_blocking(self) -> None:

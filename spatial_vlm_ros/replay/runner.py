@@ -514,8 +514,8 @@ def _note(summary: ReplaySummary, seen: set[str], warning: str) -> None:
 async def _shutdown_quietly(pipeline: SpatialPipeline) -> None:
     try:
         await pipeline.shutdown()
-    except Exception as error:  # noqa: BLE001 - the outputs matter more than a shutdown error
-        LOGGER.warning('engine shutdown failed: %s', error)
+    except Exception as error:  # the outputs matter more than a shutdown error
+        LOGGER.warning('engine shutdown failed: %s', error, exc_info=True)
 
 
 def _report_meta(summary: ReplaySummary, pipeline: SpatialPipeline) -> ReportMeta:

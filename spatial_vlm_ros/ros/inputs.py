@@ -162,7 +162,6 @@ class CameraInputs:
     :param max_frame_age_s: the scheduler's limit, which decides when an offset matters.
     :param name: the camera's name in the node ('' with a single camera), carried by every
         paired set (``RgbdSet.camera``).
-
     """
 
     def __init__(

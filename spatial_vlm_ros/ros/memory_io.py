@@ -68,7 +68,6 @@ class MemoryOutputs:
     :param errors: where save and service failures are counted.
     :param callback_group: of ``~/forget`` and the save timer.
     :param save_period_s: period of the save timer (0 or no ``memory_file``: no timer).
-
     """
 
     def __init__(

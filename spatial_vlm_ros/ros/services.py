@@ -167,7 +167,6 @@ class SpatialServices:
     :param parameter: reads a node parameter's current value.
     :param remembered_candidates: remembered objects (the object memory) with positions in the
         given frame, for ``~/locate``; none by default.
-
     """
 
     def __init__(

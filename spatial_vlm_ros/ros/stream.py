@@ -44,7 +44,6 @@ class SceneStream:
     :param transforms: the TF source (None without tf2_ros).
     :param publish: puts one scene on its camera's output topics.
     :param now_ns: the node clock.
-
     """
 
     def __init__(
@@ -175,6 +174,11 @@ class SceneStream:
         timed_out = isinstance(error, asyncio.TimeoutError)
         if timed_out:
             self._reporter.record_engine_call(False, 'the frame deadline (request_timeout_s)')
+        elif not isinstance(error, SpatialVlmError | OSError):
+            # Not a typed failure of the frame (bad input, an engine error) but a bug: counted
+            # like any frame error, and its traceback logged once per exception type.
+            self._reporter.errors.report_exception('frame', error)
+            return
         self._reporter.errors.report(
             'timeout' if timed_out else 'frame',
             f'frame {_camera_prefix(frame.camera)}{frame.stamp_ns}: {type(error).__name__}: '

@@ -183,7 +183,9 @@ class TransformSource:
                 Time(nanoseconds=stamp_ns),
                 timeout=Duration(nanoseconds=int(self.timeout_s * 1e9)),
             )
-        except Exception as error:  # noqa: BLE001 - tf2 raises several unrelated types
+        except tf2_ros.TransformException as error:
+            # The base of LookupException, ConnectivityException, ExtrapolationException,
+            # InvalidArgumentException and TimeoutException; anything else is a bug.
             reason = f'no transform {source} -> {target} at {stamp_ns} ns: {error}'
             self.status = reason
             return TransformResult(None, reason)
