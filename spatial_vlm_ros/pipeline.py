@@ -310,7 +310,8 @@ class SpatialPipeline:
         The one perception decoded when it is still kept, else decoded now (only the colour image).
         """
         with self._decoded_lock:
-            frame = self._decoded.get(paired.camera, {}).get(paired.stamp_ns)
+            kept = self._decoded.get(paired.camera)
+            frame = None if kept is None else kept.get(paired.stamp_ns)
         if frame is not None:
             return frame.rgb
         return decode_color_any(paired.rgb.payload)

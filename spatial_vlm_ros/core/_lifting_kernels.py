@@ -30,7 +30,7 @@ import numpy.typing as npt
 
 Array = npt.NDArray[Any]
 
-_JIT = {'cache': True, 'nogil': True, 'error_model': 'numpy'}
+_JIT: dict[str, Any] = {'cache': True, 'nogil': True, 'error_model': 'numpy'}
 
 # Hash of a depth value's bit pattern (Fibonacci hashing, Knuth).
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)

@@ -29,7 +29,7 @@ import functools
 import math
 import operator
 import struct
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -181,6 +181,11 @@ def _byte_buffer(data: Any) -> npt.NDArray[np.uint8]:
         ) from None
 
 
+def _cvt_color(image: np.ndarray, code: int) -> Uint8Image:
+    """Convert 8-bit pixels to RGB with OpenCV (its stubs type every result as ``MatLike``)."""
+    return cast(Uint8Image, cv2.cvtColor(image, code))
+
+
 def _read_only(image: np.ndarray) -> np.ndarray:
     image.flags.writeable = False
     return image
@@ -271,14 +276,14 @@ def decode_color(msg: Any) -> Uint8Image:
     if info.name == 'rgba8':
         return _read_only(pixels[:, :, :3])
     if info.name == 'bgr8':
-        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+        return _cvt_color(pixels, cv2.COLOR_BGR2RGB)
     if info.name == 'bgra8':
-        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
+        return _cvt_color(pixels, cv2.COLOR_BGRA2RGB)
     if info.name in _YUV_TO_RGB:
-        return cv2.cvtColor(pixels, _YUV_TO_RGB[info.name])
+        return _cvt_color(pixels, _YUV_TO_RGB[info.name])
     if info.name == 'mono16':
         pixels = (pixels >> 8).astype(np.uint8)
-    return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_GRAY2RGB)
+    return _cvt_color(np.ascontiguousarray(pixels), cv2.COLOR_GRAY2RGB)
 
 
 def _checked_depth_scale(depth_scale: float | None, default: float) -> float:
@@ -432,14 +437,14 @@ def decode_compressed_color(msg: Any) -> Uint8Image:
     if image.dtype != np.uint8:
         raise CorruptImageError(f'compressed color image decoded to {image.dtype}, not 8 bit')
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        return _cvt_color(image, cv2.COLOR_GRAY2RGB)
     channels = image.shape[2]
     if channels == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return _cvt_color(image, cv2.COLOR_BGR2RGB)
     if channels == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        return _cvt_color(image, cv2.COLOR_BGRA2RGB)
     if channels in (1, 2):  # gray, or gray + alpha
-        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2RGB)
+        return _cvt_color(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2RGB)
     raise CorruptImageError(f'compressed color image decoded to {channels} channels')
 
 

@@ -62,6 +62,9 @@ import numpy as np
 import numpy.typing as npt
 
 from spatial_vlm_ros.core.assignment import optimal_assignment
+
+# One shape for a remembered object offered to ~/locate: the one the referring code reads.
+from spatial_vlm_ros.core.referring import RememberedCandidate
 from spatial_vlm_ros.core.transforms import (
     TransformError,
     invert_transform,
@@ -261,24 +264,6 @@ class RememberedObject:
     covariance: FloatArray  # (3, 3) square metres
     size: FloatArray  # (3,) largest visible extent seen along the memory frame's axes, metres
     confirmed: bool
-
-
-@dataclass(frozen=True)
-class RememberedCandidate:
-    """
-    A remembered object expressed in another frame (a scene's), for ``~/locate``.
-
-    The same fields as ``core.referring.RememberedCandidate`` (the query engineer's shape), so
-    either can be passed where the other is read.
-    """
-
-    id: str
-    label: str
-    position: FloatArray  # (3,) metres, in the requested frame
-    covariance: FloatArray  # (3, 3) m^2, in the requested frame
-    size: FloatArray | None  # (3,) metres: extents along the requested frame's axes
-    last_seen_ns: int
-    in_view: bool  # associated in the newest update (the newest scene has it too)
 
 
 def objects_in_frame(

@@ -307,6 +307,8 @@ def detection3d_fields(obj: SpatialObject, scene: Scene, orientation: Sequence[f
     id = the object id.
     """
     lifted = obj.lifted
+    if lifted.position is None:  # vision_msgs has no detection without a pose
+        raise ValueError(f'object {obj.id!r} has no position for a Detection3D')
     pose = pose_fields(lifted.position, orientation)
     return {
         'header': header_fields(scene.stamp_ns, scene.frame_id),

@@ -75,7 +75,7 @@ def _object_dict(
             round(float(box.x_max), 2),
             round(float(box.y_max), 2),
         ],
-        'position': [round(value, 4) for value in position] if positioned else None,
+        'position': None if position is None else [round(value, 4) for value in position],
         'orientation': list(orientation) if positioned else None,
         'size': _rounded(lifted.size, 4) if positioned and lifted.size is not None else None,
         'covariance': (

@@ -450,7 +450,7 @@ async def _acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> boo
     Not ``asyncio.wait_for``, which can lose an acquisition won just as the timeout fires (before
     Python 3.12) and leak the slot.
     """
-    acquiring = asyncio.ensure_future(semaphore.acquire())
+    acquiring: asyncio.Future[bool] = asyncio.ensure_future(semaphore.acquire())
     try:
         done, _ = await asyncio.wait({acquiring}, timeout=max(timeout_s, 0.0))
     except asyncio.CancelledError:

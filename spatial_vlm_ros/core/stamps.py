@@ -27,7 +27,7 @@ def header_stamp_ns(msg: Any, default: int | None = None) -> int:
     Returns ``default`` when there is no usable stamp, or raises :class:`StampError` when
     ``default`` is None.
     """
-    stamp = getattr(getattr(msg, 'header', None), 'stamp', None)
+    stamp: Any = getattr(getattr(msg, 'header', None), 'stamp', None)
     if hasattr(stamp, 'sec') and hasattr(stamp, 'nanosec'):
         try:
             seconds = operator.index(stamp.sec)

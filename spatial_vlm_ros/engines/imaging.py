@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 import math
+from typing import cast
 
 import cv2
 import numpy as np
@@ -109,7 +110,10 @@ def resize_for_profile(
     # INTER_AREA avoids aliasing when shrinking; cubic matches the processor when enlarging.
     shrinking = new_w * new_h < width * height
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    return cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    # cv2's stubs type every result as MatLike; resizing keeps the uint8 RGB layout.
+    return cast(
+        npt.NDArray[np.uint8], cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    )
 
 
 def encode_jpeg(image: npt.NDArray[np.uint8], quality: int = DEFAULT_JPEG_QUALITY) -> bytes:

@@ -427,6 +427,8 @@ def _to_detection(
     if numbers is None:
         tally.dropped += 1
         return None
+    grid_w: float
+    grid_h: float
     if coordinates == CoordinateSystem.ABSOLUTE_PIXELS:
         grid_w, grid_h = input_size if input_size else (image_width, image_height)
     else:
@@ -620,7 +622,7 @@ def parse_for_request(
     """Parse ``text`` as the answer to ``request`` (boxes in pixels of ``request.images[0]``)."""
     if request.task == TaskKind.QUESTION:
         return parse_answer(text, request.vocabulary, profile.answer_format)
-    shape = getattr(request.images[0], 'shape', ()) if request.images else ()
+    shape: tuple[int, ...] = getattr(request.images[0], 'shape', ()) if request.images else ()
     if len(shape) < 2:
         return ParseFailure('request has no image to size the boxes', text)
     return parse_grounding(

@@ -178,11 +178,11 @@ class TransformersEngine(VlmEngine):
             raise EngineError(f'max_batch_size must be >= 1, got {max_batch_size}')
         if batch_window_s < 0:
             raise EngineError(f'batch_window_s must be >= 0, got {batch_window_s}')
-        self._profile = resolve_profile(profile)
-        path = str(model_path) if model_path is not None else self._profile.hf_id
+        self.profile = resolve_profile(profile)
+        path = str(model_path) if model_path is not None else self.profile.hf_id
         if not path:
             raise EngineError(
-                f'profile {self._profile.name!r} names no checkpoint; pass model_path'
+                f'profile {self.profile.name!r} names no checkpoint; pass model_path'
             )
         self._model_path = path
         self._device_request = device
@@ -208,10 +208,6 @@ class TransformersEngine(VlmEngine):
         self._start_lock = asyncio.Lock()
 
     # ------------------------------------------------------------------------------ lifecycle
-
-    @property
-    def profile(self) -> ModelProfile:
-        return self._profile
 
     @property
     def grounding_schema(self) -> dict[str, Any]:
@@ -296,7 +292,8 @@ class TransformersEngine(VlmEngine):
             processor = AutoProcessor.from_pretrained(
                 self._model_path, **access.pretrained_kwargs()
             )
-            model = AutoModelForImageTextToText.from_pretrained(self._model_path, **kwargs)
+            # Any: transformers' decorated ``to`` confuses type checkers.
+            model: Any = AutoModelForImageTextToText.from_pretrained(self._model_path, **kwargs)
             if device == 'cpu':
                 model = model.to(device)
             if kwargs['dtype'] != 'auto' and not getattr(model, 'is_quantized', False):
@@ -399,9 +396,9 @@ class TransformersEngine(VlmEngine):
             )
         try:
             images = [
-                resize_for_profile(validate_rgb(image), self._profile) for image in request.images
+                resize_for_profile(validate_rgb(image), self.profile) for image in request.images
             ]
-            messages = hf_chat_messages(request, self._profile, images)
+            messages = hf_chat_messages(request, self.profile, images)
         except InvalidImageError:
             raise
         except PromptError as error:
@@ -413,9 +410,9 @@ class TransformersEngine(VlmEngine):
         except Exception as error:
             raise EngineError(f'chat template failed: {type(error).__name__}: {error}') from error
         key = _BatchKey(
-            constrained=uses_grounding_schema(request, self._profile),
-            sampling=sampling_for(request, self._profile),
-            presence_penalty=float(presence_penalty_for(request, self._profile)),
+            constrained=uses_grounding_schema(request, self.profile),
+            sampling=sampling_for(request, self.profile),
+            presence_penalty=float(presence_penalty_for(request, self.profile)),
             output_constraint=request.output_constraint,
         )
         height, width = images[0].shape[:2]

@@ -134,7 +134,7 @@ def message_class(msgtype: str) -> Any:
 def _connection_is_latched(reader: BagReader, connection: Connection) -> bool:
     return (
         any(
-            int(getattr(qos.durability, 'value', qos.durability)) == _DURABILITY_TRANSIENT_LOCAL
+            int(qos.durability.value) == _DURABILITY_TRANSIENT_LOCAL
             for qos in reader.offered_qos(connection)
         )
         or connection.topic == '/tf_static'

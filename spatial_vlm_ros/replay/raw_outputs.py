@@ -13,7 +13,13 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from spatial_vlm_ros.engines.base import EngineRequest, EngineResponse, TaskKind, VlmEngine
+from spatial_vlm_ros.engines.base import (
+    EngineHealth,
+    EngineRequest,
+    EngineResponse,
+    TaskKind,
+    VlmEngine,
+)
 
 
 class RawOutputTap(VlmEngine):
@@ -45,7 +51,7 @@ class RawOutputTap(VlmEngine):
     async def start(self) -> None:
         await self.inner.start()
 
-    async def health(self) -> bool:
+    async def health(self) -> EngineHealth:
         return await self.inner.health()
 
     async def shutdown(self) -> None:

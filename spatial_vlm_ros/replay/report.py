@@ -28,7 +28,7 @@ from importlib import resources
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 import zlib
 
 import cv2
@@ -422,9 +422,9 @@ def encode_thumbnail(rgb: npt.NDArray[np.uint8], width: int, quality: int) -> st
     if full_width > width:
         # Area averaging only pays off (against aliasing) below half size; it is 6x slower.
         method = cv2.INTER_AREA if width < full_width / 2 else cv2.INTER_LINEAR
-        rgb = cv2.resize(
-            rgb, (width, max(1, round(height * width / full_width))), interpolation=method
-        )
+        size = (width, max(1, round(height * width / full_width)))
+        # cv2's stubs type every result as MatLike; resizing keeps the uint8 RGB layout.
+        rgb = cast(npt.NDArray[np.uint8], cv2.resize(rgb, size, interpolation=method))
     ok, encoded = cv2.imencode(
         '.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
     )
@@ -499,7 +499,8 @@ def _script_json(value: Any) -> str:
 def _asset(name: str) -> str:
     return (
         resources.files('spatial_vlm_ros.replay')
-        .joinpath('report_assets', name)
+        .joinpath('report_assets')
+        .joinpath(name)
         .read_text(encoding='utf-8')
     )
 

@@ -63,7 +63,7 @@ def _fresh_copier(default: Any) -> Callable[[], Any]:
 
 @functools.cache
 def _builders(
-    msg_class: type,
+    msg_class: Any,  # a rosidl message class: SLOT_TYPES, get_fields_and_field_types()
 ) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[], Any]] | None:
     """
     Return two functions generated once per class, or None.
@@ -170,7 +170,7 @@ def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
 
 
 @functools.cache
-def _nested_types(msg_class: type) -> dict[str, tuple[type | None, bool]]:
+def _nested_types(msg_class: Any) -> dict[str, tuple[type | None, bool]]:  # a rosidl class
     """
     Return, for each field, its message class and whether it is a sequence of messages.
 

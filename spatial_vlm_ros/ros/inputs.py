@@ -359,13 +359,13 @@ class CameraInputs:
         for stream, status in statuses.items():
             kind = (status.level, re.sub(r'[-\d.]+', '#', status.message))
             previous = self._logged.get(stream)
-            changed = previous is None or previous[0] != kind
+            due = previous is None or previous[0] != kind or now_s - previous[1] >= LOG_AGAIN_S
             if status.level == OK:
                 if previous is not None and previous[0][0] != OK:
                     logger.info(f'{status.values.get("topic", stream)}: {status.message} (ok)')
                 self._logged[stream] = (kind, now_s)
                 continue
-            if changed or now_s - previous[1] >= LOG_AGAIN_S:
+            if due:
                 if status.level == ERROR:
                     logger.error(status.message)
                 else:

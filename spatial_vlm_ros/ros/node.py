@@ -24,6 +24,7 @@ deactivate. Only ``/diagnostics`` exists in every state, so that a failed config
 from __future__ import annotations
 
 from dataclasses import replace
+import functools
 import traceback
 from typing import Any
 
@@ -210,7 +211,7 @@ class SpatialVlmNode(LifecycleNode):
                 errors=self._reporter.errors,
                 callback_group=self._input_group,
                 on_paired=self._stream.on_paired,
-                on_time_jump=lambda name=name: self._stream.on_time_jump(name),
+                on_time_jump=functools.partial(self._stream.on_time_jump, name),
                 max_frame_age_s=float(values['max_frame_age_s']),
                 name=name,
             )

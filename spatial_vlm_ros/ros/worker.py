@@ -83,7 +83,9 @@ class WorkerLoop:
 
         def finished(done: Future[T]) -> None:
             if done.cancelled():
-                result.set_exception(asyncio.CancelledError('the worker cancelled the request'))
+                # rclpy annotates Exception but raises whatever it is given in the awaiting task.
+                cancelled = asyncio.CancelledError('the worker cancelled the request')
+                result.set_exception(cancelled)  # type: ignore[arg-type]
             elif done.exception() is not None:
                 error = done.exception()
                 result.set_exception(error if isinstance(error, Exception) else RuntimeError())
