@@ -327,12 +327,23 @@ def _prob_extreme(values: FloatArray, variances: FloatArray, tolerance: float) -
     return scores
 
 
+def _with_depth(value: FloatArray | None) -> FloatArray:
+    """
+    Return a position or covariance of a placed object.
+
+    The geometry below only sees objects with depth support; None there is a bug.
+    """
+    if value is None:
+        raise ValueError('an object without a position reached the locate geometry')
+    return value
+
+
 def _axis_values(
     placed: Sequence[PlacedObject], direction: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
-    values = np.array([float(obj.position @ direction) for obj in placed])  # type: ignore[operator]
+    values = np.array([float(_with_depth(obj.position) @ direction) for obj in placed])
     variances = np.array(
-        [float(direction @ obj.covariance @ direction) for obj in placed]  # type: ignore[operator]
+        [float(direction @ _with_depth(obj.covariance) @ direction) for obj in placed]
     )
     return values, variances
 
@@ -420,7 +431,7 @@ def _relation_scores(
 ) -> FloatArray:
     assert reference.position is not None and reference.covariance is not None
     distances = np.array(
-        [float(np.linalg.norm(obj.position - reference.position)) for obj in placed]  # type: ignore[operator]
+        [float(np.linalg.norm(_with_depth(obj.position) - reference.position)) for obj in placed]
     )
     distance_variances = np.array(
         [
@@ -445,9 +456,13 @@ def _relation_scores(
     holds = np.array(
         [
             normal_cdf(
-                float((obj.position - reference.position) @ direction)  # type: ignore[operator]
+                float((_with_depth(obj.position) - reference.position) @ direction)
                 / math.sqrt(
-                    float(direction @ (obj.covariance + reference.covariance) @ direction)  # type: ignore[operator]
+                    float(
+                        direction
+                        @ (_with_depth(obj.covariance) + _with_depth(reference.covariance))
+                        @ direction
+                    )
                     + tolerance**2
                 )
             )

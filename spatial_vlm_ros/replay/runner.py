@@ -315,10 +315,10 @@ def _fast_chunk_compression(writer: Writer) -> None:
     module-level ``zstd.compress``) on each chunk. Where that attribute is not there (another
     rosbags version), the default level stays: slower, same bag.
     """
-    storage = getattr(writer, 'storage', None)
+    storage: Any = getattr(writer, 'storage', None)
     compressor = getattr(storage, 'compressor', None)
     if compressor is not None and getattr(storage, 'compression', '') == 'zstd':
-        storage.compressor = functools.partial(compressor, level=CHUNK_ZSTD_LEVEL)  # type: ignore[union-attr]
+        storage.compressor = functools.partial(compressor, level=CHUNK_ZSTD_LEVEL)
 
 
 def _remove_previous_bag(path: Path) -> None:
