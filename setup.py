@@ -11,7 +11,7 @@ package_name = 'spatial_vlm_ros'
 
 setup(
     name=package_name,
-    version='0.1.0',
+    version='0.2.0',
     description='Metric spatial understanding for ROS 2 robots from RGB-D and Qwen3-VL',
     license='Apache-2.0',
     python_requires='>=3.10',

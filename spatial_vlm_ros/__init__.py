@@ -22,4 +22,4 @@ _VENV_INTERFACES = os.path.join(sys.prefix, 'ros_interfaces', __name__)
 if os.path.isdir(_VENV_INTERFACES) and _VENV_INTERFACES not in __path__:
     __path__.append(_VENV_INTERFACES)
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'

@@ -193,15 +193,18 @@ def test_reliable_camera_on_default_transports_gives_scenes_correct_rates_and_no
         assert all(level == 0 for level in level_names(statuses).values()), messages
         # The rate the node reports is compared with the rate this process observes on the
         # same camera over the same window, not with the nominal 2 Hz: a loaded machine slows
-        # the camera process itself (1.25 Hz seen in CI). The bug this guards against counted
-        # each frame more than once (3-4 Hz reported for 2 Hz), a ratio far outside the band.
+        # the camera process itself (1.25 Hz seen in CI), and a node whose executor was held
+        # up rightly reports the silence it saw (1.05 Hz against 1.75 Hz observed, under load).
+        # The bug this guards against counted each frame more than once (3-4 Hz reported for a
+        # 2 Hz camera): an upper bound on the ratio catches it; the lower bound only catches a
+        # rate that is not measured at all.
         for topic in topics:
             values = {kv.key: kv.value for kv in statuses[topic].values}
             window_s = float(values['Duration of window (s)'])
             observed_hz = info_arrivals.rate_hz(window_s)
             reported_hz = float(values['Actual frequency (Hz)'])
             assert observed_hz > 0.5, (topic, values, observed_hz)
-            assert 0.65 <= reported_hz / observed_hz <= 1.35, (topic, values, observed_hz)
+            assert 0.3 <= reported_hz / observed_hz <= 1.35, (topic, values, observed_hz)
         assert all(status.hardware_id == f'{ns}/spatial_vlm' for status in statuses.values())
     finally:
         stop(camera)

@@ -167,15 +167,28 @@ def _mosaic_leaves(node: Any) -> list[str]:
     return _mosaic_leaves(node['first']) + _mosaic_leaves(node['second'])
 
 
-def _scene_fields() -> set[str]:
-    """Top-level field names of the package's SpatialScene message."""
-    fields = set()
-    for line in (REPO_ROOT / 'msg' / 'SpatialScene.msg').read_text().splitlines():
+def _message_fields(name: str) -> dict[str, str]:
+    """Field name -> type of one of the package's messages (msg/<name>.msg)."""
+    fields = {}
+    for line in (REPO_ROOT / 'msg' / f'{name}.msg').read_text().splitlines():
         line = line.split('#', 1)[0].strip()
-        match = re.fullmatch(r'[\w/]+(?:\[\d*\])?\s+(\w+)', line)
+        match = re.fullmatch(r'([\w/]+)(?:\[\d*\])?\s+(\w+)', line)
         if match:
-            fields.add(match.group(1))
+            fields[match.group(2)] = match.group(1)
     return fields
+
+
+def _is_scene_field_path(path: str) -> bool:
+    """``a.b.c`` names a field of SpatialScene, through the package's nested messages."""
+    message = 'SpatialScene'
+    for part in path.split('.'):
+        if not (REPO_ROOT / 'msg' / f'{message}.msg').is_file():
+            return False  # a field of a primitive or a foreign type: not followed here
+        fields = _message_fields(message)
+        if part not in fields:
+            return False
+        message = fields[part]
+    return True
 
 
 def test_foxglove_layout_is_layout_data_with_known_panels():
@@ -213,12 +226,13 @@ def test_foxglove_panels_show_the_node_and_replay_topics():
     plot = by_type['Plot']
     assert plot['xAxisVal'] in FOXGLOVE_PLOT_X_AXIS
     assert plot['legendDisplay'] in FOXGLOVE_LEGEND
-    fields = _scene_fields()
     assert plot['paths']
     for path in plot['paths']:
         topic, _, field = path['value'].partition('.')
-        assert topic == SCENE_TOPIC and field in fields, path['value']
+        assert topic == SCENE_TOPIC and _is_scene_field_path(field), path['value']
         assert path['timestampMethod'] in FOXGLOVE_TIMESTAMP_METHODS
+    # Latency per stage, so that a slow stage shows without reading /diagnostics.
+    assert any(path['value'].endswith('.stages.engine_ms') for path in plot['paths'])
 
 
 @pytest.mark.skipif(shutil.which('git') is None, reason='git is not installed')
