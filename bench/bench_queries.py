@@ -400,7 +400,9 @@ async def pipeline_replies(
 ) -> dict[tuple[str, str], Reply]:
     """What ~/query does for each question (ros/services.py, on_query), without ROS: the
     frame's messages to a snapshot (grounded), then the answer."""
-    pipeline = SpatialPipeline(RecordedEngine(profile, recording), '', PipelineConfig(), profile)
+    pipeline = SpatialPipeline(
+        RecordedEngine(profile, recording), '', PipelineConfig(), profile=profile
+    )
     replies = {}
     for name, items in frames.items():
         paired = rgbd_set(name, frame_stamp(name))

@@ -227,6 +227,7 @@ class SpatialPipeline:
         engine: VlmEngine,
         model_id: str,
         config: PipelineConfig,
+        *,
         profile: ModelProfile | None = None,
         memory: ObjectMemory | None = None,
         memory_file: str = '',
@@ -263,7 +264,9 @@ class SpatialPipeline:
         model_id = '' if settings.engine_kind == 'recorded' else settings.model
         memory = None if settings.memory is None else open_memory(settings.memory)
         file = '' if settings.memory is None else settings.memory.file
-        return cls(engine, model_id, settings.config, profile, memory, file)
+        return cls(
+            engine, model_id, settings.config, profile=profile, memory=memory, memory_file=file
+        )
 
     def save_memory(self) -> Path | None:
         """

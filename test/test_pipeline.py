@@ -114,7 +114,7 @@ def recorded_pipeline(tmp_path: Path) -> SpatialPipeline:
 
 
 def frame_and_response(text: str = GROUNDING) -> tuple:
-    pipeline = SpatialPipeline(None, '', PipelineConfig(), PROFILE)  # type: ignore[arg-type]
+    pipeline = SpatialPipeline(None, '', PipelineConfig(), profile=PROFILE)  # type: ignore[arg-type]
     frame, _ = pipeline.decode_with_warnings(paired())
     parsed = GroundingResult(
         detections=tuple(

@@ -258,7 +258,7 @@ def moving_run(tmp_path: Path, target_frame: str, memory_frame: str):
     buffer.set_transform('base', CAMERA, 0, (0, 0, 0), (0, 0, 0, 1), static=True)
     config = PipelineConfig(target_frame=target_frame)
     memory = ObjectMemory(memory_frame)
-    pipeline = SpatialPipeline(RecordedEngine(path=recording), '', config, memory)
+    pipeline = SpatialPipeline(RecordedEngine(path=recording), '', config, memory=memory)
 
     async def run():
         await pipeline.start()
@@ -355,7 +355,7 @@ def test_memory_file_loads_saves_and_refuses_what_it_cannot_use(tmp_path):
     settings = MemorySettings(frame=CAMERA, file=str(path))
     memory = open_memory(settings)  # no file yet: a new memory
     assert len(memory) == 0
-    pipeline = SpatialPipeline(None, '', PipelineConfig(), memory, str(path))  # type: ignore[arg-type]
+    pipeline = SpatialPipeline(None, '', PipelineConfig(), memory=memory, memory_file=str(path))  # type: ignore[arg-type]
     frame, response = frame_of([('mug', MUG_LEFT, 2.0)])
     build_scene(frame, response, PipelineConfig(), memory=pipeline.memory_input(frame))
     assert pipeline.save_memory() == path

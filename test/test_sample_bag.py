@@ -300,7 +300,7 @@ def test_with_the_memory_the_first_scene_has_the_golden_ids_and_repeats_keep_the
     from spatial_vlm_ros.core.memory import ObjectMemory
 
     pipeline = SpatialPipeline(
-        RecordedEngine(path=RECORDING), '', PipelineConfig(), ObjectMemory('')
+        RecordedEngine(path=RECORDING), '', PipelineConfig(), memory=ObjectMemory('')
     )
     summary = asyncio.run(
         replay_bag(ReplayOptions(SAMPLE_BAG, tmp_path, progress=False), pipeline)
