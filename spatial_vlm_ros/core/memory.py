@@ -833,10 +833,10 @@ class ObjectMemory:
         work: _FrameWork,
     ) -> None:
         """
-        Objects without a position.
+        Give the objects without a position an id.
 
-        The remembered object of their label that projects into their box, nearest its centre
-        (one-to-one), else a fresh id that is not stored.
+        The id of the remembered object of their label that projects into their box, nearest
+        its centre (one-to-one), else a fresh id that is not stored.
         """
         rows = [index for index, key in enumerate(work.ids) if not key]
         if not rows:
