@@ -28,9 +28,11 @@ demo: setup
 bench: $(PY)
 	@for script in bench/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
 
+# ruff selects the rules of ament_flake8 and ament_pep257 (ruff.toml says how); mypy reads mypy.ini.
 lint: $(PY)
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	$(PY) scripts/check_headers.py
 
 soak: $(PY)

@@ -31,25 +31,25 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.lifting_baselines import lift_box_median, lift_center_pixel  # noqa: E402
-from bench.synthetic_scenes import (  # noqa: E402
+from bench.lifting_baselines import lift_box_median, lift_center_pixel
+from bench.synthetic_scenes import (
     RenderedObject,
     SyntheticScene,
     jitter_box,
     multi_object_scene,
     single_object_scene,
 )
-from spatial_vlm_ros.core.lifting import (  # noqa: E402
+from spatial_vlm_ros.core.lifting import (
     DEFAULT_LIFTING_CONFIG,
     lift_box,
     lift_boxes,
 )
-from spatial_vlm_ros.core.relations import (  # noqa: E402
+from spatial_vlm_ros.core.relations import (
     DEFAULT_RELATION_CONFIG,
     FULL,
     compute_relations,
 )
-from spatial_vlm_ros.core.types import (  # noqa: E402
+from spatial_vlm_ros.core.types import (
     ABOVE,
     BEHIND,
     BELOW,

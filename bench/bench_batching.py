@@ -30,7 +30,7 @@ from spatial_vlm_ros.engines.transformers_engine import TransformersEngine
 
 # The tiny checkpoint builder is test-only code (test/fixtures), not part of the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))
-from fixtures.tiny_model import build_tiny_model, tiny_profile  # noqa: E402
+from fixtures.tiny_model import build_tiny_model, tiny_profile
 
 
 @dataclass(frozen=True)

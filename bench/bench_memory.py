@@ -47,17 +47,17 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.bench_accuracy import machine_line  # noqa: E402
-from spatial_vlm_ros.core.lifting import lift_boxes  # noqa: E402
-from spatial_vlm_ros.core.memory import (  # noqa: E402
+from bench.bench_accuracy import machine_line
+from spatial_vlm_ros.core.lifting import lift_boxes
+from spatial_vlm_ros.core.memory import (
     CameraView,
     MemoryConfig,
     ObjectMemory,
     RememberedObject,
 )
-from spatial_vlm_ros.core.tf_buffer import TransformBuffer  # noqa: E402
-from spatial_vlm_ros.core.transforms import apply_transform  # noqa: E402
-from spatial_vlm_ros.core.types import CameraIntrinsics, PixelBox, SpatialObject  # noqa: E402
+from spatial_vlm_ros.core.tf_buffer import TransformBuffer
+from spatial_vlm_ros.core.transforms import apply_transform
+from spatial_vlm_ros.core.types import CameraIntrinsics, PixelBox, SpatialObject
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SEQUENCE_NAME = Path('data') / 'sequences' / '7scenes_redkitchen'

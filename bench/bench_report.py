@@ -40,18 +40,18 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from spatial_vlm_ros.core.annotate import annotate_scene  # noqa: E402
-from spatial_vlm_ros.core.relations import compute_relations, transform_objects  # noqa: E402
-from spatial_vlm_ros.core.transforms import transform_from_translation_quaternion  # noqa: E402
-from spatial_vlm_ros.core.types import (  # noqa: E402
+from spatial_vlm_ros.core.annotate import annotate_scene
+from spatial_vlm_ros.core.relations import compute_relations, transform_objects
+from spatial_vlm_ros.core.transforms import transform_from_translation_quaternion
+from spatial_vlm_ros.core.types import (
     CameraIntrinsics,
     Detection,
     PixelBox,
     RgbdFrame,
     Scene,
 )
-from spatial_vlm_ros.pipeline import PipelineConfig, lift_detections  # noqa: E402
-from spatial_vlm_ros.replay.report import ReportBuilder, ReportMeta  # noqa: E402
+from spatial_vlm_ros.pipeline import PipelineConfig, lift_detections
+from spatial_vlm_ros.replay.report import ReportBuilder, ReportMeta
 
 # ../shared beside the checkout (CI, the main tree) or beside the worktrees' folder.
 _SEQUENCE_CANDIDATES = [

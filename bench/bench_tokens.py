@@ -45,7 +45,7 @@ from spatial_vlm_ros.engines.schema import GROUNDING_MAX_ITEMS
 
 # The tiny checkpoint builder is test-only code (test/fixtures), not part of the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'test'))
-from fixtures.tiny_model import build_tiny_model, tiny_profile  # noqa: E402
+from fixtures.tiny_model import build_tiny_model, tiny_profile
 
 SIZES = ((640, 480), (1280, 720))
 OBJECTS = 20

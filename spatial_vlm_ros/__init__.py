@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Metric spatial understanding from RGB-D and a Qwen3-VL vision-language model.
+"""
+Metric spatial understanding from RGB-D and a Qwen3-VL vision-language model.
 
 Layout follows the data flow: ``core`` (decoding → pairing → camera → lifting → relations, no
 ROS), ``engines`` (one async boundary to SGLang / OpenAI-compatible servers / transformers /

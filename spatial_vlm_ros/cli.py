@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""``spatial-vlm`` command line: ``replay``, ``play``, ``demo``, ``build-sample-bag``.
+"""
+``spatial-vlm`` command line: ``replay``, ``play``, ``demo``, ``build-sample-bag``.
 
 Exit codes: 0 success, 2 a typed error (bad bag, missing topic, unknown encoding, bad option;
 one line on stderr), 130 interrupted (partial outputs are valid and their paths are printed).
@@ -33,8 +34,11 @@ class CliError(SpatialVlmError):
 
 
 def _add_engine_options(parser: argparse.ArgumentParser) -> None:
-    """The settings the replay shares with the node (spatial_vlm_ros/settings.py), one flag
-    each; ``--engine`` defaults to recorded when ``--recording`` is given."""
+    """
+    Add the settings the replay shares with the node (spatial_vlm_ros/settings.py).
+
+    One flag each; ``--engine`` defaults to recorded when ``--recording`` is given.
+    """
     group = parser.add_argument_group(
         'pipeline (the node parameters of the same names; defaults from settings.py)'
     )
@@ -142,8 +146,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def pipeline_values(args: argparse.Namespace) -> dict[str, Any]:
-    """The replay's settings: the flags given, the table's defaults for the rest, and engine
-    ``recorded`` when ``--recording`` is given without ``--engine``."""
+    """
+    Return the replay's settings.
+
+    The flags given, the table's defaults for the rest, and engine ``recorded`` when
+    ``--recording`` is given without ``--engine``.
+    """
     values = settings.complete(settings.values_from_cli(args))
     if args.engine is None and args.recording is not None:
         values['engine'] = 'recorded'
@@ -290,8 +298,11 @@ def cmd_play(args: argparse.Namespace) -> int:
 
 
 def model_in_local_cache(model: str) -> bool:
-    """True when ``model`` (a directory or a Hugging Face id) is on this machine; never
-    downloads."""
+    """
+    Return True when ``model`` (a directory or a Hugging Face id) is on this machine.
+
+    Never downloads.
+    """
     if not model:
         return False
     if Path(model).expanduser().is_dir():
@@ -300,14 +311,19 @@ def model_in_local_cache(model: str) -> bool:
         from huggingface_hub import snapshot_download
 
         snapshot_download(model, local_files_only=True)
-    except Exception:  # noqa: BLE001 - any failure means "not available offline"
+    except (ImportError, OSError, ValueError):
+        # huggingface_hub missing, LocalEntryNotFoundError (an OSError) or an invalid repo id
+        # (HFValidationError, a ValueError): not available offline.
         return False
     return True
 
 
 def choose_demo_engine() -> tuple[str, str]:
-    """``('sglang', why)`` when sglang, a CUDA GPU and the default model are all here, else
-    ``('recorded', why not)``."""
+    """
+    Choose the demo's engine: ``('sglang', why)`` or ``('recorded', why not)``.
+
+    sglang when sglang, a CUDA GPU and the default model are all here.
+    """
     from spatial_vlm_ros.engines.profiles import resolve_profile
 
     if importlib.util.find_spec('sglang') is None:
@@ -316,7 +332,7 @@ def choose_demo_engine() -> tuple[str, str]:
         import torch
 
         has_cuda = bool(torch.cuda.is_available())
-    except Exception as error:  # noqa: BLE001 - a broken torch means no GPU engine
+    except (ImportError, OSError, RuntimeError) as error:  # a broken torch: no GPU engine
         return 'recorded', f'torch does not load ({error})'
     if not has_cuda:
         return 'recorded', 'no CUDA GPU'

@@ -1,7 +1,9 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Frame → engine → parsing → 3D → object memory → relations → Scene: one pipeline for the node
-and the replay.
+"""
+Frame → engine → parsing → 3D → object memory → relations → Scene.
+
+One pipeline for the node and the replay.
 
 ROS-free. The node feeds it paired raw messages (decoded here, on the worker thread, never in a
 subscription callback) and the replay feeds it rosbags messages; both get the same Scene.
@@ -121,8 +123,12 @@ class PipelineSettings:
 
     @classmethod
     def from_parameters(cls, values: Mapping[str, Any]) -> PipelineSettings:
-        """Settings from node parameters or CLI flags: names and defaults of
-        ``spatial_vlm_ros.settings`` (missing names take the table's default)."""
+        """
+        Build the settings from node parameters or CLI flags.
+
+        Names and defaults of ``spatial_vlm_ros.settings`` (missing names take the table's
+        default).
+        """
         values = settings_table.complete(values)
         depth_scale = float(values['depth_scale'])
         min_depth_m, max_depth_m = float(values['min_depth_m']), float(values['max_depth_m'])
@@ -188,7 +194,8 @@ DECODED_FRAMES_KEPT = 4
 
 @dataclass(frozen=True)
 class MemoryInput:
-    """What :func:`build_scene` needs to give one frame's objects the memory's ids.
+    """
+    What :func:`build_scene` needs to give one frame's objects the memory's ids.
 
     ``T_memory_from_camera`` None means no transform at the image stamp (``reason`` says why):
     the objects then get fresh ids that are not remembered. ``negative_evidence`` False when
@@ -197,15 +204,18 @@ class MemoryInput:
     """
 
     memory: ObjectMemory
-    T_memory_from_camera: FloatArray | None  # noqa: N815 - transform naming convention
+    T_memory_from_camera: FloatArray | None
     reason: str = ''
     negative_evidence: bool = True
     searched_labels: tuple[str, ...] | None = None
 
 
 class SpatialPipeline:
-    """Turns one RGB-D frame into a :class:`Scene` with one engine call, and answers questions
-    and referring expressions on a scene (``queries.py``) with the same engine.
+    """
+    Turns one RGB-D frame into a :class:`Scene` with one engine call.
+
+    And answers questions and referring expressions on a scene (``queries.py``) with the same
+    engine.
 
     ``profile`` is the resolved model profile (prompts, answer format, grammar); None takes the
     engine's. ``memory`` (None: per-frame ids) gives the objects their persistent ids;
@@ -234,7 +244,7 @@ class SpatialPipeline:
 
     @property
     def profile(self) -> ModelProfile:
-        """The resolved model profile (the engine's unless one was given)."""
+        """Return the resolved model profile: the engine's unless one was given."""
         return self.engine.profile if self._profile is None else self._profile
 
     @classmethod
@@ -259,8 +269,11 @@ class SpatialPipeline:
         )
 
     def save_memory(self) -> Path | None:
-        """Write the object memory to ``memory_file`` (atomically); the path written, or None
-        without a memory or a file. Raises OSError."""
+        """
+        Write the object memory to ``memory_file`` (atomically).
+
+        The path written, or None without a memory or a file. Raises OSError.
+        """
         if self.memory is None or not self.memory_file:
             return None
         path = Path(self.memory_file).expanduser()
@@ -276,7 +289,8 @@ class SpatialPipeline:
     # -------------------------------------------------------------- decoding
 
     def decode_with_warnings(self, paired: RgbdSet) -> tuple[RgbdFrame, list[str]]:
-        """Decode one paired set; the warnings name input problems (units, frames, sizes).
+        """
+        Decode one paired set; the warnings name input problems (units, frames, sizes).
 
         The frame is kept (the newest :data:`DECODED_FRAMES_KEPT` of its camera) for
         :meth:`rgb_of`.
@@ -293,10 +307,14 @@ class SpatialPipeline:
         return frame, warnings
 
     def rgb_of(self, paired: RgbdSet) -> npt.NDArray[np.uint8]:
-        """The decoded colour image of ``paired``: the one perception decoded when it is still
-        kept, else decoded now (only the colour image)."""
+        """
+        Return the decoded colour image of ``paired``.
+
+        The one perception decoded when it is still kept, else decoded now (only the colour image).
+        """
         with self._decoded_lock:
-            frame = self._decoded.get(paired.camera, {}).get(paired.stamp_ns)
+            kept = self._decoded.get(paired.camera)
+            frame = None if kept is None else kept.get(paired.stamp_ns)
         if frame is not None:
             return frame.rgb
         return decode_color_any(paired.rgb.payload)
@@ -319,7 +337,8 @@ class SpatialPipeline:
         memory_from_camera: FloatArray | None = None,
         memory_reason: str = '',
     ) -> Scene:
-        """Ground, lift, remember and relate one frame.
+        """
+        Ground, lift, remember and relate one frame.
 
         ``now_ns`` gives the clock that latency is measured against (ROS time in the node);
         None measures the wall time spent here (bag time does not advance in a replay).
@@ -364,8 +383,11 @@ class SpatialPipeline:
         )
 
     def memory_frame(self, camera_frame: str) -> str:
-        """The memory's frame ('' without a memory); a memory without a frame takes
-        ``camera_frame``."""
+        """
+        Return the memory's frame ('' without a memory).
+
+        A memory without a frame takes ``camera_frame``.
+        """
         return '' if self.memory is None else self.memory.adopt_frame(camera_frame)
 
     def memory_input(
@@ -375,8 +397,12 @@ class SpatialPipeline:
         reason: str = '',
         configured: bool = True,
     ) -> MemoryInput | None:
-        """The memory step of ``frame`` (None without a memory). ``configured``: the frame was
-        grounded with the configured vocabulary (else it gives no negative evidence)."""
+        """
+        Return the memory step of ``frame`` (None without a memory).
+
+        ``configured``: the frame was grounded with the configured vocabulary (else it gives no
+        negative evidence).
+        """
         memory = self.memory
         if memory is None:
             return None
@@ -405,7 +431,8 @@ class SpatialPipeline:
         timings: StageTimings | None = None,
         deadline: Deadline | None = None,
     ) -> Scene:
-        """Decode (off the event loop), look up transforms at the image stamp, perceive.
+        """
+        Decode (off the event loop), look up transforms at the image stamp, perceive.
 
         ``timings`` may carry the receive, pair and queue stages the caller measured;
         ``deadline`` is the request's one deadline.
@@ -450,8 +477,12 @@ class SpatialPipeline:
         timings: StageTimings | None = None,
         deadline: Deadline | None = None,
     ) -> Scene:
-        """Look up the target, relation and memory frames at the image stamp (off the event
-        loop: a TF lookup may wait) and :meth:`perceive` a decoded frame."""
+        """
+        Look up the frames at the image stamp and :meth:`perceive` a decoded frame.
+
+        The target, relation and memory frames are looked up off the event loop: a TF lookup
+        may wait.
+        """
         notes = list(warnings)
         frames = await asyncio.get_running_loop().run_in_executor(
             None, self.frames_for, frame, transforms, notes
@@ -474,8 +505,11 @@ class SpatialPipeline:
     def frames_for(
         self, frame: RgbdFrame, transforms: TransformLookup | None, warnings: list[str]
     ) -> FrameTransforms:
-        """The transforms from ``frame``'s camera frame at its stamp; a missing target or
-        relation frame adds a warning (the scene then uses the camera frame)."""
+        """
+        Return the transforms from ``frame``'s camera frame at its stamp.
+
+        A missing target or relation frame adds a warning (the scene then uses the camera frame).
+        """
         looked_up: dict[str, tuple[FloatArray | None, str]] = {}
 
         def lookup(name: str) -> tuple[FloatArray | None, str]:
@@ -519,7 +553,8 @@ class SpatialPipeline:
         transforms: TransformLookup | None = None,
         deadline: Deadline | None = None,
     ) -> QuerySnapshot:
-        """One consistent snapshot of ``paired`` for :meth:`answer` and :meth:`locate`.
+        """
+        One consistent snapshot of ``paired`` for :meth:`answer` and :meth:`locate`.
 
         ``scene`` is that frame's grounding when it exists (the published one: no second engine
         call); otherwise the frame is grounded now, within ``deadline``. The relation frame's
@@ -558,8 +593,11 @@ class SpatialPipeline:
         deadline: Deadline | None = None,
         settings: LocateSettings | None = None,
     ) -> LocateOutcome:
-        """The object ``description`` refers to in ``snapshot`` or ``memory`` (remembered
-        objects in the scene's frame), with candidates and scores (``~/locate``)."""
+        """
+        Find the object ``description`` refers to in ``snapshot`` or ``memory`` (``~/locate``).
+
+        ``memory``: remembered objects in the scene's frame. With candidates and scores.
+        """
         return await locate(
             snapshot,
             description,
@@ -573,7 +611,8 @@ class SpatialPipeline:
 
 @dataclass(frozen=True)
 class FrameTransforms:
-    """Transforms from a frame's camera frame at its stamp (:meth:`SpatialPipeline.frames_for`).
+    """
+    Transforms from a frame's camera frame at its stamp (:meth:`SpatialPipeline.frames_for`).
 
     ``target`` and ``relation``: (frame name, ``T_frame_from_camera`` or None for the camera
     frame); ``memory``: (``T_memory_from_camera`` or None, why it is None).
@@ -600,8 +639,10 @@ def build_scene(
     latency_ms: float | Callable[[], float] = math.nan,
     memory: MemoryInput | None = None,
 ) -> Scene:
-    """Detections of one response + the frame's depth → objects, ids, relations, frames: the
-    whole :class:`Scene`, built once.
+    """
+    Build the whole :class:`Scene`, once.
+
+    Detections of one response + the frame's depth → objects, ids, relations, frames.
 
     Objects are lifted in the camera frame; with ``memory`` they take the object memory's
     ids (associated in the memory frame, see :func:`remember`), else per-frame ids
@@ -668,8 +709,12 @@ def build_scene(
 
 
 def relation_transform(scene: Scene, transforms: TransformLookup | None) -> FloatArray | None:
-    """T_relation_from_camera of ``scene`` at its stamp; None when relations are in the camera
-    view or the transform cannot be looked up (then quantities are read in the scene's frame)."""
+    """
+    T_relation_from_camera of ``scene`` at its stamp.
+
+    None when relations are in the camera view or the transform cannot be looked up (then
+    quantities are read in the scene's frame).
+    """
     relation_frame = scene.relation_frame_id
     if not relation_frame or relation_frame == scene.camera_frame_id or transforms is None:
         return None
@@ -686,10 +731,14 @@ def _left_to_right(item: Detection | SpatialObject) -> tuple[str, float, float]:
 
 
 def assign_ids(detections: Sequence[Detection]) -> list[str]:
-    """Object ids of one frame's detections, in the given order: ``<label>_<n>`` with spaces
-    in the label replaced by ``_`` and n counting that label's instances left to right (box
-    centre x, then y), from 0. Per-frame ordinals, used without an object memory (with one,
-    :func:`remember` gives the memory's ids; their first frame numbers alike)."""
+    """
+    Object ids of one frame's detections, in the given order.
+
+    ``<label>_<n>`` with spaces in the label replaced by ``_`` and n counting that label's
+    instances left to right (box centre x, then y), from 0. Per-frame ordinals, used without an
+    object memory (with one, :func:`remember` gives the memory's ids; their first frame numbers
+    alike).
+    """
     order = sorted(range(len(detections)), key=lambda i: _left_to_right(detections[i]))
     ids = [''] * len(detections)
     counts: dict[str, int] = {}
@@ -726,8 +775,10 @@ def lift_detections(
 def remember(
     frame: RgbdFrame, objects: Sequence[SpatialObject], memory: MemoryInput, trusted: bool = True
 ) -> tuple[list[SpatialObject], list[str]]:
-    """``objects`` (lifted in ``frame``'s camera frame) with the object memory's ids, and the
-    memory's warnings.
+    """
+    Return ``objects`` with the object memory's ids, and the memory's warnings.
+
+    ``objects`` are lifted in ``frame``'s camera frame.
 
     Objects go to the memory left to right per label, so that the ids it creates in one frame
     are numbered in that order: the first frame's ids equal :func:`assign_ids`' ordinals.
@@ -756,7 +807,8 @@ def remember(
 
 
 def open_memory(settings: MemorySettings) -> ObjectMemory:
-    """A new object memory, or the one saved in ``settings.file`` when that exists.
+    """
+    Return a new object memory, or the one saved in ``settings.file`` when that exists.
 
     Raises :class:`ObjectMemoryError` for a file that cannot be used (malformed, another
     frame): the caller must not start and later overwrite it.
@@ -775,8 +827,12 @@ def open_memory(settings: MemorySettings) -> ObjectMemory:
 
 
 def _remaining_s(deadline: Deadline | None) -> float | None:
-    """What an engine call may still take (None: the engine's own default). A passed deadline
-    leaves a token budget rather than 0, which engines would read as "no deadline"."""
+    """
+    Return what an engine call may still take (None: the engine's own default).
+
+    A passed deadline leaves a token budget rather than 0, which engines would read as "no
+    deadline".
+    """
     if deadline is None:
         return None
     return max(deadline.remaining_s(), 1e-3)

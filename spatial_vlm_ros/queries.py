@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""``~/query`` and ``~/locate`` as two async functions on one snapshot: grounded in measurements.
+"""
+``~/query`` and ``~/locate`` as two async functions on one snapshot: grounded in measurements.
 
 :func:`answer_question` shows the model the set-of-marks image and the measured facts, asks for
 a structured answer (constrained where the engine can), then states every quantity from the
@@ -110,7 +111,8 @@ SOURCE_GEOMETRY = 'geometry'  # no usable model answer; answered from the measur
 
 @dataclass(frozen=True)
 class QuerySnapshot:
-    """One consistent snapshot: a scene and the colour image it was computed on.
+    """
+    One consistent snapshot: a scene and the colour image it was computed on.
 
     The scene carries where its positions are (``Scene.frame_id``, ``T_frame_from_camera``);
     ``T_relation_from_camera`` is the transform of the relation frame
@@ -120,10 +122,10 @@ class QuerySnapshot:
 
     scene: Scene
     rgb: npt.NDArray[np.uint8]  # (H, W, 3) RGB, the image the scene's boxes refer to
-    T_relation_from_camera: FloatArray | None = None  # noqa: N815 (transform naming)
+    T_relation_from_camera: FloatArray | None = None
 
     def query_frame(self) -> QueryFrame:
-        """The frame quantities are read in (``core.measurements.query_frame``)."""
+        """Return the frame quantities are read in (``core.measurements.query_frame``)."""
         return query_frame(self.scene, self.T_relation_from_camera)
 
 
@@ -203,7 +205,11 @@ def _measure_stated(
     placed: Sequence[PlacedObject],
     frame: QueryFrame,
 ) -> tuple[list[Measurement], list[str]]:
-    """The model's stated measurements, then the plan's, each measured once from geometry."""
+    """
+    Return the model's stated measurements, then the plan's.
+
+    Each is measured once from geometry.
+    """
     by_id = {obj.id: obj for obj in placed}
     requests: list[tuple[MeasurementKind, tuple[str, ...], float]] = []
     if structured is not None:
@@ -228,7 +234,7 @@ def _measure_stated(
 
 
 def _attach_text_number(measurements: list[Measurement], text: str) -> list[Measurement]:
-    """A single length in the model's text is its value for a single measurement."""
+    """Return a single length in the model's text is its value for a single measurement."""
     stated = metric_quantities(text)
     if len(stated) != 1 or len(measurements) != 1 or math.isfinite(measurements[0].model_value):
         return measurements
@@ -293,7 +299,7 @@ def build_question_input(
     profile: ModelProfile,
     options: QueryOptions | None = None,
 ) -> QuestionInput:
-    """The engine request of a grounded question: marked image, facts, question, grammar."""
+    """Return the engine request of a grounded question: marked image, facts, question, grammar."""
     options = options or QueryOptions()
     frame = snapshot.query_frame()
     placed = place_scene(snapshot.scene, frame)
@@ -334,7 +340,8 @@ async def answer_question(
     deadline: Deadline | None = None,
     options: QueryOptions | None = None,
 ) -> GroundedAnswer:
-    """Answer ``question`` on ``snapshot`` with the model, every quantity measured.
+    """
+    Answer ``question`` on ``snapshot`` with the model, every quantity measured.
 
     ``deadline`` is the request's one deadline: the engine call gets what is left of it;
     ``engine`` None answers from geometry alone. Never raises for a bad model answer or an
@@ -442,7 +449,8 @@ async def answer_question(
 
 @dataclass(frozen=True)
 class LocateSettings:
-    """Per-request options of :func:`locate`.
+    """
+    Per-request options of :func:`locate`.
 
     ``target_frame`` is the frame the reply is expressed in ('' = the scene's frame);
     ``T_target_from_scene`` maps the scene's frame into it (required when they differ). The
@@ -456,13 +464,16 @@ class LocateSettings:
     # Where the robot stands, in the target frame; None: the camera's position.
     viewpoint: FloatArray | None = None
     target_frame: str = ''
-    T_target_from_scene: FloatArray | None = None  # noqa: N815 (transform naming)
+    T_target_from_scene: FloatArray | None = None
 
 
 @dataclass(frozen=True)
 class LocateOutcome:
-    """The reply of ``~/locate`` (LocateObject.srv): candidates' positions, covariances and the
-    approach pose in ``frame_id``."""
+    """
+    The reply of ``~/locate`` (LocateObject.srv).
+
+    Candidates' positions, covariances and the approach pose in ``frame_id``.
+    """
 
     result: LocateResult
     frame_id: str  # frame of the candidates' positions and of the approach pose
@@ -583,7 +594,7 @@ async def _model_choice(
 
 
 def _require_position(result: LocateResult) -> LocateResult:
-    """A found object without a measured position is not found: there is no pose to give."""
+    """Return a found object without a measured position is not found: there is no pose to give."""
     best = result.best
     if not result.found or best is None or best.position is not None:
         return result
@@ -605,7 +616,8 @@ async def locate(
     settings: LocateSettings | None = None,
     now_ns: int | None = None,
 ) -> LocateOutcome:
-    """Resolve ``description`` against the snapshot (and ``memory``); see the module docstring.
+    """
+    Resolve ``description`` against the snapshot (and ``memory``); see the module docstring.
 
     ``memory`` holds remembered objects in the scene's frame; ``now_ns`` (default: the scene
     stamp) ages them. The model is asked only when appearance words decide and ``engine`` and

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Process-wide settings for the node and the CLI (not for a library user's process).
+"""
+Process-wide settings for the node and the CLI (not for a library user's process).
 
 Per frame the pipeline allocates a handful of arrays between a few hundred kilobytes and a few
 megabytes (the decoded depth image, every lifted box's samples side by side). glibc's malloc
@@ -28,8 +29,11 @@ _tuned = False
 
 
 def tune_memory_allocator() -> bool:
-    """Raise glibc's mmap and trim thresholds once per process; False where malloc is not
-    glibc's (musl, macOS) or refused the setting, which only costs speed."""
+    """
+    Raise glibc's mmap and trim thresholds once per process.
+
+    False where malloc is not glibc's (musl, macOS) or refused the setting, which only costs speed.
+    """
     global _tuned
     if _tuned:
         return True

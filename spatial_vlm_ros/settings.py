@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Every setting of the node and the replay, in one table with one default each.
+"""
+Every setting of the node and the replay, in one table with one default each.
 
 The table drives, so that none of them can drift from it:
 
@@ -467,8 +468,11 @@ def _kind_name(setting: Setting) -> str:
 
 
 def validate(values: Mapping[str, Any]) -> list[str]:
-    """Problems with a set of values (missing ones take their defaults), each saying what to
-    change."""
+    """
+    Return the problems with a set of values, each saying what to change.
+
+    Missing values take their defaults.
+    """
     values = complete(values)
     problems: list[str] = []
     for setting in SETTINGS:
@@ -499,7 +503,8 @@ _NAMESPACE = re.compile(r'/?[A-Za-z_][A-Za-z0-9_]*(/[A-Za-z_][A-Za-z0-9_]*)*/?')
 
 
 def camera_namespaces(values: Mapping[str, Any]) -> dict[str, str]:
-    """Camera name -> namespace of the cameras the node serves (values already validated).
+    """
+    Camera name -> namespace of the cameras the node serves (values already validated).
 
     One camera (``cameras`` empty or one entry) has the name '': its outputs keep the
     single-camera names (~/scene, ...). Several are named by their namespace without the
@@ -545,8 +550,11 @@ def deprecation_warnings(values: Mapping[str, Any]) -> list[str]:
 
 
 def parse_text(setting: Setting, text: str) -> Any:
-    """A value from text (a launch argument or a CLI flag): YAML-like for bool, numbers and
-    lists (``[a, b]`` or ``a, b``)."""
+    """
+    Return a value from text (a launch argument or a CLI flag).
+
+    YAML-like for bool, numbers and lists (``[a, b]`` or ``a, b``).
+    """
     kind = setting.kind
     stripped = text.strip()
     if kind is bool:
@@ -579,8 +587,12 @@ def parse_text(setting: Setting, text: str) -> Any:
 
 
 def add_cli_flags(parser: Any, aliases: Mapping[str, Sequence[str]] | None = None) -> None:
-    """One flag per setting of scope ``both`` (``--name-with-dashes``, plus ``aliases``); every
-    default is None so that ``values_from_cli`` can tell a given flag from the table's default."""
+    """
+    One flag per setting of scope ``both`` (``--name-with-dashes``, plus ``aliases``).
+
+    Every default is None so that ``values_from_cli`` can tell a given flag from the table's
+    default.
+    """
     for setting in SETTINGS:
         if setting.scope != BOTH:
             continue
@@ -600,7 +612,7 @@ def add_cli_flags(parser: Any, aliases: Mapping[str, Sequence[str]] | None = Non
 
 
 def values_from_cli(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings given on the command line (flags left out are not in the result)."""
+    """Return the settings given on the command line (flags left out are not in the result)."""
     return {
         setting.name: getattr(args, setting.name)
         for setting in SETTINGS
@@ -653,7 +665,7 @@ def render_params_yaml() -> str:
 
 
 def render_markdown_table() -> str:
-    """The parameter table of docs/NODE.md."""
+    """Return the parameter table of docs/NODE.md."""
     rows = [
         '| name | default | constraints | replay flag | description |',
         '|---|---|---|---|---|',
@@ -690,8 +702,12 @@ def node_doc_with_table(text: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``--yaml`` prints config/spatial_vlm.yaml, ``--markdown`` the docs table, ``--write``
-    regenerates both files in the source tree."""
+    """
+    Print or regenerate the YAML and the docs table of the settings.
+
+    ``--yaml`` prints config/spatial_vlm.yaml, ``--markdown`` the docs table, ``--write``
+    regenerates both files in the source tree.
+    """
     parser = argparse.ArgumentParser(prog='python -m spatial_vlm_ros.settings')
     parser.add_argument('--yaml', action='store_true')
     parser.add_argument('--markdown', action='store_true')

@@ -38,7 +38,7 @@ def _ros_import_error() -> str | None:
     try:
         import rclpy  # noqa: F401
 
-        import spatial_vlm_ros.msg  # noqa: F401
+        import spatial_vlm_ros.msg
         import spatial_vlm_ros.srv  # noqa: F401
     except Exception as error:  # noqa: BLE001 - any import failure means no ROS tests
         return f'{type(error).__name__}: {error}'

@@ -43,12 +43,11 @@ ROUTER_SETUP = 'bash scripts/setup_router.sh'
 
 # Fast failure detection for a test on one machine: a health probe every second, a worker is
 # out after 3 failed probes and back after 1 good one; 3 failed requests open its circuit for
-# 1 s (shorter than the node's retries, ~1-1.75 s over 4 attempts: with 3 s, a request that
-# came while the router had no closed circuit failed all its attempts). A killed worker refuses connections, so it fails its probes at once; a busy CPU worker
-# (2 cores, the node's constrained ~/query requests) can take over 2 s to answer /health, so
-# the probe timeout is 5 s: with 2 s the survivor was taken out too and the router had no
-# worker for seconds. The router's own defaults (60 s probes, 3/2 thresholds, 10 failures, 60 s open) suit a
-# fleet; docs/SCALING.md gives the deployment values.
+# 1 s, shorter than the node's retries (~1-1.75 s over 4 attempts). A killed worker refuses
+# connections, so it fails its probes at once; a busy CPU worker (2 cores, constrained ~/query
+# requests) can take over 2 s to answer /health, hence the 5 s probe timeout. The router's own
+# defaults (60 s probes, 3/2 thresholds, 10 failures, 60 s open) suit a fleet; docs/SCALING.md
+# gives the deployment values.
 FAST_FAILOVER_ARGS: tuple[str, ...] = (
     '--health-check-interval-secs', '1',
     '--health-check-timeout-secs', '5',

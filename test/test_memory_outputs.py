@@ -126,7 +126,7 @@ class Lookups:
         self.buffer = buffer
         self.calls: list[tuple[str, str, int]] = []
 
-    def lookup(self, target: str, source: str, stamp_ns: int):  # noqa: ANN201
+    def lookup(self, target: str, source: str, stamp_ns: int):
         self.calls.append((target, source, stamp_ns))
         return self.buffer.lookup(target, source, stamp_ns)
 

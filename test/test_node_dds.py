@@ -223,7 +223,7 @@ def test_node_publishes_scenes_and_answers_services_over_dds(
         assert len(harness.scenes) >= 3, f'no scenes over DDS; node log:\n{log[-3000:]}'
 
         scene = harness.scenes[-1]
-        published = {stamp for stamp in stamps}
+        published = set(stamps)
         stamp_ns = scene.header.stamp.sec * 10**9 + scene.header.stamp.nanosec
         assert stamp_ns in published
         assert scene.header.frame_id == 'camera_color_optical_frame'

@@ -79,12 +79,12 @@ def frame_of(
     return frame, EngineResponse('', GroundingResult(detections), engine='test')
 
 
-def scene_ids(scene) -> dict[tuple[str, float], str]:  # noqa: ANN001
+def scene_ids(scene) -> dict[tuple[str, float], str]:
     """(label, box centre x) -> id, so a test names objects by where they are."""
     return {(obj.label, round(obj.box.center[0])): obj.id for obj in scene.objects}
 
 
-def identity_memory_input(memory: ObjectMemory, **kwargs) -> MemoryInput:  # noqa: ANN003
+def identity_memory_input(memory: ObjectMemory, **kwargs) -> MemoryInput:
     return MemoryInput(memory, np.eye(4), **kwargs)
 
 
@@ -235,7 +235,7 @@ def render(pose: np.ndarray, index: int) -> tuple[RgbdFrame, list[LabeledBox]]:
     return RgbdFrame(stamp(index), CAMERA, rgb, depth, INTRINSICS, INTRINSICS), labels
 
 
-def moving_run(tmp_path: Path, target_frame: str, memory_frame: str):  # noqa: ANN201
+def moving_run(tmp_path: Path, target_frame: str, memory_frame: str):
     """Six frames of a camera sliding and turning, through SpatialPipeline.perceive_frame with
     the recorded engine and a TransformBuffer holding the poses (TF at each image stamp)."""
     poses = [optical_pose(-0.1 + 0.06 * i, 4.0 * i - 10.0) for i in range(6)]
@@ -260,7 +260,7 @@ def moving_run(tmp_path: Path, target_frame: str, memory_frame: str):  # noqa: A
     memory = ObjectMemory(memory_frame)
     pipeline = SpatialPipeline(RecordedEngine(path=recording), '', config, memory=memory)
 
-    async def run():  # noqa: ANN202
+    async def run():
         await pipeline.start()
         scenes = [await pipeline.perceive_frame(frame, buffer) for frame in frames]
         await pipeline.shutdown()

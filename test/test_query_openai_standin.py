@@ -152,7 +152,7 @@ def _make_handler(state: StandIn) -> type[http.server.BaseHTTPRequestHandler]:
         def log_message(self, *args: Any) -> None:
             pass
 
-        def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        def do_POST(self) -> None:
             body = json.loads(self.rfile.read(int(self.headers['Content-Length'])))
             with state.lock:
                 state.requests.append(body)

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Compiled (numba) passes of :mod:`spatial_vlm_ros.core.lifting`.
+"""
+Compiled (numba) passes of :mod:`spatial_vlm_ros.core.lifting`.
 
 The lifter's per-sample work (read the box lattice, histogram, cluster choice, median and MAD,
 back-projection, moments, percentiles) runs here in three compiled passes over the samples;
@@ -29,7 +30,7 @@ import numpy.typing as npt
 
 Array = npt.NDArray[Any]
 
-_JIT = {'cache': True, 'nogil': True, 'error_model': 'numpy'}
+_JIT: dict[str, Any] = {'cache': True, 'nogil': True, 'error_model': 'numpy'}
 
 # Hash of a depth value's bit pattern (Fibonacci hashing, Knuth).
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
@@ -52,8 +53,12 @@ def _pixel_range(low: float, high: float, size: int) -> tuple[int, int]:
 
 @numba.njit(**_JIT)
 def _grown(keys: Array, slots: Array, count: int, more: int) -> tuple[Array, Array]:
-    """The hash table (``keys``: bit patterns, ``slots``: indices among the distinct values),
-    rebuilt with four times the slots until ``more`` new values keep it at most half full."""
+    """
+    Return the hash table rebuilt with four times the slots.
+
+    ``keys``: bit patterns, ``slots``: indices among the distinct values; the slots grow until
+    ``more`` new values keep it at most half full.
+    """
     while 2 * (count + more) > slots.size:
         size = 4 * slots.size
         new_keys = np.zeros(size, dtype=np.uint64)
@@ -90,9 +95,12 @@ def _distinct_index(
     bits: Any,
     value: float,
 ) -> tuple[int, int]:
-    """The index of the depth value with bit pattern ``bits`` among the ``count`` distinct
-    values so far, adding it (``distinct``, the hash table ``keys``/``slots``) when new;
-    returns the index and the new count."""
+    """
+    Return the index of the depth value with bit pattern ``bits`` and the new count.
+
+    The index is among the ``count`` distinct values so far; a new value is added (to
+    ``distinct`` and the hash table ``keys``/``slots``).
+    """
     key = np.uint64(bits)
     position = np.int64((key * _GOLDEN) >> shift)
     while True:
@@ -117,8 +125,12 @@ def _excluded(
     first: int,
     stop: int,
 ) -> bool:
-    """Whether a sample lies in one of the exclusions ``first`` to ``stop`` (its pixel centre
-    inside the exclusion's box and its depth in the exclusion's range)."""
+    """
+    Tell whether a sample lies in one of the exclusions ``first`` to ``stop``.
+
+    It does when its pixel centre is inside the exclusion's box and its depth in the
+    exclusion's range.
+    """
     for other in range(first, stop):
         if (
             row_centre >= corners[other, 1]
@@ -150,7 +162,8 @@ def sample_boxes(
     exclusion_near: Array,
     exclusion_far: Array,
 ) -> tuple[Array, ...]:
-    """Read every box's sample lattice (and its context ring) once.
+    """
+    Read every box's sample lattice (and its context ring) once.
 
     ``depth`` is the (h, w) image, ``depth_bits`` the same memory as unsigned integers (the
     key of each distinct depth value); ``corners`` (B, 4) the boxes (x_min, y_min, x_max,
@@ -351,7 +364,8 @@ def histograms(
     weights: Array,
     gap: int,
 ) -> tuple[Array, ...]:
-    """Each sampled box's histogram over the noise-adapted coordinate, all in one joint array.
+    """
+    Each sampled box's histogram over the noise-adapted coordinate, all in one joint array.
 
     ``coordinates`` holds the coordinate of each distinct depth value, ``weights`` the centre
     weight of each axis entry. Box ``b`` owns joint bins ``offsets[b]`` to ``offsets[b] +
@@ -403,8 +417,11 @@ def histograms(
 
 @numba.njit(**_JIT)
 def _pairwise_sum(values: Array, first: int, count: int) -> float:
-    """numpy's pairwise summation of ``values[first:first + count]`` (blocks of 128, eight
-    accumulators), which its add reductions use."""
+    """
+    Sum ``values[first:first + count]`` as numpy's pairwise summation does.
+
+    Blocks of 128, eight accumulators: what numpy's add reductions use.
+    """
     if count < 8:
         result = 0.0
         for index in range(first, first + count):
@@ -437,8 +454,12 @@ def _pairwise_sum(values: Array, first: int, count: int) -> float:
 
 @numba.njit(**_JIT)
 def _reduceat_sum(values: Array, first: int, stop: int) -> float:
-    """One segment of ``np.add.reduceat(values, ...)``: the first element, plus the pairwise
-    sum of the rest (``values[first]`` alone for an empty segment, numpy's rule)."""
+    """
+    One segment of ``np.add.reduceat(values, ...)``.
+
+    The first element, plus the pairwise sum of the rest (``values[first]`` alone for an empty
+    segment, numpy's rule).
+    """
     if stop <= first + 1:
         return values[first]
     return values[first] + _pairwise_sum(values, first + 1, stop - first - 1)
@@ -446,9 +467,12 @@ def _reduceat_sum(values: Array, first: int, stop: int) -> float:
 
 @numba.njit(**_JIT)
 def _select(values: Array, first: int, stop: int, rank: int) -> float:
-    """The ``rank``-th smallest of ``values[first:stop]`` (absolute index ``rank``), in place
-    (Hoare's selection: smaller-or-equal values end up before ``rank``, larger-or-equal
-    after)."""
+    """
+    Return the ``rank``-th smallest of ``values[first:stop]`` (absolute index ``rank``).
+
+    In place (Hoare's selection: smaller-or-equal values end up before ``rank``,
+    larger-or-equal after).
+    """
     left, right = first, stop - 1
     while left < right:
         middle = (left + right) >> 1
@@ -481,9 +505,13 @@ def _select(values: Array, first: int, stop: int, rank: int) -> float:
 def _cluster_bounds(
     smoothed: Array, offset: int, size: int, valley_ratio: float, peaks: Array, starts: Array
 ) -> int:
-    """Split one box's smoothed histogram (joint bins ``offset`` to ``offset + size``) at deep
-    valleys; writes the first bin of each cluster (relative to ``offset``) into ``starts`` and
-    returns how many there are. ``peaks`` is scratch space of at least ``size`` entries."""
+    """
+    Split one box's smoothed histogram (joint bins ``offset`` to ``offset + size``) at valleys.
+
+    Only deep valleys split. Writes the first bin of each cluster (relative to ``offset``) into
+    ``starts`` and returns how many there are. ``peaks`` is scratch space of at least ``size``
+    entries.
+    """
     count = 0
     for index in range(size):
         value = smoothed[offset + index]
@@ -538,10 +566,12 @@ def _sort_counted(
     sorted_values: Array,
     sorted_counts: Array,
 ) -> int:
-    """Sort the ``touched`` distinct values (indices ``touched_values`` into ``distinct``,
-    each in histogram bin ``touched_bins``, occurring ``multiplicity`` times) into
-    ``sorted_values`` and ``sorted_counts``; resets their multiplicity and returns the total
-    count.
+    """
+    Sort the ``touched`` distinct values into ``sorted_values`` and ``sorted_counts``.
+
+    The values are indices ``touched_values`` into ``distinct``, each in histogram bin
+    ``touched_bins``, occurring ``multiplicity`` times. Resets their multiplicity and returns
+    the total count.
 
     The histogram coordinate grows with depth, so the bins order the values: a counting sort
     by bin, then an insertion sort within each bin (a few values each). Should the bins not
@@ -599,7 +629,8 @@ _EXTREME_MARGIN = 10
 def _extremes(
     values: Array, count: int, low_rank: int, high_rank: int, scratch: Array, candidates: Array
 ) -> tuple[float, float]:
-    """The ``low_rank``-th and ``high_rank``-th smallest of ``values[:count]`` (exact).
+    """
+    Return the ``low_rank``-th and ``high_rank``-th smallest of ``values[:count]`` (exact).
 
     Both ranks lie near the ends (2 % and 98 %): a strided sample of the values gives a
     bound beyond each, one scan keeps the values beyond the bounds, and a selection among
@@ -637,8 +668,11 @@ def _extremes(
 
 @numba.njit(**_JIT)
 def _counted_rank(values: Array, counts: Array, first: int, stop: int, rank: int) -> float:
-    """The ``rank``-th smallest (0-based) of sorted distinct ``values[first:stop]``, value
-    ``i`` occurring ``counts[i]`` times."""
+    """
+    Return the ``rank``-th smallest (0-based) of sorted distinct ``values[first:stop]``.
+
+    Value ``i`` occurs ``counts[i]`` times.
+    """
     seen = 0
     for index in range(first, stop):
         seen += counts[index]
@@ -649,8 +683,11 @@ def _counted_rank(values: Array, counts: Array, first: int, stop: int, rank: int
 
 @numba.njit(**_JIT)
 def _median_of_counted(values: Array, counts: Array, distinct: int, total: int) -> float:
-    """np.median of ``total`` values given as sorted distinct ``values`` with ``counts``: the
-    middle one, or the mean of the two middle ones."""
+    """
+    np.median of ``total`` values given as sorted distinct ``values`` with ``counts``.
+
+    The middle one, or the mean of the two middle ones.
+    """
     half = total // 2
     upper = _counted_rank(values, counts, 0, distinct, half)
     if total % 2:
@@ -662,8 +699,12 @@ def _median_of_counted(values: Array, counts: Array, distinct: int, total: int) 
 def _mad_of_counted(
     values: Array, counts: Array, distinct: int, total: int, median: float
 ) -> float:
-    """np.median of ``abs(values - median)`` over the counted values: the deviations grow
-    outward from the median on both sides, so merging the two sides lists them in order."""
+    """
+    np.median of ``abs(values - median)`` over the counted values.
+
+    The deviations grow outward from the median on both sides, so merging the two sides lists them
+    in order.
+    """
     half = total // 2
     wanted = half - 1 if total % 2 == 0 else half
     right = 0
@@ -710,7 +751,8 @@ def describe_boxes(
     intrinsics: Array,
     settings: Array,
 ) -> tuple[Array, ...]:
-    """Choose each box's object pixels and describe them (see lifting.py's module docstring).
+    """
+    Choose each box's object pixels and describe them (see lifting.py's module docstring).
 
     ``intrinsics`` is (fx, fy, cx, cy); ``settings`` (valley_ratio, contrast_floor, min_samples,
     min_valid_ratio, band_mads, band_noise_sigmas, depth_noise_coefficient, pixel_sigma,
@@ -941,9 +983,13 @@ def shares_inside(
     others: Array,
     corners: Array,
 ) -> Array:
-    """For each pair (``subjects[k]``, ``others[k]``): the share of the subject box's object
-    pixels (``support_u``/``support_v`` from ``starts[subject]``) whose centres lie in the
-    other box (``corners``: x_min, y_min, x_max, y_max)."""
+    """
+    For each pair (``subjects[k]``, ``others[k]``).
+
+    The share of the subject box's object pixels (``support_u``/``support_v`` from
+    ``starts[subject]``) whose centres lie in the other box (``corners``: x_min, y_min, x_max,
+    y_max).
+    """
     shares = np.empty(subjects.size)
     for pair in range(subjects.size):
         subject, other = subjects[pair], others[pair]

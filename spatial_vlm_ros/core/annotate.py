@@ -1,7 +1,9 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Draw a scene onto its RGB image: boxes, labels with distances, relations, errors; and
-set-of-marks images (each object's id drawn at its box) for the model's questions.
+"""
+Draw a scene onto its RGB image: boxes, labels with distances, relations, errors.
+
+And set-of-marks images (each object's id drawn at its box) for the model's questions.
 
 Pure: the input image is never modified; a new RGB uint8 array is returned. Colours match the
 markers (:func:`spatial_vlm_ros.core.markers.label_color`) so the 2D and 3D views agree.
@@ -51,7 +53,7 @@ def object_caption(obj: SpatialObject, positions_in_camera_frame: bool) -> str:
 
 
 def _checked_copy(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """A writable copy of an RGB uint8 (H, W, 3) image, or :class:`AnnotationError`."""
+    """Return a writable copy of an RGB uint8 (H, W, 3) image, or :class:`AnnotationError`."""
     array = np.asarray(rgb)
     if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3:
         raise AnnotationError(
@@ -97,7 +99,7 @@ def _text_block(
 def annotate_scene(
     rgb: npt.NDArray[np.uint8], scene: Scene, style: AnnotationStyle | None = None
 ) -> npt.NDArray[np.uint8]:
-    """A copy of ``rgb`` (H, W, 3, RGB order) with ``scene`` drawn on it."""
+    """Return a copy of ``rgb`` (H, W, 3, RGB order) with ``scene`` drawn on it."""
     style = style or AnnotationStyle()
     image = _checked_copy(rgb)
     height, width = image.shape[:2]
@@ -195,7 +197,8 @@ def _tag_candidates(
 
 
 def draw_marks(rgb: npt.NDArray[np.uint8], marks: Sequence[Mark]) -> MarkedImage:
-    """Set-of-marks: each box outlined and tagged with its id, tags placed so they do not collide.
+    """
+    Set-of-marks: each box outlined and tagged with its id, tags placed so they do not collide.
 
     Tags are placed greedily, larger boxes first (small objects are easier to cover): the first
     position around the box (above, below, inside corners, beside) that overlaps no tag placed
@@ -254,7 +257,7 @@ def draw_marks(rgb: npt.NDArray[np.uint8], marks: Sequence[Mark]) -> MarkedImage
 
 
 def scene_marks(scene: Scene, ids: Sequence[str] | None = None) -> list[Mark]:
-    """Marks for the scene's objects (all, or those in ``ids``, in that order)."""
+    """Return marks for the scene's objects (all, or those in ``ids``, in that order)."""
     by_id = {obj.id: obj for obj in scene.objects}
     chosen = [by_id[i] for i in ids if i in by_id] if ids is not None else scene.objects
     return [Mark(obj.id, obj.box, obj.label) for obj in chosen]

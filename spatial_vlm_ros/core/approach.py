@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""An approach pose for Nav2: where to stand to face an object, not a point inside it.
+"""
+An approach pose for Nav2: where to stand to face an object, not a point inside it.
 
 On the ground plane (z = 0) of a gravity-aligned frame (REP 103/105: z up, e.g. ``map``,
 ``odom`` or ``base_link``), the pose lies on the line from the object's centroid towards the
@@ -71,7 +72,8 @@ def approach_pose(
     footprint_radius_m: float = 0.0,
     standoff_m: float = DEFAULT_STANDOFF_M,
 ) -> ApproachPose:
-    """The pose ``standoff_m`` beyond the footprint towards ``viewpoint``, facing the object.
+    """
+    Return the pose ``standoff_m`` beyond the footprint towards ``viewpoint``, facing the object.
 
     ``object_position`` and ``viewpoint`` are in ``frame_id``, a gravity-aligned frame (z up):
     only their x and y are used. Raises :class:`ApproachError` when they (nearly) coincide in

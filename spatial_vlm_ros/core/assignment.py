@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Optimal one-to-one assignment with a gate and forbidden pairs, on scipy's solver.
+"""
+Optimal one-to-one assignment with a gate and forbidden pairs, on scipy's solver.
 
 ``scipy.optimize.linear_sum_assignment`` (the shortest augmenting path method of Crouse 2016)
 solves the square or rectangular problem; this module adds what the object memory needs around
@@ -20,7 +21,8 @@ from scipy.optimize import linear_sum_assignment
 def optimal_assignment(
     cost: npt.ArrayLike, unmatched_cost: float = math.inf
 ) -> list[tuple[int, int]]:
-    """Pairs ``(row, column)`` minimizing the summed cost, each row and column used at most once.
+    """
+    Pairs ``(row, column)`` minimizing the summed cost, each row and column used at most once.
 
     ``cost`` is (n_rows, n_columns); ``inf`` (or NaN) marks a forbidden pair. Leaving a row
     unmatched costs ``unmatched_cost``: a pair is only made when it is cheaper than leaving its

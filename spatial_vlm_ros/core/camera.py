@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Pinhole intrinsics from ``sensor_msgs/CameraInfo`` and the RGB-D frame the pipeline consumes.
+"""
+Pinhole intrinsics from ``sensor_msgs/CameraInfo`` and the RGB-D frame the pipeline consumes.
 
 CameraInfo is duck-typed (rclpy and rosbags messages alike): its ``k``, ``p`` and ``d`` may be
 numpy arrays, lists or ``array.array`` values.
@@ -88,7 +89,8 @@ class CameraModel:
 
 @dataclass(frozen=True)
 class DepthConfig:
-    """How to turn a depth message into metres.
+    """
+    How to turn a depth message into metres.
 
     ``depth_scale`` is metres per unit; None means the encoding's default (16UC1/mono16:
     0.001, 32FC1: 1). Depth outside ``[min_depth_m, max_depth_m]`` becomes NaN.
@@ -263,7 +265,8 @@ def scale_intrinsics(
     height: int,
     allow_aspect_mismatch: bool = False,
 ) -> CameraIntrinsics:
-    """Intrinsics of the same view resampled to ``width`` x ``height``.
+    """
+    Intrinsics of the same view resampled to ``width`` x ``height``.
 
     Different aspect ratios mean a different crop, not a resize, unless the caller knows
     better: raises :class:`ResolutionMismatchError` unless ``allow_aspect_mismatch`` (then each
@@ -299,7 +302,8 @@ def map_box_to_image(
     to_size: tuple[int, int],
     allow_aspect_mismatch: bool = False,
 ) -> PixelBox:
-    """Map a box between two registered resolutions ``(width, height)`` of the same view.
+    """
+    Map a box between two registered resolutions ``(width, height)`` of the same view.
 
     Use it to take an RGB-pixel box to depth pixels. Edges scale linearly; the result is not
     clipped (the lifter takes the pixels whose centres lie in the box, clipped to the image).
@@ -326,8 +330,12 @@ def map_box_to_image(
 
 
 def rgb_box_to_depth(box: PixelBox, frame: RgbdFrame) -> PixelBox:
-    """A box in the frame's RGB pixels expressed in its depth pixels (allowing what the frame
-    was built with: its depth intrinsics already encode the scale per axis)."""
+    """
+    Express a box in the frame's RGB pixels in its depth pixels.
+
+    Allows what the frame was built with: its depth intrinsics already encode the scale per
+    axis.
+    """
     rgb = frame.rgb_intrinsics
     depth = frame.depth_intrinsics
     return map_box_to_image(
@@ -349,7 +357,8 @@ def apply_depth_range(
 def depth_sanity_warnings(
     depth_m: npt.NDArray[np.float32], encoding: str, depth_scale: float | None = None
 ) -> list[str]:
-    """Symptoms of wrong depth units, judged from the median valid depth (before range limits).
+    """
+    Symptoms of wrong depth units, judged from the median valid depth (before range limits).
 
     Returns human-readable warnings; empty when the depth looks plausible.
     """
@@ -363,8 +372,11 @@ def depth_sanity_warnings(
 def _integer_depth_sanity_warnings(
     codes: npt.NDArray[np.uint16], scale: float, encoding: str, depth_scale: float | None
 ) -> list[str]:
-    """:func:`depth_sanity_warnings` of the decoded image, from its raw codes: the same
-    subsample and the same median (decoding preserves the codes' order), without decoding."""
+    """
+    :func:`depth_sanity_warnings` of the decoded image, from its raw codes.
+
+    The same subsample and the same median (decoding preserves the codes' order), without decoding.
+    """
     sample = codes[::4, ::4]
     valid = sample[sample != 0]
     if valid.size == 0:
@@ -412,7 +424,8 @@ def make_rgbd_frame_with_warnings(
     depth_config: DepthConfig | None = None,
     intrinsics_source: IntrinsicsSource | str = IntrinsicsSource.K,
 ) -> tuple[RgbdFrame, list[str]]:
-    """Decode a paired RGB + depth (+ the RGB camera's CameraInfo) into an :class:`RgbdFrame`.
+    """
+    Decode a paired RGB + depth (+ the RGB camera's CameraInfo) into an :class:`RgbdFrame`.
 
     Depth must be registered to the RGB camera (same viewpoint, e.g. ``aligned_depth_to_color``);
     when its resolution differs, its intrinsics are the RGB ones scaled. Raises

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Decode ``sensor_msgs/Image`` and ``sensor_msgs/CompressedImage`` payloads into numpy arrays.
+"""
+Decode ``sensor_msgs/Image`` and ``sensor_msgs/CompressedImage`` payloads into numpy arrays.
 
 Messages are duck-typed: anything with the right attributes works (rclpy messages, messages
 deserialized by rosbags, simple dataclasses in tests).
@@ -28,7 +29,7 @@ import functools
 import math
 import operator
 import struct
-from typing import Any
+from typing import Any, cast
 
 import cv2
 import numpy as np
@@ -180,6 +181,11 @@ def _byte_buffer(data: Any) -> npt.NDArray[np.uint8]:
         ) from None
 
 
+def _cvt_color(image: np.ndarray, code: int) -> Uint8Image:
+    """Convert 8-bit pixels to RGB with OpenCV (its stubs type every result as ``MatLike``)."""
+    return cast(Uint8Image, cv2.cvtColor(image, code))
+
+
 def _read_only(image: np.ndarray) -> np.ndarray:
     image.flags.writeable = False
     return image
@@ -200,7 +206,7 @@ def encoding_info(encoding: str) -> EncodingInfo:
 
 
 def _stored_pixels(msg: Any) -> tuple[np.ndarray, EncodingInfo]:
-    """A view of the pixels in the message's own byte order, after every size check."""
+    """Return a view of the pixels in the message's own byte order, after every size check."""
     encoding = _text_field(msg, 'encoding')
     info = encoding_info(encoding)
     height = _int_field(msg, 'height')
@@ -238,7 +244,8 @@ def _stored_pixels(msg: Any) -> tuple[np.ndarray, EncodingInfo]:
 
 
 def image_view(msg: Any) -> np.ndarray:
-    """The pixels of a raw image as (H, W) or (H, W, C) in the encoding's native dtype.
+    """
+    Return the pixels of a raw image as (H, W) or (H, W, C) in the encoding's native dtype.
 
     Zero-copy (a read-only view of ``msg.data`` that honours ``step`` padding) unless the
     16/32-bit data is in the other byte order than this host's, which needs one swapping copy.
@@ -250,7 +257,8 @@ def image_view(msg: Any) -> np.ndarray:
 
 
 def decode_color(msg: Any) -> Uint8Image:
-    """RGB uint8 (H, W, 3) from a raw color or mono image.
+    """
+    RGB uint8 (H, W, 3) from a raw color or mono image.
 
     ``rgb8`` is returned as a zero-copy read-only view (strided when rows are padded or the
     source is ``rgba8``); ``bgr8``/``bgra8``, mono and YUV need one conversion copy. ``mono16``
@@ -268,14 +276,14 @@ def decode_color(msg: Any) -> Uint8Image:
     if info.name == 'rgba8':
         return _read_only(pixels[:, :, :3])
     if info.name == 'bgr8':
-        return cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+        return _cvt_color(pixels, cv2.COLOR_BGR2RGB)
     if info.name == 'bgra8':
-        return cv2.cvtColor(pixels, cv2.COLOR_BGRA2RGB)
+        return _cvt_color(pixels, cv2.COLOR_BGRA2RGB)
     if info.name in _YUV_TO_RGB:
-        return cv2.cvtColor(pixels, _YUV_TO_RGB[info.name])
+        return _cvt_color(pixels, _YUV_TO_RGB[info.name])
     if info.name == 'mono16':
         pixels = (pixels >> 8).astype(np.uint8)
-    return cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_GRAY2RGB)
+    return _cvt_color(np.ascontiguousarray(pixels), cv2.COLOR_GRAY2RGB)
 
 
 def _checked_depth_scale(depth_scale: float | None, default: float) -> float:
@@ -313,7 +321,8 @@ def _scale_float_depth_in_place(depth: DepthImage, scale: float) -> DepthImage:
 
 
 def decode_depth(msg: Any, depth_scale: float | None = None) -> DepthImage:
-    """Depth in metres, float32 (H, W), NaN where invalid (0, NaN, inf, negative).
+    """
+    Depth in metres, float32 (H, W), NaN where invalid (0, NaN, inf, negative).
 
     ``16UC1``/``mono16`` are millimetres by default (scale 0.001 m per unit); ``32FC1`` is
     metres (scale 1). ``depth_scale`` (metres per unit) overrides the default. Always a new
@@ -337,7 +346,8 @@ def decode_depth(msg: Any, depth_scale: float | None = None) -> DepthImage:
 def depth_lookup_table(
     scale: float, min_depth_m: float = 0.0, max_depth_m: float = math.inf
 ) -> DepthImage:
-    """Metres (float32) of every 16-bit depth code, NaN for 0 and outside ``[min, max]``.
+    """
+    Metres (float32) of every 16-bit depth code, NaN for 0 and outside ``[min, max]``.
 
     Built by converting all 65536 codes exactly as :func:`decode_depth` converts pixels, so a
     lookup (one read and one write per pixel) gives the same image as converting, masking holes
@@ -352,8 +362,11 @@ def depth_lookup_table(
 def integer_depth_codes(
     msg: Any, depth_scale: float | None = None
 ) -> tuple[npt.NDArray[np.uint16], float] | None:
-    """The 16-bit codes of a raw integer depth image (``16UC1``/``mono16``; a zero-copy view in
-    this host's byte order) and the metres per code; None for any other message.
+    """
+    Return the 16-bit codes of a raw integer depth image and the metres per code.
+
+    For ``16UC1``/``mono16`` (the codes: a zero-copy view in this host's byte order); None for
+    any other message.
 
     Raises what :func:`decode_depth` raises for a malformed integer depth image.
     """
@@ -370,7 +383,8 @@ def integer_depth_codes(
 
 
 def _compressed_format(msg: Any) -> tuple[str, str]:
-    """Split ``format`` into (original encoding or '', lower-case transport description).
+    """
+    Split ``format`` into (original encoding or '', lower-case transport description).
 
     image_transport writes ``"<encoding>; <codec> compressed <encoding>"`` (compressed) or
     ``"<encoding>; compressedDepth [png|rvl]"``; older publishers write just ``"jpeg"``.
@@ -407,7 +421,8 @@ def _check_codec(transport: str) -> None:
 
 
 def decode_compressed_color(msg: Any) -> Uint8Image:
-    """RGB uint8 (H, W, 3), C-contiguous, from a JPEG/PNG ``CompressedImage``.
+    """
+    RGB uint8 (H, W, 3), C-contiguous, from a JPEG/PNG ``CompressedImage``.
 
     cv2 always decodes to BGR(A) or gray whatever the original encoding was, so the result is
     converted to RGB; 16-bit PNGs are reduced to their high byte.
@@ -422,14 +437,14 @@ def decode_compressed_color(msg: Any) -> Uint8Image:
     if image.dtype != np.uint8:
         raise CorruptImageError(f'compressed color image decoded to {image.dtype}, not 8 bit')
     if image.ndim == 2:
-        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+        return _cvt_color(image, cv2.COLOR_GRAY2RGB)
     channels = image.shape[2]
     if channels == 3:
-        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+        return _cvt_color(image, cv2.COLOR_BGR2RGB)
     if channels == 4:
-        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+        return _cvt_color(image, cv2.COLOR_BGRA2RGB)
     if channels in (1, 2):  # gray, or gray + alpha
-        return cv2.cvtColor(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2RGB)
+        return _cvt_color(np.ascontiguousarray(image[:, :, 0]), cv2.COLOR_GRAY2RGB)
     raise CorruptImageError(f'compressed color image decoded to {channels} channels')
 
 
@@ -445,7 +460,8 @@ def _single_channel_uint16(image: np.ndarray, what: str) -> npt.NDArray[np.uint1
 
 
 def decode_compressed_depth(msg: Any, depth_scale: float | None = None) -> DepthImage:
-    """Depth in metres, float32 (H, W), NaN invalid, from a depth ``CompressedImage``.
+    """
+    Depth in metres, float32 (H, W), NaN invalid, from a depth ``CompressedImage``.
 
     Handles compressed_depth_image_transport (``"16UC1; compressedDepth png"``,
     ``"32FC1; compressedDepth"``): a 12-byte ConfigHeader, then a 16-bit PNG. For 16UC1 the PNG
@@ -507,7 +523,11 @@ def decode_compressed_depth(msg: Any, depth_scale: float | None = None) -> Depth
 
 
 def is_compressed(msg: Any) -> bool:
-    """True for a CompressedImage (has ``format``), False for a raw Image (has ``encoding``)."""
+    """
+    Return True for a CompressedImage, False for a raw Image.
+
+    A CompressedImage has ``format``, a raw Image has ``encoding``.
+    """
     return hasattr(msg, 'format') and not hasattr(msg, 'encoding')
 
 
@@ -524,7 +544,11 @@ def decode_depth_any(msg: Any, depth_scale: float | None = None) -> DepthImage:
 
 
 def depth_encoding_of(msg: Any) -> str:
-    """The depth encoding of a raw or compressed depth message ('' when it cannot be told)."""
+    """
+    Return the depth encoding of a raw or compressed depth message.
+
+    '' when it cannot be told.
+    """
     try:
         if is_compressed(msg):
             return _compressed_format(msg)[0]

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Is an input stream healthy, and if not, why and what to change? Pure and ROS-free.
+"""
+Is an input stream healthy, and if not, why and what to change? Pure and ROS-free.
 
 The node feeds a :class:`StreamMonitor` per input (every message: its stamp and arrival time)
 and asks :func:`assess_stream` for a level and a one-line reason from the current state, which
@@ -74,7 +75,7 @@ def clock_offset(delays_s: Sequence[float]) -> ClockOffset | None:
 
 
 def clock_remedy(offset: ClockOffset, use_sim_time: bool, clock_running: bool) -> str:
-    """What to change, in one sentence, for a stream whose stamps disagree with the node clock."""
+    """Say in one sentence what to change when a stream's stamps disagree with the node clock."""
     if use_sim_time and not clock_running:
         return (
             'use_sim_time is true but nothing publishes /clock: play the bag with --clock '
@@ -92,8 +93,11 @@ def clock_remedy(offset: ClockOffset, use_sim_time: bool, clock_running: bool) -
 
 
 class StreamMonitor:
-    """Arrival and stamp statistics of one input stream (thread-safe: subscription callbacks
-    write while the /diagnostics timer reads, on other executor threads).
+    """
+    Arrival and stamp statistics of one input stream.
+
+    Thread-safe: subscription callbacks write while the /diagnostics timer reads, on other
+    executor threads.
 
     ``now_ns`` values are the node clock (stamps are compared with it); ``mono_ns`` values are a
     steady clock (rates are measured with it, as diagnostic_updater's FrequencyStatus does).
@@ -143,7 +147,8 @@ class StreamMonitor:
         return len(self._recent(mono_ns))
 
     def rate_hz(self, mono_ns: int) -> float:
-        """Messages per second over the window.
+        """
+        Messages per second over the window.
 
         Measured between the stamps of the messages that arrived in the window (the camera's
         own spacing), so that transport jitter (reliable retransmissions arrive in bursts) and
@@ -349,9 +354,12 @@ def assess_stream(monitor: StreamMonitor, context: StreamContext, mono_ns: int) 
 def similar_topics(
     wanted: str, topics: Sequence[tuple[str, Sequence[str]]], image_like: Sequence[str]
 ) -> tuple[tuple[str, tuple[str, ...]], ...]:
-    """Up to 3 topics of image-like types whose names resemble ``wanted``, best first: those
-    that contain its last two name components (``color/image_raw``), then its last one, then
-    by string similarity."""
+    """
+    Up to 3 topics of image-like types whose names resemble ``wanted``, best first.
+
+    Those that contain its last two name components (``color/image_raw``), then its last one, then
+    by string similarity.
+    """
     parts = wanted.strip('/').split('/')
     tail, leaf = '/'.join(parts[-2:]), parts[-1]
 

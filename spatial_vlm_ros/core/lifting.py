@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Lift a 2D box to a 3D position with a registered depth image.
+"""
+Lift a 2D box to a 3D position with a registered depth image.
 
 A box from a detector or a VLM contains more than its object: background behind it, the surface
 it stands on, flying pixels at depth edges, and sometimes a nearer occluder. The centre pixel
@@ -164,8 +165,12 @@ DEFAULT_LIFTING_CONFIG = LiftingConfig()
 
 @dataclass(frozen=True)
 class DepthExclusion:
-    """Pixels inside ``box`` whose depth lies in ``[near_m, far_m]`` belong to another object
-    (a nearer one that covers part of the box being lifted) and are left out."""
+    """
+    Pixels of another object, left out of the box being lifted.
+
+    Those inside ``box`` whose depth lies in ``[near_m, far_m]`` belong to a nearer object that
+    covers part of the box being lifted.
+    """
 
     box: PixelBox
     near_m: float
@@ -174,7 +179,8 @@ class DepthExclusion:
 
 @dataclass(frozen=True)
 class _Lifts:
-    """What :func:`_lift_many` found for each of its boxes, as arrays (box ``i`` in row ``i``).
+    """
+    What :func:`_lift_many` found for each of its boxes, as arrays (box ``i`` in row ``i``).
 
     Boxes without a position have NaN there. ``support_u``/``support_v`` hold the image
     coordinates of the pixels each positioned box was lifted from, box after box (``starts``),
@@ -210,7 +216,7 @@ class _Lifts:
 
 
 def empty_lift(valid_depth_ratio: float = 0.0, depth_samples: int = 0) -> Lifted3D:
-    """A :class:`Lifted3D` without a position (too little depth support)."""
+    """Return a :class:`Lifted3D` without a position (too little depth support)."""
     return Lifted3D(None, None, None, float(valid_depth_ratio), int(depth_samples))
 
 
@@ -287,8 +293,12 @@ def _pixel_range(low: float, high: float, size: int) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class _Window:
-    """The sample lattice of one box, clipped to the image: rows ``y0:y1:stride`` and columns
-    ``x0:x1:stride``, the stride chosen so that at most ``max_samples`` pixels are read."""
+    """
+    The sample lattice of one box, clipped to the image.
+
+    Rows ``y0:y1:stride`` and columns ``x0:x1:stride``, the stride chosen so that at most
+    ``max_samples`` pixels are read.
+    """
 
     x0: int
     x1: int
@@ -308,8 +318,11 @@ class _Window:
         return depth[self.y0 : self.y1 : self.stride, self.x0 : self.x1 : self.stride]
 
     def ring(self, depth: npt.NDArray[np.floating], context_ring: float) -> list[np.ndarray]:
-        """The lattice extended by ``context_ring`` times the box size on every side, without
-        the box itself, as four views (above, below, left, right): the figure-ground context.
+        """
+        Return the figure-ground context: four views (above, below, left, right).
+
+        The lattice extended by ``context_ring`` times the box size on every side, without the
+        box itself.
 
         The ring is sampled on the box's lattice, so ring and box densities compare.
         """
@@ -350,7 +363,8 @@ def _back_project(
 def sensor_covariance(
     position: FloatArray, intrinsics: CameraIntrinsics, config: LiftingConfig
 ) -> FloatArray:
-    """Covariance floor of a point at ``position`` from pixel and depth noise (pinhole Jacobian).
+    """
+    Covariance floor of a point at ``position`` from pixel and depth noise (pinhole Jacobian).
 
     With ``x = (u - cx) z / fx`` and ``y = (v - cy) z / fy``, the Jacobian of (x, y, z) with
     respect to (u, v, z) is ``[[z/fx, 0, x/z], [0, z/fy, y/z], [0, 0, 1]]``.
@@ -369,7 +383,8 @@ def sensor_covariance(
 
 
 def _noise_adapted_coordinate(depths: FloatArray, config: LiftingConfig) -> FloatArray:
-    """Monotonic depth coordinate in which one unit is one histogram bin.
+    """
+    Monotonic depth coordinate in which one unit is one histogram bin.
 
     The bin width is ``max(r z, c k z^2)``: relative (log depth) near the camera, where noise is
     small, and constant in inverse depth (disparity) beyond the crossover, where the sensor's
@@ -389,15 +404,23 @@ _HISTOGRAM_GAP = 2
 
 
 def _kernel_depth(depth: npt.NDArray[np.floating]) -> npt.NDArray[np.floating]:
-    """The depth image as the kernels read it: C-contiguous float32 or float64 (float16 widens
-    to float32 exactly; wider floats are read as float64)."""
+    """
+    Return the depth image as the kernels read it.
+
+    C-contiguous float32 or float64 (float16 widens to float32 exactly; wider floats are read as
+    float64).
+    """
     dtype = np.float32 if depth.dtype.itemsize <= 4 else np.float64
     return np.ascontiguousarray(depth, dtype=dtype)
 
 
 def _as_image_dtype(value: float, depth: npt.NDArray[np.floating], kernel_dtype: Any) -> Any:
-    """``value`` as numpy compares it with the image: a Python float is cast to the image's
-    dtype first (NEP 50), then widened exactly to the kernel's dtype."""
+    """
+    ``value`` as numpy compares it with the image.
+
+    A Python float is cast to the image's dtype first (NEP 50), then widened exactly to the
+    kernel's dtype.
+    """
     return _cast(float(value), depth.dtype, np.dtype(kernel_dtype))
 
 
@@ -439,8 +462,11 @@ def _axis_weights(
     halves: FloatArray,
     config: LiftingConfig,
 ) -> tuple[FloatArray, FloatArray]:
-    """Centre weight and border taper of every lattice row and column (both separable, so a
-    sample's weight is its row's times its column's)."""
+    """
+    Return the centre weight and border taper of every lattice row and column.
+
+    Both are separable, so a sample's weight is its row's times its column's.
+    """
     weights = np.exp(-0.5 * np.square((coordinates - centers) / sigmas))
     taper = config.border_taper
     if taper <= 0.0:
@@ -452,10 +478,13 @@ def _axis_weights(
 
 
 def _smooth(weighted: FloatArray, offsets: np.ndarray, sizes: np.ndarray) -> FloatArray:
-    """Every box's histogram smoothed with the Gaussian kernel in one convolution (the gaps
-    are zeros, so each box gets exactly what its own convolution gives); 'full' then trim
-    keeps a histogram's length even when it is shorter than the kernel, where numpy convolves
-    in another order: those few are smoothed on their own."""
+    """
+    Smooth every box's histogram with the Gaussian kernel in one convolution.
+
+    The gaps are zeros, so each box gets exactly what its own convolution gives; 'full' then
+    trim keeps a histogram's length even when it is shorter than the kernel, where numpy
+    convolves in another order: those few are smoothed on their own.
+    """
     smoothed = np.convolve(weighted, _SMOOTHING_KERNEL, mode='full')[2:-2]
     for box in np.flatnonzero((sizes > 0) & (sizes < _SMOOTHING_KERNEL.size)).tolist():
         offset, size = int(offsets[box]), int(sizes[box])
@@ -471,8 +500,10 @@ def _lift_many(
     config: LiftingConfig,
     exclusions: Sequence[Sequence[DepthExclusion]] | None = None,
 ) -> _Lifts:
-    """Lift every box (``corners`` (B, 4): x_min, y_min, x_max, y_max) of one checked depth
-    image; ``exclusions[i]`` applies to box ``i``.
+    """
+    Lift every box (``corners`` (B, 4): x_min, y_min, x_max, y_max) of one checked depth image.
+
+    ``exclusions[i]`` applies to box ``i``.
 
     The result for each box is exactly what lifting it alone gives: the boxes share the
     compiled passes (_lifting_kernels.py), never data.
@@ -583,7 +614,7 @@ def _no_positions(boxes: int, depth_samples: npt.NDArray[np.int64], ratios: Floa
 
 @functools.lru_cache(maxsize=16)
 def _settings(config: LiftingConfig) -> FloatArray:
-    """The configuration values :func:`kernels.describe_boxes` reads, in its order."""
+    """Return the configuration values :func:`kernels.describe_boxes` reads, in its order."""
     return np.array(
         [
             config.valley_ratio,
@@ -607,7 +638,8 @@ def lift_box(
     config: LiftingConfig = DEFAULT_LIFTING_CONFIG,
     exclusions: Sequence[DepthExclusion] = (),
 ) -> Lifted3D:
-    """Centroid, extent and centroid covariance of the object's visible surface in ``box``.
+    """
+    Centroid, extent and centroid covariance of the object's visible surface in ``box``.
 
     ``depth_m`` is the depth image (float metres, NaN invalid) described by ``intrinsics``;
     ``box`` is in that image's pixels (half-open, clipped to the image here). ``exclusions``
@@ -624,7 +656,8 @@ def lift_box(
 def _occlusions(
     boxes: Sequence[PixelBox], corners: FloatArray, first: _Lifts, config: LiftingConfig
 ) -> dict[int, list[DepthExclusion]]:
-    """For each box lifted to the surface of another boxed object, that object's pixels.
+    """
+    For each box lifted to the surface of another boxed object, that object's pixels.
 
     Box ``i`` took the surface of box ``j`` when the two lifted surfaces share depths, the
     boxes overlap with an intersection over union below ``same_object_iou``, most of the
@@ -672,7 +705,8 @@ def _occlusions(
 def _occluder_exclusion(
     box: PixelBox, first: _Lifts, occluder: int, config: LiftingConfig
 ) -> DepthExclusion:
-    """The pixels of the occluder in ``box``: everything inside its box up to its far side.
+    """
+    Return the pixels of the occluder in ``box``: everything inside its box up to its far side.
 
     Anything nearer than the occluder's surface inside its box is not the hidden object either
     (that object is behind the surface it was wrongly lifted to).
@@ -690,7 +724,8 @@ def lift_boxes(
     config: LiftingConfig = DEFAULT_LIFTING_CONFIG,
     resolve_occlusions: bool = True,
 ) -> list[Lifted3D]:
-    """:func:`lift_box` for each box of one depth image, in order, resolving occlusions.
+    """
+    :func:`lift_box` for each box of one depth image, in order, resolving occlusions.
 
     Each box is lifted on its own first. A box that took the surface of another boxed object
     (see :func:`_occlusions`) is lifted again with that object's pixels excluded; the
@@ -718,10 +753,12 @@ def lift_boxes(
 
 
 def warm_up(dtypes: Sequence[npt.DTypeLike] = (np.float32,)) -> float:
-    """Compile the lifting kernels for depth images of ``dtypes`` (float32: what decoded
-    frames hold), or load them from numba's cache, so that the first frame does not pay it;
-    returns the seconds it took (docs/PERFORMANCE.md: about 1 s from the cache, tens of
-    seconds for a first compile).
+    """
+    Compile the lifting kernels, or load them from numba's cache, before the first frame.
+
+    For depth images of ``dtypes`` (float32: what decoded frames hold), so that the first frame
+    does not pay it; returns the seconds it took (docs/PERFORMANCE.md: about 1 s from the
+    cache, tens of seconds for a first compile).
     """
     started = time.perf_counter()
     intrinsics = CameraIntrinsics(fx=20.0, fy=20.0, cx=15.5, cy=11.5, width=32, height=24)

@@ -1,7 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""ROS-free marker specifications for a scene (a box and a label per object, lines for
-relations) and for the object memory (a box and a label per remembered object).
+"""
+ROS-free marker specifications for a scene and for the object memory.
+
+A scene has a box and a label per object and lines for relations; the object memory a box and
+a label per remembered object.
 
 The node and the replay turn a :class:`MarkerSet` into a ``visualization_msgs/MarkerArray``
 (one :class:`MarkerSpec` per ``Marker``); keeping the geometry here lets it be tested without
@@ -68,9 +71,13 @@ class Rgba:
 
 @dataclass(frozen=True)
 class MarkerSpec:
-    """One marker. ``position`` and ``orientation`` (quaternion x, y, z, w) are the pose;
-    ``scale`` follows Marker semantics: box extents along the oriented axes for CUBE, the line
-    width in ``scale[0]`` for LINE_LIST, the text height in ``scale[2]`` for TEXT."""
+    """
+    One marker.
+
+    ``position`` and ``orientation`` (quaternion x, y, z, w) are the pose; ``scale`` follows Marker
+    semantics: box extents along the oriented axes for CUBE, the line width in ``scale[0]`` for
+    LINE_LIST, the text height in ``scale[2]`` for TEXT.
+    """
 
     namespace: str
     marker_id: int
@@ -123,13 +130,21 @@ RELATION_COLOR = Rgba(0.95, 0.95, 0.95, 0.9)
 
 @functools.lru_cache(maxsize=1024)
 def label_color(label: str, alpha: float = 1.0) -> Rgba:
-    """A stable colour for ``label`` (Rgba is immutable, so one instance serves every call)."""
+    """
+    Return a stable colour for ``label``.
+
+    Rgba is immutable, so one instance serves every call.
+    """
     r, g, b = _PALETTE[zlib.crc32(label.encode('utf-8')) % len(_PALETTE)]
     return Rgba(r, g, b, alpha)
 
 
 def positions_are_optical(scene: Scene) -> bool:
-    """True when object positions are in the camera optical frame (x right, y down, z forward)."""
+    """
+    Return True when object positions are in the camera optical frame.
+
+    The optical frame: x right, y down, z forward.
+    """
     return not scene.frame_id or scene.frame_id == scene.camera_frame_id
 
 
@@ -139,8 +154,12 @@ def _up_vector(optical: bool) -> Vector3:
 
 
 def _box_extent(obj: SpatialObject, minimum: float) -> Vector3:
-    """Extents along the box axes (the camera optical axes; the marker's orientation turns them
-    into the scene frame), at least ``minimum``."""
+    """
+    Return the extents along the box axes, at least ``minimum``.
+
+    The box axes are the camera optical axes; the marker's orientation turns them into the
+    scene frame.
+    """
     size = obj.lifted.size
     if size is None:
         return (minimum, minimum, minimum)
@@ -152,8 +171,12 @@ def _box_extent(obj: SpatialObject, minimum: float) -> Vector3:
 
 
 def scene_markers(scene: Scene, style: MarkerStyle | None = None) -> MarkerSet:
-    """Markers for ``scene``: a translucent box and a text label per object with a position,
-    and one line (plus a predicate label) per related pair of objects."""
+    """
+    Return the markers for ``scene``.
+
+    A translucent box and a text label per object with a position, and one line (plus a
+    predicate label) per related pair of objects.
+    """
     style = style or MarkerStyle()
     optical = positions_are_optical(scene)
     up = _up_vector(optical)
@@ -266,11 +289,14 @@ def memory_markers(
     optical: bool = False,
     style: MarkerStyle | None = None,
 ) -> MarkerSet:
-    """Markers of the object memory in its frame: per object a box (axis-aligned in the memory
-    frame, its largest extents seen; more transparent when not seen now) and a label
-    ``<id> <state>`` (``?`` marks an unconfirmed object). ``optical``: the memory frame is a
-    camera optical frame (y down) rather than a REP 103 one (z up). Marker ids follow the id
-    order, after a DELETEALL, so forgotten objects disappear."""
+    """
+    Markers of the object memory in its frame.
+
+    Per object a box (axis-aligned in the memory frame, its largest extents seen; more transparent
+    when not seen now) and a label ``<id> <state>`` (``?`` marks an unconfirmed object).
+    ``optical``: the memory frame is a camera optical frame (y down) rather than a REP 103 one (z
+    up). Marker ids follow the id order, after a DELETEALL, so forgotten objects disappear.
+    """
     style = style or MarkerStyle()
     up = _up_vector(optical)
     markers: list[MarkerSpec] = [MarkerSpec('', 0, MarkerKind.DELETE_ALL)]

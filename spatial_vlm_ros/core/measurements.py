@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Quantities an answer relies on, measured from the scene's geometry with their uncertainty.
+"""
+Quantities an answer relies on, measured from the scene's geometry with their uncertainty.
 
 ``~/query`` never passes on a number the model stated: every distance, range, size and signed
 separation in a reply is computed here from the lifted centroids and their covariances.
@@ -123,7 +124,8 @@ def measurement_key(
 
 @dataclass(frozen=True)
 class QueryFrame:
-    """The reference frame measurements are read in, and the camera's place in it.
+    """
+    The reference frame measurements are read in, and the camera's place in it.
 
     ``T_reference_from_scene`` maps scene positions (``Scene.frame_id``) into the reference
     frame. ``left``, ``up`` and ``forward`` are unit vectors of the reference frame.
@@ -141,11 +143,11 @@ class QueryFrame:
 
     @property
     def gravity_aligned(self) -> bool:
-        """True when "above" means against gravity (REP 103 frames, z up)."""
+        """Return True when "above" means against gravity (REP 103 frames, z up)."""
         return not self.optical
 
     def axes_description(self) -> str:
-        """The axes named for a prompt, e.g. ``x right, y down, z forward``."""
+        """Return the axes named for a prompt, e.g. ``x right, y down, z forward``."""
         if self.optical:
             return 'x right, y down, z forward from the camera'
         return 'z up; x, y horizontal'
@@ -175,7 +177,8 @@ def query_frame(
     scene: Scene,
     T_relation_from_camera: npt.ArrayLike | None = None,  # noqa: N803 (transform naming)
 ) -> QueryFrame:
-    """The reference frame of ``scene``.
+    """
+    Return the reference frame of ``scene``.
 
     The scene says where its positions are (``Scene.frame_id``) and how they got there from the
     camera (``Scene.T_frame_from_camera``; None for a scene in the camera frame, or when the
@@ -455,7 +458,8 @@ def measure_ids(
 
 
 def disagrees(measured: float, sigma: float, stated: float) -> bool:
-    """Whether a stated number contradicts a measured value.
+    """
+    Whether a stated number contradicts a measured value.
 
     Allowed slack: 3 sigma (when modelled), 10 % of the value, and at least 5 cm, so rounding
     ("about half a metre" for 0.47 m) is not flagged.

@@ -1,7 +1,9 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Object memory: persistent ids and fused positions in a fixed frame, across frames and out
-of view (docs/MEMORY.md has the model, its parameters and the benchmark).
+"""
+Object memory: persistent ids and fused positions in a fixed frame.
+
+Across frames and out of view (docs/MEMORY.md has the model, its parameters and the benchmark).
 
 Per frame, :meth:`ObjectMemory.update` takes the frame's objects as lifted in the camera optical
 frame (label, RGB pixel box, position + covariance + size, or no position), the transform
@@ -60,6 +62,9 @@ import numpy as np
 import numpy.typing as npt
 
 from spatial_vlm_ros.core.assignment import optimal_assignment
+
+# One shape for a remembered object offered to ~/locate: the one the referring code reads.
+from spatial_vlm_ros.core.referring import RememberedCandidate
 from spatial_vlm_ros.core.transforms import (
     TransformError,
     invert_transform,
@@ -196,7 +201,8 @@ class Observation(Protocol):
 
 @dataclass(frozen=True)
 class CameraView:
-    """Where the camera was and what it saw, for one frame.
+    """
+    Where the camera was and what it saw, for one frame.
 
     ``T_memory_from_camera`` maps the camera optical frame (the frame of the observations'
     positions) to the memory frame at the image stamp. ``depth_m`` (metres, NaN invalid) with
@@ -208,7 +214,7 @@ class CameraView:
     for).
     """
 
-    T_memory_from_camera: FloatArray  # noqa: N815 - transform naming convention
+    T_memory_from_camera: FloatArray
     depth_intrinsics: CameraIntrinsics
     depth_m: npt.NDArray[np.floating] | None = None
     rgb_intrinsics: CameraIntrinsics | None = None
@@ -222,10 +228,14 @@ class CameraView:
         negative_evidence: bool = True,
         searched_labels: Sequence[str] | None = None,
     ) -> CameraView:
-        """The view of a decoded RGB-D frame. Pass ``negative_evidence=False`` when the
-        frame's detections say nothing about what is absent (the engine failed, or it was
-        asked for one description only), and ``searched_labels`` when it was asked for a
-        vocabulary (None or empty: every salient object)."""
+        """
+        Return the view of a decoded RGB-D frame.
+
+        Pass ``negative_evidence=False`` when the frame's detections say nothing about what is
+        absent (the engine failed, or it was asked for one description only), and
+        ``searched_labels`` when it was asked for a vocabulary (None or empty: every salient
+        object).
+        """
         labels = None
         if searched_labels:
             labels = tuple(dict.fromkeys(normalize_label(label) for label in searched_labels))
@@ -256,29 +266,16 @@ class RememberedObject:
     confirmed: bool
 
 
-@dataclass(frozen=True)
-class RememberedCandidate:
-    """A remembered object expressed in another frame (a scene's), for ``~/locate``.
-
-    The same fields as ``core.referring.RememberedCandidate`` (the query engineer's shape), so
-    either can be passed where the other is read.
-    """
-
-    id: str
-    label: str
-    position: FloatArray  # (3,) metres, in the requested frame
-    covariance: FloatArray  # (3, 3) m^2, in the requested frame
-    size: FloatArray | None  # (3,) metres: extents along the requested frame's axes
-    last_seen_ns: int
-    in_view: bool  # associated in the newest update (the newest scene has it too)
-
-
 def objects_in_frame(
     objects: Iterable[RememberedObject],
     T_frame_from_memory: npt.ArrayLike,  # noqa: N803
 ) -> list[RememberedCandidate]:
-    """Remembered objects moved into another frame: ``p' = R p + t``, ``C' = R C R^T`` and the
-    axis-aligned size as extents along the new axes (``|R| size``, as the memory does)."""
+    """
+    Remembered objects moved into another frame.
+
+    ``p' = R p + t``, ``C' = R C R^T`` and the axis-aligned size as extents along the new axes
+    (``|R| size``, as the memory does).
+    """
     try:
         transform = validate_transform(T_frame_from_memory)
     except TransformError as error:
@@ -300,7 +297,8 @@ def objects_in_frame(
 
 @dataclass(frozen=True)
 class MemoryUpdate:
-    """What one :meth:`ObjectMemory.update` did.
+    """
+    What one :meth:`ObjectMemory.update` did.
 
     ``ids`` has one id per input observation, in input order; ``objects`` are the inputs with
     those ids set (``dataclasses.replace``; positions untouched, still in the camera frame).
@@ -385,8 +383,12 @@ def normalize_label(label: str) -> str:
 
 
 def labels_compatible(first: str, second: str) -> bool:
-    """Same normalized label, or one names the other's kind with more words in front
-    (``office chair`` and ``chair``); ``chair`` and ``armchair`` are different."""
+    """
+    Tell whether two labels may name the same object.
+
+    They may with the same normalized label, or when one names the other's kind with more words
+    in front (``office chair`` and ``chair``); ``chair`` and ``armchair`` are different.
+    """
     return _normalized_compatible(normalize_label(first), normalize_label(second))
 
 
@@ -395,8 +397,11 @@ def _normalized_compatible(a: str, b: str) -> bool:
 
 
 def _compatibility(first: list[str], second: list[str]) -> npt.NDArray[np.bool_]:
-    """(len(first), len(second)) label compatibility of normalized labels, computed once per
-    distinct pair."""
+    """
+    Return the (len(first), len(second)) label compatibility of normalized labels.
+
+    Computed once per distinct pair.
+    """
     first_kinds, first_index = np.unique(np.array(first, dtype=object), return_inverse=True)
     second_kinds, second_index = np.unique(np.array(second, dtype=object), return_inverse=True)
     table = np.array(
@@ -407,8 +412,11 @@ def _compatibility(first: list[str], second: list[str]) -> npt.NDArray[np.bool_]
 
 @dataclass
 class _Gates:
-    """Pairwise association data of one frame: observations with a position (rows) against the
-    objects remembered before it (columns)."""
+    """
+    Pairwise association data of one frame.
+
+    Observations with a position (rows) against the objects remembered before it (columns).
+    """
 
     tracks: list[_Track]
     distance2: FloatArray  # (n_placed, n_tracks) Mahalanobis^2, inf where labels differ
@@ -416,7 +424,7 @@ class _Gates:
 
 
 def id_stem(label: str) -> str:
-    """The id prefix of a label: normalized, spaces as underscores (``office_chair``)."""
+    """Return the id prefix of a label: normalized, spaces as underscores (``office_chair``)."""
     return normalize_label(label).replace(' ', '_') or 'object'
 
 
@@ -486,8 +494,12 @@ class ObjectMemory:
             return None if track is None else track.snapshot(self.config.confirm_sightings)
 
     def adopt_frame(self, frame_id: str) -> str:
-        """The memory frame; a memory created without one ('') takes ``frame_id`` (the first
-        frame's camera frame: a camera that does not move)."""
+        """
+        Return the memory frame.
+
+        A memory created without one ('') takes ``frame_id`` (the first frame's camera frame: a
+        camera that does not move).
+        """
         with self._lock:
             if not self.memory_frame:
                 self.memory_frame = str(frame_id)
@@ -496,7 +508,8 @@ class ObjectMemory:
     # ------------------------------------------------------------------ forgetting
 
     def forget(self, ids: Iterable[str] = ()) -> tuple[list[str], list[str]]:
-        """Remove objects by id; no ids removes every object. Returns (forgotten, unknown).
+        """
+        Remove objects by id; no ids removes every object. Returns (forgotten, unknown).
 
         Counters are kept: a forgotten id is never given again.
         """
@@ -517,7 +530,8 @@ class ObjectMemory:
         observations: Sequence[Observation],
         view: CameraView | None,
     ) -> MemoryUpdate:
-        """Associate one frame's observations, update existence, expire; see the module doc.
+        """
+        Associate one frame's observations, update existence, expire; see the module doc.
 
         ``view`` None means no transform to the memory frame was available at this stamp: every
         observation then gets a fresh, unstored id (with a warning) and the memory is unchanged.
@@ -714,9 +728,12 @@ class ObjectMemory:
         track.miss_streak = 0
 
     def _missing_here(self, track: _Track, work: _FrameWork) -> bool:
-        """Whether negative evidence says ``track`` has left its place: missed at least
-        ``relocate_min_misses`` times since it was last seen (frames out of view or occluded in
-        between do not count either way)."""
+        """
+        Whether negative evidence says ``track`` has left its place.
+
+        Missed at least ``relocate_min_misses`` times since it was last seen (frames out of view or
+        occluded in between do not count either way).
+        """
         return (
             self.config.relocate_unseen
             and track.id not in work.matched
@@ -726,8 +743,11 @@ class ObjectMemory:
     def _nearest_moved(
         self, label: str, position: FloatArray, work: _FrameWork, seen_after_ns: int | None = None
     ) -> _Track | None:
-        """The nearest missing object of ``label`` within ``max_relocation_m`` (that went missing
-        no later than ``seen_after_ns``, when given), or None."""
+        """
+        Return the nearest missing object of ``label`` within ``max_relocation_m``, or None.
+
+        When ``seen_after_ns`` is given, only one that went missing no later than that.
+        """
         best, best_distance = None, self.config.max_relocation_m
         for track in self._tracks.values():
             if not self._missing_here(track, work) or not labels_compatible(track.label, label):
@@ -775,9 +795,13 @@ class ObjectMemory:
             work.matched.add(track.id)
 
     def _merge_moved(self, work: _FrameWork) -> None:
-        """A young object that first appeared after a remembered one went missing, seen while
-        that one keeps being missed, is that object moved: it takes the old id back (the young
-        id is dropped and never reused)."""
+        """
+        Merge young objects into the remembered ones they are, moved.
+
+        A young object that first appeared after a remembered one went missing, seen while that
+        one keeps being missed, is that object moved: it takes the old id back (the young id is
+        dropped and never reused).
+        """
         young = [
             track
             for track in self._tracks.values()
@@ -808,8 +832,12 @@ class ObjectMemory:
         stamp_ns: int,
         work: _FrameWork,
     ) -> None:
-        """Objects without a position: the remembered object of their label that projects into
-        their box, nearest its centre (one-to-one), else a fresh id that is not stored."""
+        """
+        Give the objects without a position an id.
+
+        The id of the remembered object of their label that projects into their box, nearest
+        its centre (one-to-one), else a fresh id that is not stored.
+        """
         rows = [index for index, key in enumerate(work.ids) if not key]
         if not rows:
             return
@@ -880,8 +908,11 @@ class ObjectMemory:
     def _visibility(
         self, track: _Track, camera_from_memory: FloatArray, view: CameraView
     ) -> ObjectState | None:
-        """OUT_OF_VIEW or OCCLUDED when the frame says nothing about the object; None when it
-        should have been seen."""
+        """
+        OUT_OF_VIEW or OCCLUDED when the frame says nothing about the object.
+
+        None when it should have been seen.
+        """
         config = self.config
         point = camera_from_memory[:3, :3] @ track.position + camera_from_memory[:3, 3]
         depth = float(point[2])
@@ -924,8 +955,12 @@ class ObjectMemory:
         camera_from_memory: FloatArray,
         view: CameraView,
     ) -> bool:
-        """A detection of the object's label near it (in 3D within the gate, or a box around its
-        projection) means the frame does not show it missing."""
+        """
+        Tell whether a detection of the object's label is near it.
+
+        Near: in 3D within the gate, or a box around its projection. Such a detection means the
+        frame does not show it missing.
+        """
         column = gates.columns[track.id]
         if np.any(gates.distance2[:, column] <= self.config.gate_chi2):
             return True  # (labels that differ have an infinite distance)
@@ -977,8 +1012,11 @@ class ObjectMemory:
     # ------------------------------------------------------------------ ids
 
     def _number_new(self, labels: list[str], work: _FrameWork) -> None:
-        """Give the objects created in this update (and the unstored observations) their ids,
-        numbered in observation order whatever step created them."""
+        """
+        Give the objects created in this update (and the unstored observations) their ids.
+
+        They are numbered in observation order whatever step created them.
+        """
         waiting = {key for key in (*work.ids, *work.merged) if key.startswith(_NEW_PREFIX)}
         if not waiting:
             return
@@ -1005,7 +1043,7 @@ class ObjectMemory:
     # ------------------------------------------------------------------ persistence
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready copy: frame, counters and every object."""
+        """Return a JSON-ready copy: frame, counters and every object."""
         with self._lock:
             return {
                 'format': MEMORY_FILE_FORMAT,
@@ -1055,7 +1093,8 @@ class ObjectMemory:
         config: MemoryConfig = DEFAULT_MEMORY_CONFIG,
         memory_frame: str | None = None,
     ) -> ObjectMemory:
-        """Rebuild a memory from :meth:`to_dict`'s output; raises :class:`ObjectMemoryError`.
+        """
+        Rebuild a memory from :meth:`to_dict`'s output; raises :class:`ObjectMemoryError`.
 
         ``memory_frame``, when given, must equal the saved frame (positions in another frame
         would be wrong everywhere).

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Which scene objects a piece of text names: ids, labels, head nouns, plurals, synonyms.
+"""
+Which scene objects a piece of text names: ids, labels, head nouns, plurals, synonyms.
 
 Matching is on whole words only, so "cup" never matches "cupboard" and "can" never matches
 "cannot". An object is named
@@ -76,7 +77,7 @@ def normalize_text(text: str) -> str:
 
 
 def normalize_label(label: str) -> str:
-    """A label as it is matched: lower case, underscores as spaces, single spaces."""
+    """Return a label as it is matched: lower case, underscores as spaces, single spaces."""
     return ' '.join(normalize_text(label).replace('_', ' ').split())
 
 
@@ -137,7 +138,8 @@ def _label_phrases(label: str) -> list[tuple[str, str, float]]:
 def find_mentions(
     text: str, labels: Iterable[str], object_ids: Iterable[str] = ()
 ) -> list[Mention]:
-    """Every id and label mention in ``text``, in reading order, longest match first.
+    """
+    Every id and label mention in ``text``, in reading order, longest match first.
 
     A span of text that names several labels (``can`` for ``coke can`` and ``trash can``) gives
     one mention per label; overlapping mentions of *different* spans keep the longest span (so
@@ -196,7 +198,8 @@ def label_score(text: str, label: str) -> float:
 def referenced_ids(
     text: str, objects: Iterable[tuple[str, str]], *, by_label: bool = True
 ) -> tuple[str, ...]:
-    """Ids of ``(id, label)`` objects that ``text`` names, on word boundaries, in scene order.
+    """
+    Ids of ``(id, label)`` objects that ``text`` names, on word boundaries, in scene order.
 
     An id mention names that object; a label mention (full label or plural, not a head noun or
     synonym, which are too loose for an answer text) names every object with that label.

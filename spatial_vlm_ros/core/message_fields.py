@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Core values to message field values: the one mapping behind every published message.
+"""
+Core values to message field values: the one mapping behind every published message.
 
 The node (rclpy classes, ``ros/conversions.py``) and the replay (rosbags classes,
 ``replay/msgs.py``) both build their messages from the plain values returned here, through a
@@ -96,8 +97,11 @@ def xyz_fields(values: Iterable[float]) -> Fields:
 
 
 def quaternion_fields(xyzw: Iterable[float]) -> Fields:
-    """geometry_msgs/Quaternion ``(x, y, z, w)``. Always written in full: the factories'
-    defaults differ for ``w`` (1 in ROS 2 messages)."""
+    """
+    geometry_msgs/Quaternion ``(x, y, z, w)``.
+
+    Always written in full: the factories' defaults differ for ``w`` (1 in ROS 2 messages).
+    """
     x, y, z, w = xyzw
     return {'x': float(x), 'y': float(y), 'z': float(z), 'w': float(w)}
 
@@ -113,7 +117,8 @@ def pose_fields(
 
 
 def box_orientation(scene: Scene) -> tuple[float, float, float, float]:
-    """Quaternion ``(x, y, z, w)`` of the object boxes' axes in ``scene.frame_id``.
+    """
+    Quaternion ``(x, y, z, w)`` of the object boxes' axes in ``scene.frame_id``.
 
     Sizes are extents along the camera optical axes, so the box axes are the camera's:
     identity in the camera frame, ``R_frame_from_camera`` in a target frame.
@@ -129,8 +134,12 @@ def camera_pose_fields(scene: Scene) -> Fields:
 def spatial_object_fields(
     obj: SpatialObject, scene: Scene, orientation: Sequence[float] | None = None
 ) -> Fields:
-    """spatial_vlm_ros/SpatialObject. An object without a position gets NaN pose, size and
-    covariance (SpatialObject.msg: never zeros)."""
+    """
+    spatial_vlm_ros/SpatialObject.
+
+    An object without a position gets NaN pose, size and covariance (SpatialObject.msg: never
+    zeros).
+    """
     ((_, position, distance),) = placed(scene, [obj])
     quaternion = box_orientation(scene) if orientation is None else orientation
     return _object_fields(obj, position, distance, quaternion)
@@ -236,8 +245,11 @@ def pose_stamped_fields(
 
 
 def remembered_object_fields(item: RememberedObject) -> Fields:
-    """spatial_vlm_ros/RememberedObject (in the memory frame; the state is the message's
-    constant: ``ObjectState`` has the same values)."""
+    """
+    Return the fields of a spatial_vlm_ros/RememberedObject, in the memory frame.
+
+    The state is the message's constant: ``ObjectState`` has the same values.
+    """
     return {
         'state': int(item.state),
         'id': item.id,
@@ -257,8 +269,12 @@ def remembered_object_fields(item: RememberedObject) -> Fields:
 def object_memory_fields(
     frame_id: str, stamp_ns: int, objects: Iterable[RememberedObject]
 ) -> Fields:
-    """spatial_vlm_ros/ObjectMemory: every remembered object (ordered by id) in ``frame_id``
-    (the memory frame), stamped with the image stamp of the memory's last update."""
+    """
+    spatial_vlm_ros/ObjectMemory.
+
+    Every remembered object (ordered by id) in ``frame_id`` (the memory frame), stamped with the
+    image stamp of the memory's last update.
+    """
     return {
         'header': header_fields(stamp_ns, frame_id),
         'objects': [
@@ -271,8 +287,11 @@ def object_memory_fields(
 
 
 def pose_covariance_6x6(covariance: npt.ArrayLike | None) -> list[float]:
-    """Row-major 6x6 (x, y, z, rot x, rot y, rot z) from a 3x3 position covariance; the
-    rotation block is :data:`UNKNOWN_ROTATION_VARIANCE` on its diagonal."""
+    """
+    Row-major 6x6 (x, y, z, rot x, rot y, rot z) from a 3x3 position covariance.
+
+    The rotation block is :data:`UNKNOWN_ROTATION_VARIANCE` on its diagonal.
+    """
     full = np.zeros((6, 6))
     full[:3, :3] = np.nan if covariance is None else np.asarray(covariance, dtype=np.float64)
     full[3:, 3:] = np.eye(3) * UNKNOWN_ROTATION_VARIANCE
@@ -280,10 +299,16 @@ def pose_covariance_6x6(covariance: npt.ArrayLike | None) -> list[float]:
 
 
 def detection3d_fields(obj: SpatialObject, scene: Scene, orientation: Sequence[float]) -> Fields:
-    """vision_msgs/Detection3D of a positioned object: one hypothesis (class_id = label,
-    score = confidence) whose pose is the centroid with its covariance; bbox is the oriented
-    box (centre = centroid, axes = the camera's, size along them); id = the object id."""
+    """
+    vision_msgs/Detection3D of a positioned object.
+
+    One hypothesis (class_id = label, score = confidence) whose pose is the centroid with its
+    covariance; bbox is the oriented box (centre = centroid, axes = the camera's, size along them);
+    id = the object id.
+    """
     lifted = obj.lifted
+    if lifted.position is None:  # vision_msgs has no detection without a pose
+        raise ValueError(f'object {obj.id!r} has no position for a Detection3D')
     pose = pose_fields(lifted.position, orientation)
     return {
         'header': header_fields(scene.stamp_ns, scene.frame_id),
@@ -302,8 +327,12 @@ def detection3d_fields(obj: SpatialObject, scene: Scene, orientation: Sequence[f
 
 
 def detection3d_array_fields(scene: Scene) -> Fields:
-    """vision_msgs/Detection3DArray of the scene's positioned objects (vision_msgs never
-    carries a detection without a pose), in ``scene.frame_id`` at the image stamp."""
+    """
+    Return the vision_msgs/Detection3DArray of the scene's positioned objects.
+
+    In ``scene.frame_id`` at the image stamp; vision_msgs never carries a detection without a
+    pose.
+    """
     orientation = box_orientation(scene)
     return {
         'header': header_fields(scene.stamp_ns, scene.frame_id),
@@ -322,8 +351,11 @@ def marker_fields(
     header: Fields | None = None,
     lifetime: Fields | None = None,
 ) -> Fields:
-    """visualization_msgs/Marker of one :class:`MarkerSpec` (``header`` and ``lifetime``: the
-    set's, when the caller built them already)."""
+    """
+    Return the visualization_msgs/Marker of one :class:`MarkerSpec`.
+
+    ``header`` and ``lifetime``: the set's, when the caller built them already.
+    """
     fields: Fields = {
         'header': header or header_fields(marker_set.stamp_ns, marker_set.frame_id),
         'ns': spec.namespace,
@@ -387,9 +419,13 @@ def camera_info_fields(
 def image_fields(
     stamp_ns: int, frame_id: str, image: npt.NDArray[Any], encoding: str | None = None
 ) -> Fields:
-    """sensor_msgs/Image of an (H, W, 3) uint8 RGB image or an (H, W) depth image (uint16:
-    16UC1, float32: 32FC1) unless ``encoding`` is given. Little-endian machines only write
-    ``is_bigendian = 0``; the data are the array's bytes, row-major."""
+    """
+    Return the sensor_msgs/Image of an (H, W, 3) uint8 RGB image or an (H, W) depth image.
+
+    The encoding is rgb8, 16UC1 (uint16) or 32FC1 (float32) unless ``encoding`` is given.
+    Little-endian machines only write ``is_bigendian = 0``; the data are the array's bytes,
+    row-major.
+    """
     array = np.ascontiguousarray(image)
     if encoding is None:
         if array.ndim == 3 and array.shape[2] == 3 and array.dtype == np.uint8:
@@ -419,7 +455,7 @@ def image_fields(
 
 
 def covariance_fields(covariance: npt.ArrayLike | None) -> list[float]:
-    """A row-major ``float64[9]`` covariance; NaN when there is none (never zeros)."""
+    """Return a row-major ``float64[9]`` covariance; NaN when there is none (never zeros)."""
     if covariance is None:
         return [math.nan] * 9
     return _floats(np.asarray(covariance, dtype=np.float64).reshape(9))
@@ -456,10 +492,14 @@ def approach_pose_fields(pose: ApproachPose, stamp_ns: int) -> Fields:
 
 
 def out_of_view_object_fields(item: RememberedCandidate, scene: Scene) -> Fields:
-    """spatial_vlm_ros/SpatialObject of a remembered object out of view, in ``scene.frame_id``
-    (``item`` is given in that frame): position and covariance as remembered; no pixel box
+    """
+    Return the spatial_vlm_ros/SpatialObject of a remembered object out of view.
+
+    In ``scene.frame_id`` (``item`` is given in that frame): position and covariance as
+    remembered; no pixel box
     (zeros), confidence 0, size and orientation NaN (its extents are along the axes of a camera
-    pose that is not this scene's), range from this scene's camera."""
+    pose that is not this scene's), range from this scene's camera.
+    """
     position = np.asarray(item.position, dtype=np.float64)
     return {
         'id': item.id,

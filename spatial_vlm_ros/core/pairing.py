@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Pair RGB, depth and CameraInfo messages by stamp, like message_filters' approximate sync.
+"""
+Pair RGB, depth and CameraInfo messages by stamp, like message_filters' approximate sync.
 
 The pairer only stores ``(stamp_ns, payload)`` tuples and hands back matched sets; it never
 decodes anything, so ROS callbacks stay cheap. It is thread-safe (one lock), since callbacks
@@ -108,8 +109,11 @@ class PairingConfig:
         max_wait_s: float = 0.5,
         min_interval_s: float | None = 0.0,
     ) -> PairingConfig:
-        """The same settings in seconds, as ROS parameters usually give them (``min_interval_s``
-        None or negative: learn it from the stream)."""
+        """
+        Return the same settings in seconds, as ROS parameters usually give them.
+
+        ``min_interval_s`` None or negative: learn it from the stream.
+        """
 
         def to_ns(name: str, seconds: float) -> int:
             try:
@@ -152,8 +156,11 @@ class RgbdSet:
 
     @property
     def received_ns(self) -> int | None:
-        """When the later of its two images arrived (the node clock); None when not recorded.
-        CameraInfo is left out: the latest one is reused, so it may have come after them."""
+        """
+        When the later of its two images arrived (the node clock); None when not recorded.
+
+        CameraInfo is left out: the latest one is reused, so it may have come after them.
+        """
         times = [self.rgb.received_ns, self.depth.received_ns]
         return None if None in times else max(t for t in times if t is not None)
 
@@ -174,8 +181,11 @@ class PairingStats:
     pending: dict[str, int]
 
     def as_flat_dict(self) -> dict[str, int]:
-        """Flat counters for diagnostics: ``emitted``, ``rgb.received``, ``rgb.pending``,
-        ``rgb.dropped.no_depth``, ..."""
+        """
+        Flat counters for diagnostics.
+
+        ``emitted``, ``rgb.received``, ``rgb.pending``, ``rgb.dropped.no_depth``, ...
+        """
         flat = {'emitted': self.emitted}
         for stream in STREAMS:
             flat[f'{stream}.received'] = self.received.get(stream, 0)
@@ -249,7 +259,8 @@ class _SortedBuffer:
 
 
 class StampPairer:
-    """Approximate-time pairing of RGB, depth and CameraInfo (see the module docstring).
+    """
+    Approximate-time pairing of RGB, depth and CameraInfo (see the module docstring).
 
     Feed messages with :meth:`add` (it returns the sets that became complete, oldest first);
     call :meth:`flush` at the end of a bag.
@@ -286,10 +297,12 @@ class StampPairer:
     def add(
         self, stream: str, stamp_ns: int, payload: Any, received_ns: int | None = None
     ) -> list[RgbdSet]:
-        """Store one message; returns the sets it completed, in stamp order.
+        """
+        Store one message; returns the sets it completed, in stamp order.
 
         ``received_ns`` (the arrival time) is kept with the message, and the sets it completes
-        are marked paired at that time, so that a scene's latency can be broken down."""
+        are marked paired at that time, so that a scene's latency can be broken down.
+        """
         if stream not in STREAMS:
             raise PairingError(f'unknown stream {stream!r}; expected one of {STREAMS}')
         if isinstance(stamp_ns, bool):
@@ -361,7 +374,8 @@ class StampPairer:
         return last_rgb is not None and stamp_ns < last_rgb - self._config.slop_ns
 
     def max_wait_ns(self) -> int:
-        """How long (RGB stamp time) a set waits for a stalled stream.
+        """
+        How long (RGB stamp time) a set waits for a stalled stream.
 
         When the stream's interval is learned (``min_interval_ns`` None), at least
         MAX_WAIT_PERIODS RGB periods: a 2 Hz camera whose depth image comes one period late (a
@@ -376,7 +390,7 @@ class StampPairer:
         return max(configured, int(MAX_WAIT_PERIODS * typical))
 
     def min_interval_ns(self, stream: str) -> int:
-        """The lower bound on ``stream``'s next stamp interval that decisions rely on."""
+        """Return the lower bound on ``stream``'s next stamp interval that decisions rely on."""
         configured = self._config.min_interval_ns
         if configured is not None:
             return configured
@@ -387,10 +401,12 @@ class StampPairer:
         return min(intervals) // 2
 
     def _decide(self, stream: str, rgb_stamp: int, timed_out: bool) -> tuple[bool, Stamped | None]:
-        """(whether the match for ``rgb_stamp`` on ``stream`` is final, the match or None).
+        """
+        (whether the match for ``rgb_stamp`` on ``stream`` is final, the match or None).
 
         Final once no message still to come can be closer: the next one is stamped at least
-        ``min_interval_ns`` after the newest seen (0: once it has been seen)."""
+        ``min_interval_ns`` after the newest seen (0: once it has been seen).
+        """
         config = self._config
         if not self._matched_by_stamp(stream):
             return self._latest_info is not None or timed_out, self._latest_info

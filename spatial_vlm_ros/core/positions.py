@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""An object's position as plain floats and its range, once per object and output.
+"""
+An object's position as plain floats and its range, once per object and output.
 
 Every published form of a scene (SpatialScene, scenes JSON, markers, Detection3DArray) needs
 each object's position as Python floats, whether it has one (``types.has_position``) and its
@@ -22,8 +23,7 @@ Position = tuple[float, float, float]
 
 
 def finite_position(obj: SpatialObject) -> Position | None:
-    """``obj``'s position as three floats when it has a finite one (``has_position``), else
-    None."""
+    """Return ``obj``'s position as three floats when it is finite (``has_position``), or None."""
     position = obj.lifted.position
     if position is None:
         return None
@@ -44,8 +44,11 @@ def camera_origin(scene: Scene) -> FloatArray | None:
 
 
 def range_from(obj: SpatialObject, origin: FloatArray | None) -> float:
-    """``Scene.range_m`` of a positioned object, given the scene's :func:`camera_origin`: the
-    same arithmetic (``np.linalg.norm`` is the square root of the offset's dot product)."""
+    """
+    ``Scene.range_m`` of a positioned object, given the scene's :func:`camera_origin`.
+
+    The same arithmetic (``np.linalg.norm`` is the square root of the offset's dot product).
+    """
     offset = np.asarray(obj.lifted.position, dtype=np.float64)
     if origin is not None:
         offset = offset - origin
@@ -56,8 +59,11 @@ def range_from(obj: SpatialObject, origin: FloatArray | None) -> float:
 def placed(
     scene: Scene, objects: Sequence[SpatialObject] | None = None
 ) -> list[tuple[SpatialObject, Position | None, float]]:
-    """Each object of ``scene`` (or ``objects``) with its finite position (None without one)
-    and its range (NaN without a position), in order."""
+    """
+    Return each object of ``scene`` (or ``objects``) with its finite position and its range.
+
+    In order; the position is None and the range NaN without a position.
+    """
     origin = camera_origin(scene)
     result = []
     for obj in scene.objects if objects is None else objects:

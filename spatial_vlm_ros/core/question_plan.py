@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""What a spatial question asks for, read from its words, and the answer geometry alone gives.
+"""
+What a spatial question asks for, read from its words, and the answer geometry alone gives.
 
 The node measures what a question needs even when the model names no measurement, and answers
 on its own when the model gives no usable answer. Only plain, unambiguous question shapes are
@@ -111,7 +112,7 @@ def _named_objects(
 
 
 def plan_question(question: str, placed: Sequence[PlacedObject]) -> QuestionPlan:
-    """The measurements ``question`` needs on ``placed`` objects (see the module table)."""
+    """Return the measurements ``question`` needs on ``placed`` objects (see the module table)."""
     text = normalize_text(question)
     named_positions, ambiguous = _named_objects(question, placed)
     named = [object_id for _, object_id in named_positions]
@@ -169,7 +170,7 @@ def plan_question(question: str, placed: Sequence[PlacedObject]) -> QuestionPlan
 
 
 def _reference_after(text: str, named_positions: Sequence[tuple[int, str]]) -> str:
-    """The object named right after "to"/"from" ("closer to the keyboard"), or ''."""
+    """Return the object named right after "to"/"from" ("closer to the keyboard"), or ''."""
     for match in _REFERENCE.finditer(text):
         for start, object_id in named_positions:
             if start == match.end():
@@ -193,7 +194,7 @@ def measure_plan(
 
 
 def geometry_answer(plan: QuestionPlan, measurements: Sequence[Measurement]) -> str:
-    """The answer the measurements give on their own, or '' when they do not answer it."""
+    """Return the answer the measurements give on their own, or '' when they do not answer it."""
     if not measurements:
         return ''
     if plan.intent in ('nearest', 'farthest', 'largest', 'smallest', 'nearest_to', 'farthest_to'):

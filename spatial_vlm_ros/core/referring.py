@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Referring expressions for ``~/locate``: "the coke can on the right" -> one object, or why not.
+"""
+Referring expressions for ``~/locate``: "the coke can on the right" -> one object, or why not.
 
 A description is resolved in two pure steps, with an optional model call between them:
 
@@ -75,7 +76,8 @@ class LocateOptions:
 
 @dataclass(frozen=True)
 class RememberedCandidate:
-    """A remembered object offered to ``~/locate`` (the object memory's minimal shape).
+    """
+    A remembered object offered to ``~/locate`` (the object memory's minimal shape).
 
     ``position``/``covariance`` are in the scene's frame (``Scene.frame_id``): the caller moves
     them there from the memory frame.
@@ -325,12 +327,23 @@ def _prob_extreme(values: FloatArray, variances: FloatArray, tolerance: float) -
     return scores
 
 
+def _with_depth(value: FloatArray | None) -> FloatArray:
+    """
+    Return a position or covariance of a placed object.
+
+    The geometry below only sees objects with depth support; None there is a bug.
+    """
+    if value is None:
+        raise ValueError('an object without a position reached the locate geometry')
+    return value
+
+
 def _axis_values(
     placed: Sequence[PlacedObject], direction: FloatArray
 ) -> tuple[FloatArray, FloatArray]:
-    values = np.array([float(obj.position @ direction) for obj in placed])  # type: ignore[operator]
+    values = np.array([float(_with_depth(obj.position) @ direction) for obj in placed])
     variances = np.array(
-        [float(direction @ obj.covariance @ direction) for obj in placed]  # type: ignore[operator]
+        [float(direction @ _with_depth(obj.covariance) @ direction) for obj in placed]
     )
     return values, variances
 
@@ -418,7 +431,7 @@ def _relation_scores(
 ) -> FloatArray:
     assert reference.position is not None and reference.covariance is not None
     distances = np.array(
-        [float(np.linalg.norm(obj.position - reference.position)) for obj in placed]  # type: ignore[operator]
+        [float(np.linalg.norm(_with_depth(obj.position) - reference.position)) for obj in placed]
     )
     distance_variances = np.array(
         [
@@ -443,9 +456,13 @@ def _relation_scores(
     holds = np.array(
         [
             normal_cdf(
-                float((obj.position - reference.position) @ direction)  # type: ignore[operator]
+                float((_with_depth(obj.position) - reference.position) @ direction)
                 / math.sqrt(
-                    float(direction @ (obj.covariance + reference.covariance) @ direction)  # type: ignore[operator]
+                    float(
+                        direction
+                        @ (_with_depth(obj.covariance) + _with_depth(reference.covariance))
+                        @ direction
+                    )
                     + tolerance**2
                 )
             )
@@ -726,5 +743,5 @@ def locate_without_model(
 
 
 def as_array(value: npt.ArrayLike | None) -> FloatArray | None:
-    """A float64 copy, or None."""
+    """Return a float64 copy, or None."""
     return None if value is None else np.asarray(value, dtype=np.float64).copy()

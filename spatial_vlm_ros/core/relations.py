@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Metric spatial relations between lifted objects.
+"""
+Metric spatial relations between lifted objects.
 
 Relations compare object centroids in a reference frame: the camera view (the optical frame,
 x right, y down, z forward) by default, or a gravity-aligned body or map frame (REP 103: x
@@ -130,7 +131,7 @@ _PREDICATE_ORDER = {predicate: index for index, predicate in enumerate(PREDICATE
 
 
 def normal_cdf(z: float) -> float:
-    """Standard normal CDF ``Phi(z)``."""
+    """Return the standard normal CDF ``Phi(z)``."""
     return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
@@ -192,9 +193,12 @@ def _place(objects: Sequence[SpatialObject], transform: FloatArray | None) -> _P
 def _stacked(
     located: Sequence[SpatialObject],
 ) -> tuple[FloatArray, FloatArray, FloatArray] | None:
-    """Positions (n, 3), covariances (n, 3, 3) (zeros where unknown) and absolute sizes (n, 3)
-    (zeros where unknown) of objects that have a position, stacked in one pass each; None if
-    any value is malformed or not finite."""
+    """
+    Stack the positions, covariances and sizes of the objects that have a position.
+
+    Positions (n, 3), covariances (n, 3, 3) (zeros where unknown) and absolute sizes (n, 3)
+    (zeros where unknown), in one pass each; None if any value is malformed or not finite.
+    """
     zeros3, zeros33 = np.zeros(3), np.zeros((3, 3))
     try:
         positions = np.array([item.lifted.position for item in located], dtype=np.float64)
@@ -228,8 +232,11 @@ def _stacked(
 
 
 def _check_objects(objects: Sequence[SpatialObject]) -> None:
-    """Raise :class:`RelationError` for the first malformed object, duplicate id or malformed
-    value, in input order."""
+    """
+    Raise :class:`RelationError` for the first malformed object, duplicate id or value.
+
+    The objects are checked in input order.
+    """
     seen: set[str] = set()
     for item in objects:
         if not isinstance(item, SpatialObject):
@@ -266,7 +273,8 @@ class _PairTable:
 
 
 def _pair_table(placed: _Placed, axes: tuple[_Axis, ...], config: RelationConfig) -> _PairTable:
-    """Pairwise tests on (n, n, ...) arrays.
+    """
+    Pairwise tests on (n, n, ...) arrays.
 
     Each quantity is computed so that the (j, i) entry is the exact negation or copy of the
     (i, j) entry in floating point, which makes every relation's converse come out with the
@@ -336,7 +344,8 @@ def _pair_relations(
     axis_indices: Sequence[int],
     canonical: bool = False,
 ) -> list[Relation]:
-    """What holds for subject i and object j on the given axes, and ``near``.
+    """
+    Return what holds for subject i and object j on the given axes, and ``near``.
 
     ``canonical`` states each axis with its first predicate (left_of, above, in_front_of),
     swapping subject and object where needed, so a pair is stated once per axis.
@@ -369,8 +378,11 @@ def _pair_relations(
 
 
 def neighbour_pairs(distances: FloatArray, per_object: int) -> list[tuple[int, int]]:
-    """Unordered index pairs ``(i, j)``, ``i < j``, joining each object to its ``per_object``
-    nearest others (by the given distances; ties go to the lower index); 0 means every pair."""
+    """
+    Join each object to its ``per_object`` nearest others: unordered pairs ``(i, j)``, ``i < j``.
+
+    Nearest by the given distances; ties go to the lower index; 0 means every pair.
+    """
     count = distances.shape[0]
     if per_object <= 0 or per_object >= count - 1:
         return [(i, j) for i in range(count) for j in range(i + 1, count)]
@@ -389,7 +401,8 @@ def compute_relations(
     config: RelationConfig = DEFAULT_RELATION_CONFIG,
     T_ref_from_camera: npt.ArrayLike | None = None,  # noqa: N803 (transform naming convention)
 ) -> list[Relation]:
-    """The relations between pairs of positioned objects that hold beyond their uncertainty.
+    """
+    Return the relations between pairs of positioned objects that hold beyond their uncertainty.
 
     ``objects`` hold camera optical frame positions (as :func:`~spatial_vlm_ros.core.lifting.
     lift_boxes` returns them). With ``T_ref_from_camera`` None the predicates are those of the
@@ -447,7 +460,8 @@ def transform_objects(
     objects: Sequence[SpatialObject],
     T_target_from_camera: npt.ArrayLike,  # noqa: N803 (transform naming convention)
 ) -> list[SpatialObject]:
-    """Objects with positions and covariances mapped from the camera frame to a target frame.
+    """
+    Objects with positions and covariances mapped from the camera frame to a target frame.
 
     Sizes stay extents along the box axes, which are the camera optical axes (the scene's
     ``T_frame_from_camera`` rotation orients the box in the target frame); objects without a

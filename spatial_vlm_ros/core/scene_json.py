@@ -1,7 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The scenes JSON schema: one object per scene, shared by replay's scenes.jsonl and the node's
-``~/scene_json`` topic (docs/SCENES_JSON.md). Keep it stable; change only with a version note.
+"""
+The scenes JSON schema: one object per scene.
+
+Shared by replay's scenes.jsonl and the node's ``~/scene_json`` topic (docs/SCENES_JSON.md).
+Keep it stable; change only with a version note.
 
 Schema version 2 mirrors SpatialScene.msg version 2 field for field (``null`` where the message
 has NaN); :func:`scene_from_dict` reads versions 1 and 2.
@@ -54,8 +57,11 @@ def object_to_dict(obj: SpatialObject, scene: Scene) -> dict[str, Any]:
 def _object_dict(
     obj: SpatialObject, position: Position | None, distance: float, orientation: list[float]
 ) -> dict[str, Any]:
-    """:func:`object_to_dict` of an object already placed (core/positions.py), with the box
-    orientation already rounded."""
+    """
+    Return :func:`object_to_dict` of an object already placed (core/positions.py).
+
+    The box orientation is already rounded.
+    """
     lifted = obj.lifted
     positioned = position is not None
     box = obj.box
@@ -69,7 +75,7 @@ def _object_dict(
             round(float(box.x_max), 2),
             round(float(box.y_max), 2),
         ],
-        'position': [round(value, 4) for value in position] if positioned else None,
+        'position': None if position is None else [round(value, 4) for value in position],
         'orientation': list(orientation) if positioned else None,
         'size': _rounded(lifted.size, 4) if positioned and lifted.size is not None else None,
         'covariance': (
@@ -107,7 +113,11 @@ def camera_pose_to_dict(scene: Scene) -> dict[str, list[float]]:
 
 
 def scene_to_dict(scene: Scene) -> dict[str, Any]:
-    """The documented scenes.jsonl object (extra keys beyond the documented ones are additive)."""
+    """
+    Return the documented scenes.jsonl object.
+
+    Extra keys beyond the documented ones are additive.
+    """
     orientation = _rounded(box_orientation(scene), 6)
     objects: list[dict[str, Any]] = []
     without_position: list[dict[str, Any]] = []
@@ -176,7 +186,8 @@ def _camera_transform(record: dict[str, Any]) -> np.ndarray | None:
 
 
 def scene_from_dict(record: dict[str, Any]) -> Scene:
-    """Inverse of :func:`scene_to_dict` for schema versions 1 and 2.
+    """
+    Inverse of :func:`scene_to_dict` for schema versions 1 and 2.
 
     Version 1 lines (no ``objects_without_position``, ``camera_pose`` or ``stages``; relations
     with ``source``) read as version 2 scenes: objects with a ``null`` position go to

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Latest-frame scheduling with bounded staleness and a priority lane for on-demand requests.
+"""
+Latest-frame scheduling with bounded staleness and a priority lane for on-demand requests.
 
 Why not a FIFO: a VLM call takes 50 ms to seconds while a camera delivers 30 frames/s. A queue
 would grow without bound and publish ever older scenes. Instead subscription callbacks only
@@ -86,8 +87,11 @@ class Deadline:
 
 @dataclass(frozen=True)
 class StampedFrame(Generic[FrameT]):
-    """A frame in the scheduler, with the times (in the scheduler's clock) that explain its
-    latency: submitted to the slot, taken by the worker; and its request deadline."""
+    """
+    A frame in the scheduler, with the times (in the scheduler's clock) that explain its latency.
+
+    Submitted to the slot, taken by the worker; and its request deadline.
+    """
 
     stamp_ns: int
     frame: FrameT
@@ -105,8 +109,11 @@ class StampedFrame(Generic[FrameT]):
 
     @property
     def queue_ms(self) -> float:
-        """Milliseconds between being stored and being taken (waiting for a slot or the rate);
-        NaN when not known."""
+        """
+        Milliseconds between being stored and being taken (waiting for a slot or the rate).
+
+        NaN when not known.
+        """
         if self.submitted_ns is None or self.taken_ns is None:
             return float('nan')
         return (self.taken_ns - self.submitted_ns) / 1e6
@@ -159,9 +166,13 @@ class LatestFrameSlot(Generic[FrameT]):
 
 @dataclass
 class CameraLane(Generic[FrameT]):
-    """One camera's share of the scheduler: its newest-frame slot, rate budget, publish
-    watermark and counters. Cameras never share a slot or a watermark, so one camera's stamps
-    (or clock) can neither supersede nor hold back another's frames."""
+    """
+    One camera's share of the scheduler.
+
+    Its newest-frame slot, rate budget, publish watermark and counters. Cameras never share a slot
+    or a watermark, so one camera's stamps (or clock) can neither supersede nor hold back another's
+    frames.
+    """
 
     camera: str
     slot: LatestFrameSlot[FrameT] = field(default_factory=LatestFrameSlot)
@@ -193,8 +204,10 @@ class CameraLane(Generic[FrameT]):
 
 
 class FrameScheduler(Generic[FrameT, ResultT]):
-    """Runs ``process`` on the newest frame of each camera with bounded staleness; see the
-    module docstring.
+    """
+    Runs ``process`` on the newest frame of each camera with bounded staleness.
+
+    See the module docstring.
 
     Several cameras share the in-flight slots (so the engine can batch their requests): each
     camera has its own newest-frame slot, rate budget and publish watermark, and a free slot
@@ -204,14 +217,13 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     since: no camera starves, and each camera's staleness is bounded by its own frame period
     plus about ``ceil(cameras / max_in_flight)`` engine latencies.
 
-    Args:
-        process: coroutine turning a frame into a result (decode, engine call, lifting).
-        publish: called with each result that is newer than every result published before
-            for the same camera.
-        config: rates and limits (``rate_hz`` is per camera; ``max_in_flight`` is shared).
-        clock_ns: current time in the frames' stamp clock (ROS time; sim time in replays).
-        on_error: called with a frame whose processing raised or timed out.
-        cameras: the camera keys ``submit`` accepts; the default is one unnamed camera.
+    :param process: coroutine turning a frame into a result (decode, engine call, lifting).
+    :param publish: called with each result that is newer than every result published before
+        for the same camera.
+    :param config: rates and limits (``rate_hz`` is per camera; ``max_in_flight`` is shared).
+    :param clock_ns: current time in the frames' stamp clock (ROS time; sim time in replays).
+    :param on_error: called with a frame whose processing raised or timed out.
+    :param cameras: the camera keys ``submit`` accepts; the default is one unnamed camera.
     """
 
     def __init__(
@@ -247,12 +259,12 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
     @property
     def slot(self) -> LatestFrameSlot[FrameT]:
-        """The first camera's slot (the only one with a single camera)."""
+        """Return the first camera's newest-frame slot: with a single camera, the only one."""
         return next(iter(self.lanes.values())).slot
 
     @property
     def drops(self) -> Counter[str]:
-        """The first camera's drop counter, superseded frames aside (see :meth:`drop_counts`)."""
+        """Return the first camera's drop counter, superseded frames aside (see drop_counts)."""
         return next(iter(self.lanes.values())).drops
 
     @property
@@ -277,8 +289,11 @@ class FrameScheduler(Generic[FrameT, ResultT]):
         return lane
 
     def reset_watermarks(self, camera: str | None = None) -> None:
-        """Forget the newest stamps seen (time jumped backwards: a looping bag, a sim reset),
-        of one camera or of all."""
+        """
+        Forget the newest stamps seen, of one camera or of all.
+
+        For when time jumped backwards: a looping bag, a sim reset.
+        """
         for lane in self.lanes.values() if camera is None else (self._lane(camera),):
             lane.slot.reset()
             lane.last_published_stamp_ns = -1
@@ -289,7 +304,7 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
     @property
     def last_published_stamp_ns(self) -> int:
-        """The first camera's newest published stamp (the only one with a single camera)."""
+        """Return the first camera's newest published stamp (the only one with a single camera)."""
         return next(iter(self.lanes.values())).last_published_stamp_ns
 
     def submit(
@@ -300,14 +315,17 @@ class FrameScheduler(Generic[FrameT, ResultT]):
         reference_ns: int | None = None,
         camera: str = '',
     ) -> None:
-        """Store a new frame of ``camera`` (any thread) and wake the worker on ``loop``;
-        ``reference_ns`` replaces the stamp as the origin of its age (see StampedFrame)."""
+        """
+        Store a new frame of ``camera`` (any thread) and wake the worker on ``loop``.
+
+        ``reference_ns`` replaces the stamp as the origin of its age (see StampedFrame).
+        """
         lane = self._lane(camera)
         if lane.slot.put(stamp_ns, frame, self._clock_ns(), reference_ns) and loop is not None:
             loop.call_soon_threadsafe(self._wakeup.set)
 
     def drop_counts(self, camera: str | None = None) -> dict[str, int]:
-        """Drops by reason, of one camera or summed over all."""
+        """Return the drops by reason, of one camera or summed over all."""
         if camera is not None:
             return self._lane(camera).drop_counts()
         total: Counter[str] = Counter()
@@ -352,9 +370,12 @@ class FrameScheduler(Generic[FrameT, ResultT]):
             await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def _next_lane(self, now_s: float) -> tuple[CameraLane[FrameT] | None, float | None]:
-        """The camera to serve next: of those with a frame waiting and a rate token, the one
-        served least recently (ties: the order of ``cameras``). Else (None, seconds until a
-        waiting camera gets a token), or (None, None) when no frame waits.
+        """
+        Return the camera to serve next.
+
+        Of those with a frame waiting and a rate token, the one served least recently (ties: the
+        order of ``cameras``). Else (None, seconds until a waiting camera gets a token), or (None,
+        None) when no frame waits.
 
         ``rate_hz`` is a token bucket of RATE_BURST tokens rather than a fixed gap since the
         last dispatch: a frame that arrives late (a repaired sample) right before the next one
@@ -401,7 +422,8 @@ class FrameScheduler(Generic[FrameT, ResultT]):
     async def run_priority(
         self, work: Callable[[], Awaitable[T]], deadline: Deadline | None = None
     ) -> T:
-        """Run on-demand work (a service call) in the priority lane.
+        """
+        Run on-demand work (a service call) in the priority lane.
 
         ``deadline`` (default: ``timeout_s`` from now) bounds the wait for a priority slot and
         the work together; the work should pass the same deadline to its engine calls.
@@ -422,9 +444,13 @@ class FrameScheduler(Generic[FrameT, ResultT]):
 
 
 async def _acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> bool:
-    """Acquire within ``timeout_s``; False on timeout. Not ``asyncio.wait_for``, which can lose
-    an acquisition won just as the timeout fires (before Python 3.12) and leak the slot."""
-    acquiring = asyncio.ensure_future(semaphore.acquire())
+    """
+    Acquire within ``timeout_s``; False on timeout.
+
+    Not ``asyncio.wait_for``, which can lose an acquisition won just as the timeout fires (before
+    Python 3.12) and leak the slot.
+    """
+    acquiring: asyncio.Future[bool] = asyncio.ensure_future(semaphore.acquire())
     try:
         done, _ = await asyncio.wait({acquiring}, timeout=max(timeout_s, 0.0))
     except asyncio.CancelledError:

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Message stamps as integer nanoseconds (``sec * 10**9 + nanosec``), the package's time unit.
+"""
+Message stamps as integer nanoseconds (``sec * 10**9 + nanosec``), the package's time unit.
 
 Duck-typed, so rclpy and rosbags messages both work.
 """
@@ -20,9 +21,13 @@ class StampError(SpatialVlmError):
 
 
 def header_stamp_ns(msg: Any, default: int | None = None) -> int:
-    """``header.stamp`` of a ROS 2 message as integer nanoseconds. Returns ``default`` when
-    there is no usable stamp, or raises :class:`StampError` when ``default`` is None."""
-    stamp = getattr(getattr(msg, 'header', None), 'stamp', None)
+    """
+    ``header.stamp`` of a ROS 2 message as integer nanoseconds.
+
+    Returns ``default`` when there is no usable stamp, or raises :class:`StampError` when
+    ``default`` is None.
+    """
+    stamp: Any = getattr(getattr(msg, 'header', None), 'stamp', None)
     if hasattr(stamp, 'sec') and hasattr(stamp, 'nanosec'):
         try:
             seconds = operator.index(stamp.sec)

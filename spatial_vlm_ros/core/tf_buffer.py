@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""A small, pure, time-interpolating buffer of ``/tf`` and ``/tf_static``.
+"""
+A small, pure, time-interpolating buffer of ``/tf`` and ``/tf_static``.
 
 It serves lookups where tf2_ros is not installed (the PyPI install) and in the replay (the bag's
 ``/tf``). It follows tf2's model:
@@ -49,8 +50,11 @@ _SLERP_LINEAR_THRESHOLD = 0.9995  # quaternions this close are interpolated line
 
 
 class TfLookupError(SpatialVlmError):
-    """A transform cannot be looked up: unknown or unconnected frame, or a stamp outside the
-    buffered history (extrapolation)."""
+    """
+    A transform cannot be looked up.
+
+    Unknown or unconnected frame, or a stamp outside the buffered history (extrapolation).
+    """
 
 
 @dataclass(frozen=True)
@@ -125,7 +129,8 @@ def _matrix(sample: _Sample) -> FloatArray:
 
 
 def slerp(start_xyzw: npt.ArrayLike, end_xyzw: npt.ArrayLike, fraction: float) -> FloatArray:
-    """Spherical linear interpolation of unit quaternions ``(x, y, z, w)`` along the shorter arc.
+    """
+    Spherical linear interpolation of unit quaternions ``(x, y, z, w)`` along the shorter arc.
 
     ``fraction`` 0 gives ``start``, 1 gives ``end`` (or its negation, the same rotation).
     """
@@ -147,8 +152,11 @@ def slerp(start_xyzw: npt.ArrayLike, end_xyzw: npt.ArrayLike, fraction: float) -
 
 
 class TransformBuffer:
-    """Buffered transforms of one frame tree; thread-safe (a subscription thread may insert
-    while a worker looks up)."""
+    """
+    Buffered transforms of one frame tree.
+
+    Thread-safe (a subscription thread may insert while a worker looks up).
+    """
 
     def __init__(
         self,
@@ -179,7 +187,8 @@ class TransformBuffer:
         quaternion_xyzw: npt.ArrayLike,
         static: bool = False,
     ) -> None:
-        """Add ``T_parent_from_child`` at ``stamp_ns`` (static: at every time).
+        """
+        Add ``T_parent_from_child`` at ``stamp_ns`` (static: at every time).
 
         Raises :class:`TfLookupError` for empty or equal frame names, a negative stamp, a
         sample that would close a loop, or non-finite / zero-norm values. A child that gets a
@@ -213,9 +222,12 @@ class TransformBuffer:
             edge.insert(sample, self.cache_duration_ns, self.max_samples_per_edge)
 
     def add_message(self, message: Any, static: bool = False) -> int:
-        """Add every ``geometry_msgs/TransformStamped`` of a ``tf2_msgs/TFMessage`` (rclpy or
-        rosbags, duck-typed); returns how many were added. Malformed entries raise
-        :class:`TfLookupError` after the good ones before them were added."""
+        """
+        Add every ``geometry_msgs/TransformStamped`` of a ``tf2_msgs/TFMessage``.
+
+        rclpy or rosbags messages, duck-typed; returns how many were added. Malformed entries
+        raise :class:`TfLookupError` after the good ones before them were added.
+        """
         return self.add_transforms(getattr(message, 'transforms', ()), static)
 
     def add_transforms(self, transforms: Iterable[Any], static: bool = False) -> int:

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""4x4 homogeneous rigid transforms, as plain numpy arrays.
+"""
+4x4 homogeneous rigid transforms, as plain numpy arrays.
 
 A transform named ``T_a_from_b`` maps coordinates of a point expressed in frame ``b`` to frame
 ``a``: ``p_a = T_a_from_b @ [p_b, 1]``. Composition reads right to left:
@@ -99,7 +100,7 @@ def rotation_from_quaternion(quaternion_xyzw: npt.ArrayLike) -> FloatArray:
 
 
 def quaternion_from_rotation(rotation: npt.ArrayLike) -> FloatArray:
-    """Unit quaternion ``(x, y, z, w)`` with ``w >= 0`` of a proper rotation matrix."""
+    """Return the unit quaternion ``(x, y, z, w)`` with ``w >= 0`` of a proper rotation matrix."""
     matrix = validate_rotation(rotation)
     # Shepperd's method: branch on the largest diagonal term to stay away from tiny divisors.
     trace = float(np.trace(matrix))
@@ -151,7 +152,11 @@ def transform_from_translation_quaternion(
 def translation_quaternion_from_transform(
     transform: npt.ArrayLike,
 ) -> tuple[FloatArray, FloatArray]:
-    """``(translation, quaternion (x, y, z, w))`` of a transform; inverse of the function above."""
+    """
+    Return ``(translation, quaternion (x, y, z, w))`` of a transform.
+
+    The inverse of the function above.
+    """
     matrix = validate_transform(transform)
     return matrix[:3, 3].copy(), quaternion_from_rotation(matrix[:3, :3])
 
@@ -167,7 +172,7 @@ def invert_transform(transform: npt.ArrayLike) -> FloatArray:
 
 
 def compose(*transforms: npt.ArrayLike) -> FloatArray:
-    """Product of transforms, left to right: ``compose(T_a_b, T_b_c) == T_a_c``."""
+    """Multiply transforms, left to right: ``T_a_b`` composed with ``T_b_c`` is ``T_a_c``."""
     if not transforms:
         raise TransformError('compose needs at least one transform')
     result = np.eye(4)
@@ -190,7 +195,8 @@ def apply_transform(transform: npt.ArrayLike, points: npt.ArrayLike) -> FloatArr
 def rotate_covariance(
     transform_or_rotation: npt.ArrayLike, covariance: npt.ArrayLike
 ) -> FloatArray:
-    """``R C R^T`` for a (3, 3) covariance; accepts a (4, 4) transform or a (3, 3) rotation.
+    """
+    ``R C R^T`` for a (3, 3) covariance; accepts a (4, 4) transform or a (3, 3) rotation.
 
     Translations do not change a position covariance, so only the rotation block is used.
     """

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Typed values that flow through the pipeline.
+"""
+Typed values that flow through the pipeline.
 
 Conventions used everywhere in the package:
 
@@ -75,7 +76,8 @@ class Detection:
 
 @dataclass(frozen=True)
 class Lifted3D:
-    """3D estimate of one box from the depth image, in the camera optical frame.
+    """
+    3D estimate of one box from the depth image, in the camera optical frame.
 
     ``position`` is None when too few depth pixels supported the object; ``covariance`` and
     ``size`` are then None too.
@@ -126,7 +128,8 @@ CONVERSE_PREDICATE = {
 
 @dataclass(frozen=True)
 class Relation:
-    """``subject <predicate> object`` with the centroid distance (m) and a confidence in [0, 1].
+    """
+    ``subject <predicate> object`` with the centroid distance (m) and a confidence in [0, 1].
 
     Every relation is derived from the lifted 3D geometry (the model states no relations).
     """
@@ -140,7 +143,8 @@ class Relation:
 
 @dataclass(frozen=True)
 class StageTimings:
-    """Where the time of one scene went, milliseconds (mirrors StageLatency.msg).
+    """
+    Where the time of one scene went, milliseconds (mirrors StageLatency.msg).
 
     NaN marks a stage that did not run (the object memory when it is off) or that cannot be
     measured where the scene was made (a replay has no transport, pairing delay or queue).
@@ -158,7 +162,8 @@ class StageTimings:
 
 @dataclass(frozen=True, eq=False)  # arrays inside: compare fields, not scenes
 class Scene:
-    """Everything understood about one RGB-D frame; serialized as one scenes.jsonl line.
+    """
+    Everything understood about one RGB-D frame; serialized as one scenes.jsonl line.
 
     Built once, complete (the pipeline never patches a scene after construction). ``objects``
     holds every grounded object, sorted by id, with or without a position (see
@@ -181,7 +186,7 @@ class Scene:
     error: str = ''  # non-empty when the engine result was unusable (kept for diagnostics)
     warnings: Sequence[str] = ()  # input problems that did not stop it
     timings: StageTimings = field(default_factory=StageTimings)
-    T_frame_from_camera: FloatArray | None = None  # noqa: N815 (transform naming convention)
+    T_frame_from_camera: FloatArray | None = None
 
     def __post_init__(self) -> None:
         # Stored as tuples so that a built scene cannot change under a consumer; objects are
@@ -217,8 +222,11 @@ class Scene:
 
     @property
     def camera_orientation(self) -> tuple[float, float, float, float]:
-        """Quaternion ``(x, y, z, w)`` of the camera optical axes in ``frame_id``: also the
-        orientation of every object's box, whose sizes are extents along those axes."""
+        """
+        Quaternion ``(x, y, z, w)`` of the camera optical axes in ``frame_id``.
+
+        Also the orientation of every object's box, whose sizes are extents along those axes.
+        """
         if self.T_frame_from_camera is None:
             return (0.0, 0.0, 0.0, 1.0)
         # Imported here: transforms builds on the types of this module.
@@ -228,8 +236,11 @@ class Scene:
         return (float(x), float(y), float(z), float(w))
 
     def range_m(self, obj: SpatialObject) -> float:
-        """Distance from the camera's optical centre to ``obj``'s centroid, metres; NaN when
-        the object has no position."""
+        """
+        Distance from the camera's optical centre to ``obj``'s centroid, metres.
+
+        NaN when the object has no position.
+        """
         if not has_position(obj):
             return math.nan
         offset = np.asarray(obj.lifted.position, dtype=np.float64) - self.camera_origin
@@ -237,7 +248,7 @@ class Scene:
 
 
 def has_position(obj: SpatialObject) -> bool:
-    """True when ``obj`` has a finite 3D position."""
+    """Return True when ``obj`` has a finite 3D position."""
     position = obj.lifted.position
     if position is None:
         return False
@@ -247,7 +258,8 @@ def has_position(obj: SpatialObject) -> bool:
 
 @dataclass(frozen=True)
 class RgbdFrame:
-    """One paired, decoded RGB-D frame: what the pipeline consumes.
+    """
+    One paired, decoded RGB-D frame: what the pipeline consumes.
 
     ``depth_m`` is at the depth image's own resolution, in metres, NaN where invalid;
     ``depth_intrinsics`` describe it (the RGB intrinsics scaled when the resolutions differ).

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""One async boundary between the pipeline and every VLM backend.
+"""
+One async boundary between the pipeline and every VLM backend.
 
 Backends (``sglang``, ``openai``, ``transformers``, ``recorded``) implement :class:`VlmEngine`;
 the node and the replay only ever see :class:`EngineRequest` in and :class:`EngineResponse`
@@ -49,7 +50,8 @@ class HealthLevel(enum.IntEnum):
 
 @dataclass(frozen=True)
 class EngineHealth:
-    """The backend's state as a diagnostics-ready value.
+    """
+    The backend's state as a diagnostics-ready value.
 
     ``message`` says what was found in one line, ``fix`` what to do about it ('' when nothing
     needs doing), ``values`` extra key/value pairs for a DiagnosticStatus (server kind, served
@@ -63,7 +65,7 @@ class EngineHealth:
 
     @property
     def serving(self) -> bool:
-        """True unless the level is ERROR (WARN still serves)."""
+        """Return True unless the level is ERROR (WARN still serves)."""
         return self.level != HealthLevel.ERROR
 
     def __bool__(self) -> bool:
@@ -119,12 +121,13 @@ class SamplingParams:
 
 @dataclass(frozen=True)
 class OutputConstraint:
-    """A grammar for the answer text, applied by constrained decoding where the engine has it.
+    r"""
+    A grammar for the answer text, applied by constrained decoding where the engine has it.
 
     ``json_schema`` is the answer's JSON schema as compact JSON text. ``structural_tag`` is an
     xgrammar structural tag (``{"type": "structural_tag", "format": ...}`` as JSON text) that
     wraps the schema in the profile's answer format (Spatial-SSRL: ``<think>...</think>`` then
-    ``\\boxed{<json>}``); empty means the answer is the bare JSON. Built by
+    ``\boxed{<json>}``); empty means the answer is the bare JSON. Built by
     ``engines.question``.
     """
 
@@ -190,7 +193,7 @@ class FinishReason(str, enum.Enum):
 
 
 def token_count(value: object) -> int:
-    """A token count from a backend's loosely typed metadata: an int, else 0."""
+    """Return a token count from a backend's loosely typed metadata: an int, else 0."""
     return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
 
 
@@ -229,7 +232,8 @@ ERROR_FLAGS = frozenset({FLAG_NO_RECORDING})
 
 
 class VlmEngine(abc.ABC):
-    """A backend that turns :class:`EngineRequest` into :class:`EngineResponse`.
+    """
+    A backend that turns :class:`EngineRequest` into :class:`EngineResponse`.
 
     Backends implement :meth:`complete`; wrappers (recording, fault injection) may override
     :meth:`generate` instead. A subclass must do one of the two.
@@ -252,11 +256,12 @@ class VlmEngine(abc.ABC):
         return respond(request, self.profile, completion, engine=self.name)
 
     async def complete(self, request: EngineRequest) -> Completion:
-        """The backend's raw answer to one request (text, tokens, timings, finish reason)."""
+        """Return the backend's raw answer to a request (text, tokens, timings, finish reason)."""
         raise NotImplementedError(f'{type(self).__name__} does not implement complete()')
 
     async def start(self) -> None:  # noqa: B027 - optional hook, deliberately empty
-        """Load the model or connect; called once before the first request.
+        """
+        Load the model or connect; called once before the first request.
 
         Raises :class:`EngineUnavailableError` when the backend cannot serve at all.
         """

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Offline is normal on robots: decide once whether the model hub can be asked at all.
+"""
+Offline is normal on robots: decide once whether the model hub can be asked at all.
 
 Without a network, ``from_pretrained`` of a Hugging Face id retries every file with backoff:
 measured here, ``AutoProcessor.from_pretrained('internlm/Spatial-SSRL-Qwen3VL-4B')`` with no
@@ -46,7 +47,7 @@ _probe_cache: dict[str, tuple[float, bool, str]] = {}
 
 
 def is_local_model(model_ref: str) -> bool:
-    """A checkpoint directory on this machine (no hub needed)."""
+    """Return a checkpoint directory on this machine (no hub needed)."""
     return Path(model_ref).expanduser().is_dir()
 
 
@@ -81,7 +82,7 @@ def hub_access(model_ref: str, timeout_s: float = HUB_PROBE_TIMEOUT_S) -> HubAcc
 
 
 def offline_hint(model_ref: str, access: HubAccess) -> str:
-    """What to do when ``model_ref`` is not available locally and the hub may not be asked."""
+    """Say what to do when ``model_ref`` is not local and the hub may not be asked."""
     return (
         f'{model_ref!r} is not in the local Hugging Face cache and the hub was not asked '
         f'({access.reason}): download it where there is a network '

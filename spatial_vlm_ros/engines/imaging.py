@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Client-side image preparation: resize to the profile's pixel budget, then JPEG/base64.
+"""
+Client-side image preparation: resize to the profile's pixel budget, then JPEG/base64.
 
 Why client-side: the Qwen-VL processors of SGLang and vLLM resize on the CPU, on one worker, on the
 request path; that is the engines' known throughput bottleneck. Resizing here (to dimensions that
@@ -17,6 +18,7 @@ from __future__ import annotations
 import base64
 from dataclasses import dataclass
 import math
+from typing import cast
 
 import cv2
 import numpy as np
@@ -58,7 +60,8 @@ def fit_to_budget(
     max_pixels: int,
     factor: int = IMAGE_SIZE_FACTOR,
 ) -> tuple[int, int]:
-    """``(width, height)`` rounded to multiples of ``factor`` with the area in the budget.
+    """
+    ``(width, height)`` rounded to multiples of ``factor`` with the area in the budget.
 
     Same arithmetic as Qwen's ``smart_resize``: round each side, then scale both sides down (floor)
     or up (ceil) by the same factor when the area leaves ``[min_pixels, max_pixels]``.
@@ -81,7 +84,7 @@ def fit_to_budget(
 
 
 def model_input_size(width: int, height: int, profile: ModelProfile) -> tuple[int, int]:
-    """The ``(width, height)`` the model sees for an image of this size under ``profile``."""
+    """Return the ``(width, height)`` the model sees for an image of this size (``profile``)."""
     return fit_to_budget(width, height, profile.min_pixels, profile.max_pixels)
 
 
@@ -94,7 +97,11 @@ def image_tokens_for(width: int, height: int, profile: ModelProfile) -> int:
 def resize_for_profile(
     image: npt.NDArray[np.uint8], profile: ModelProfile
 ) -> npt.NDArray[np.uint8]:
-    """The image resized to :func:`model_input_size` (returned unchanged when it already fits)."""
+    """
+    Return the image resized to :func:`model_input_size`.
+
+    It is returned unchanged when it already fits.
+    """
     rgb = validate_rgb(image)
     height, width = rgb.shape[:2]
     new_w, new_h = model_input_size(width, height, profile)
@@ -103,7 +110,10 @@ def resize_for_profile(
     # INTER_AREA avoids aliasing when shrinking; cubic matches the processor when enlarging.
     shrinking = new_w * new_h < width * height
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC
-    return cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    # cv2's stubs type every result as MatLike; resizing keeps the uint8 RGB layout.
+    return cast(
+        npt.NDArray[np.uint8], cv2.resize(rgb, (new_w, new_h), interpolation=interpolation)
+    )
 
 
 def encode_jpeg(image: npt.NDArray[np.uint8], quality: int = DEFAULT_JPEG_QUALITY) -> bytes:

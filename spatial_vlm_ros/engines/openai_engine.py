@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Any OpenAI-compatible chat-completions server: SGLang server or router, vLLM.
+"""
+Any OpenAI-compatible chat-completions server: SGLang server or router, vLLM.
 
 One ``POST {base_url}/v1/chat/completions`` per request with the image(s) as JPEG data URLs
 (resized client-side to the profile's pixel budget) and, for grounding, the grounding schema as
@@ -81,7 +82,8 @@ def build_chat_request(
     *,
     sampling_extras: bool = True,
 ) -> dict[str, Any]:
-    """The chat-completions JSON body for ``request`` (pure; the images are already prepared).
+    """
+    Return the chat-completions JSON body for ``request`` (pure; the images are already prepared).
 
     ``sampling_extras`` adds ``top_k`` / ``repetition_penalty``, which SGLang and vLLM accept
     beyond the OpenAI API; turn it off for servers that reject unknown fields.
@@ -177,8 +179,12 @@ def _abandon_acquire(acquiring: asyncio.Future[Any], semaphore: asyncio.Semaphor
 
 
 async def _acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> bool:
-    """Acquire a slot within ``timeout_s``; False on timeout. Written out instead of
-    ``asyncio.wait_for`` because that can drop a just-won acquisition before Python 3.12."""
+    """
+    Acquire a slot within ``timeout_s``; False on timeout.
+
+    Written out instead of ``asyncio.wait_for`` because that can drop a just-won acquisition before
+    Python 3.12.
+    """
     acquiring = asyncio.ensure_future(semaphore.acquire())
     try:
         done, _ = await asyncio.wait({acquiring}, timeout=max(timeout_s, 0.0))
@@ -268,12 +274,12 @@ class OpenAIEngine(VlmEngine):
 
     @property
     def model(self) -> str | None:
-        """The model name requests carry (None until resolved against the server)."""
+        """Return the model name requests carry (None until resolved against the server)."""
         return self._model
 
     @property
     def server_kind(self) -> ServerKind | None:
-        """The kind of server found (None before the first contact)."""
+        """Return the kind of server found (None before the first contact)."""
         return self._kind
 
     def _headers(self) -> dict[str, str]:
@@ -303,7 +309,7 @@ class OpenAIEngine(VlmEngine):
             await client.aclose()
 
     async def health(self) -> EngineHealth:
-        """The server's own health signal plus the model-name check; never raises."""
+        """Return the server's own health signal plus the model-name check; never raises."""
         deep = time.monotonic() - self._last_deep_check >= self.deep_health_interval_s
         return await self._check(deep=deep)
 
@@ -384,7 +390,11 @@ class OpenAIEngine(VlmEngine):
         return None
 
     async def _model_name(self, client: httpx.AsyncClient) -> str:
-        """The configured name as is (checked at start and on a 4xx), else the served one."""
+        """
+        Return the configured name as is, else the served one.
+
+        The configured name is checked at start and on a 4xx.
+        """
         if self.served_model_name:
             return self.served_model_name
         if self._model is None:
@@ -452,7 +462,11 @@ class OpenAIEngine(VlmEngine):
     async def _diagnose_client_error(
         self, client: httpx.AsyncClient, status: int, snippet: str
     ) -> EngineError:
-        """A 4xx answer: the served-model error when the name is the cause, else the HTTP one."""
+        """
+        Turn a 4xx answer into an error.
+
+        The served-model error when the name is the cause, else the HTTP one.
+        """
         if status in MODEL_NAME_SUSPECT_STATUS:
             sent = self.served_model_name or self._model
             self._model = None  # resolved again on the next request

@@ -1,9 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Turn raw model text into typed results; never raises into the caller.
+r"""
+Turn raw model text into typed results; never raises into the caller.
 
 Handles what Qwen3-VL-family models actually emit: a JSON list of ``{"bbox_2d": [...], "label":
-...}`` (bare or fenced in ```json), ``<think>...</think>`` blocks, ``\\boxed{...}`` answers
+...}`` (bare or fenced in ```json), ``<think>...</think>`` blocks, ``\boxed{...}`` answers
 (Spatial-SSRL), outputs cut off by ``max_new_tokens`` (complete items are recovered), wrappers such
 as ``{"objects": [...]}``, other box key spellings, ``point_2d`` items (skipped: a point has no
 extent to lift, and inventing one would misstate the depth support), and Qwen2.5-style absolute
@@ -26,6 +27,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 import functools
 import json
+import logging
 import math
 import re
 import string
@@ -65,6 +67,7 @@ MAX_PARSE_CHARS = 100_000  # a 2k-token answer is ~8k chars; anything far longer
 MAX_JSON_START_ATTEMPTS = 2_000  # bounds the work on pathological text
 DEFAULT_LABEL = 'object'
 INTERNAL_ERROR_PREFIX = 'internal parser error'
+LOGGER = logging.getLogger(__name__)
 
 BOX_KEYS = ('bbox_2d', 'bbox', 'box_2d', 'box', 'bbox2d', 'bounding_box', 'bndbox')
 POINT_KEYS = ('point_2d', 'point')
@@ -85,8 +88,18 @@ _DECODER = json.JSONDecoder()
 _R = TypeVar('_R')
 
 
+# (parser, exception type) pairs whose traceback was logged: a parser bug is logged once per
+# kind, with its traceback, so that it is not mistaken for bad model output.
+_LOGGED_INTERNAL_ERRORS: set[tuple[str, str]] = set()
+
+
 def _never_raises(function: Callable[..., _R]) -> Callable[..., _R | ParseFailure]:
-    """Last-resort guard: a parser bug becomes a ParseFailure, never an exception in the node."""
+    """
+    Guard a parser: a parser bug becomes a ParseFailure, never an exception in the node.
+
+    The last resort behind the parsers' own checks; the first bug of each kind (parser and
+    exception type) is logged with its traceback.
+    """
 
     @functools.wraps(function)
     def guarded(text: object, *args: Any, **kwargs: Any) -> _R | ParseFailure:
@@ -95,7 +108,13 @@ def _never_raises(function: Callable[..., _R]) -> Callable[..., _R | ParseFailur
             return ParseFailure(f'model output is not text but {type(text).__name__}', raw)
         try:
             return function(text, *args, **kwargs)
-        except Exception as error:  # the contract is "never raises"
+        except Exception as error:  # the contract is "never raises"; the traceback is logged
+            kind = (function.__name__, type(error).__name__)
+            if kind not in _LOGGED_INTERNAL_ERRORS:
+                _LOGGED_INTERNAL_ERRORS.add(kind)
+                LOGGER.error(
+                    '%s: bug in %s', INTERNAL_ERROR_PREFIX, function.__name__, exc_info=True
+                )
             return ParseFailure(f'{INTERNAL_ERROR_PREFIX}: {type(error).__name__}: {error}', raw)
 
     return guarded
@@ -105,7 +124,8 @@ def _never_raises(function: Callable[..., _R]) -> Callable[..., _R | ParseFailur
 
 
 def split_reasoning(text: str) -> tuple[str, str, bool]:
-    """``(reasoning, remainder, think_unclosed)`` from text with ``<think>...</think>`` blocks.
+    """
+    ``(reasoning, remainder, think_unclosed)`` from text with ``<think>...</think>`` blocks.
 
     A leading ``</think>`` without an opening tag (templates that put ``<think>`` in the prompt)
     makes everything before it reasoning; an unclosed ``<think>`` makes everything after it
@@ -152,7 +172,7 @@ def fenced_blocks(text: str) -> list[tuple[str, bool]]:
 
 
 def extract_boxed(text: str) -> tuple[str | None, bool]:
-    """Content of the last ``\\boxed{...}`` (braces balanced) and whether it was closed."""
+    r"""Content of the last ``\boxed{...}`` (braces balanced) and whether it was closed."""
     start = text.rfind(BOXED_OPEN)
     if start == -1:
         return None, False
@@ -204,7 +224,8 @@ def _skip_whitespace(text: str, position: int) -> int:
 
 
 def _decode_array(text: str, start: int) -> tuple[list[Any], bool, bool]:
-    """Elements of the array at ``text[start] == '['``: ``(elements, complete, broken)``.
+    """
+    Elements of the array at ``text[start] == '['``: ``(elements, complete, broken)``.
 
     Decodes element by element so that a cut-off array still yields its complete elements;
     ``broken`` is set when decoding stopped before a closing bracket.
@@ -251,7 +272,7 @@ def _leading_items(text: str) -> _Extraction | None:
 
 
 def _find_items(text: str) -> _Extraction | None:
-    """The first list of grounding items in ``text`` (or consecutive bare item objects)."""
+    """Return the first list of grounding items in ``text`` (or consecutive bare item objects)."""
     singles: list[dict[str, Any]] = []
     singles_truncated = False
     position = 0
@@ -340,7 +361,11 @@ def _clamp(value: float, upper: float) -> float:
 def relative_box_to_pixels(
     box: Sequence[float], image_width: int, image_height: int, scale: float = RELATIVE_MAX
 ) -> PixelBox:
-    """A ``[x1, y1, x2, y2]`` box on a 0..``scale`` grid to RGB pixels (``x / scale * W``)."""
+    """
+    Convert a ``[x1, y1, x2, y2]`` box on a 0..``scale`` grid to RGB pixels.
+
+    ``x / scale * W``.
+    """
     x1, y1, x2, y2 = box
     return PixelBox(
         x_min=x1 / scale * image_width,
@@ -402,6 +427,8 @@ def _to_detection(
     if numbers is None:
         tally.dropped += 1
         return None
+    grid_w: float
+    grid_h: float
     if coordinates == CoordinateSystem.ABSOLUTE_PIXELS:
         grid_w, grid_h = input_size if input_size else (image_width, image_height)
     else:
@@ -463,7 +490,8 @@ def parse_grounding(
     max_items: int = MAX_DETECTIONS,
     iou_threshold: float = DUPLICATE_IOU,
 ) -> GroundingResult | ParseFailure:
-    """Boxes from a grounding answer, in pixels of an ``image_width`` x ``image_height`` image.
+    """
+    Boxes from a grounding answer, in pixels of an ``image_width`` x ``image_height`` image.
 
     ``input_size`` is the ``(width, height)`` the model saw; only used for absolute coordinates.
     """
@@ -547,7 +575,11 @@ def parse_answer(
     known_labels: Iterable[str] = (),
     answer_format: AnswerFormat = AnswerFormat.PLAIN,
 ) -> AnswerResult | ParseFailure:
-    """The answer of a question task; ``\\boxed{}`` content wins over the surrounding text."""
+    r"""
+    Return the answer of a question task.
+
+    ``\boxed{}`` content wins over the surrounding text.
+    """
     if not text.strip():
         return ParseFailure('empty model output', text)
     body = text[:MAX_PARSE_CHARS]
@@ -590,7 +622,7 @@ def parse_for_request(
     """Parse ``text`` as the answer to ``request`` (boxes in pixels of ``request.images[0]``)."""
     if request.task == TaskKind.QUESTION:
         return parse_answer(text, request.vocabulary, profile.answer_format)
-    shape = getattr(request.images[0], 'shape', ()) if request.images else ()
+    shape: tuple[int, ...] = getattr(request.images[0], 'shape', ()) if request.images else ()
     if len(shape) < 2:
         return ParseFailure('request has no image to size the boxes', text)
     return parse_grounding(
@@ -605,7 +637,11 @@ def parse_for_request(
 def respond(
     request: EngineRequest, profile: ModelProfile, completion: Completion, *, engine: str
 ) -> EngineResponse:
-    """The one place a backend's completion becomes a typed response, parsed by the profile."""
+    """
+    Turn a backend's completion into a typed response, parsed by the profile.
+
+    The one place this happens.
+    """
     flags = completion.flags
     if completion.finish_reason == FinishReason.LENGTH and FLAG_MAX_NEW_TOKENS not in flags:
         flags = (*flags, FLAG_MAX_NEW_TOKENS)

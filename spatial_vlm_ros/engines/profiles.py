@@ -1,12 +1,14 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""What each supported model needs: checkpoint, quantization, engine flags, pixel budget, prompts,
-sampling and output quirks.
+r"""
+What each supported model needs.
+
+Checkpoint, quantization, engine flags, pixel budget, prompts, sampling and output quirks.
 
 Sources (see docs/ENGINES.md): Qwen3-VL model cards / README ("Generation Hyperparameters", VL:
 ``top_p=0.8, top_k=20, temperature=0.7, repetition_penalty=1.0, presence_penalty=1.5``), the
 Qwen3-VL 2D-grounding cookbook (relative 0..1000 ``bbox_2d``), the InternLM Spatial-SSRL README
-(``<think>`` then ``\\boxed{}`` format prompt) and the GRACE model card.
+(``<think>`` then ``\boxed{}`` format prompt) and the GRACE model card.
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ DEFAULT_MAX_PIXELS = 1280 * PIXELS_PER_VISUAL_TOKEN
 
 @dataclass(frozen=True)
 class ModelProfile:
-    """Everything model-specific; engines read it and never hard-code a model's quirks.
+    """
+    Everything model-specific; engines read it and never hard-code a model's quirks.
 
     ``sglang_args`` holds ``sglang.Engine`` / ``launch_server`` keyword arguments as sorted
     ``(name, value)`` pairs so the profile stays hashable; :meth:`sglang_kwargs` returns a dict.
@@ -115,7 +118,7 @@ class ModelProfile:
         return kwargs
 
     def with_model_path(self, path: str) -> ModelProfile:
-        """The same profile pointed at a local copy of the checkpoint."""
+        """Return the same profile pointed at a local copy of the checkpoint."""
         return replace(self, hf_id=path)
 
 
@@ -220,7 +223,11 @@ _PROFILE_FILE_KEYS = frozenset(
 
 
 def profile_for_directory(model_dir: str) -> ModelProfile:
-    """The generic profile for a local checkpoint, adjusted by its ``spatial_vlm_profile.json``."""
+    """
+    Return the generic profile for a local checkpoint.
+
+    Adjusted by its ``spatial_vlm_profile.json``.
+    """
     overrides_path = Path(model_dir) / PROFILE_FILE
     if not overrides_path.is_file():
         return GENERIC_QWEN3_VL.with_model_path(model_dir)
@@ -263,7 +270,8 @@ def is_qwen3_vl_id(model_id: str) -> bool:
 
 
 def profile_for_model_id(model_id: str) -> ModelProfile:
-    """The Qwen3-VL family profile for a Qwen3-VL id no named profile covers.
+    """
+    Return the Qwen3-VL family profile for a Qwen3-VL id no named profile covers.
 
     Qwen3-VL checkpoints share the prompts, the 0..1000 boxes and the pixel budget; what the id
     says beyond that is applied: ``-FP8`` checkpoints carry their quantization in config.json,
@@ -284,7 +292,8 @@ def profile_for_model_id(model_id: str) -> ModelProfile:
 
 
 def resolve_profile(name_or_path: str | ModelProfile | None = None) -> ModelProfile:
-    """A profile by name, by Hugging Face id, or the generic one for a local path.
+    """
+    Return a profile by name, by Hugging Face id, or the generic one for a local path.
 
     ``None`` or ``''`` gives the default profile. The id of a seed model gets its profile; any
     other Qwen3-VL id (``Qwen/Qwen3-VL-8B-Instruct``) gets the Qwen3-VL family profile

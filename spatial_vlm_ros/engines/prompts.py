@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Prompt text and chat messages for each task, from the model profile.
+"""
+Prompt text and chat messages for each task, from the model profile.
 
 Every engine builds its input here so that the same request gives the same prompt everywhere:
 OpenAI-style messages for servers and transformers processors, and a plain chat-template string
@@ -33,7 +34,11 @@ def _clean_categories(vocabulary: tuple[str, ...] | list[str]) -> list[str]:
 
 
 def grounding_prompt(profile: ModelProfile, vocabulary: tuple[str, ...] | list[str] = ()) -> str:
-    """The Qwen3-VL cookbook grounding prompt, for given classes or for every salient object."""
+    """
+    Return the Qwen3-VL cookbook grounding prompt.
+
+    For given classes or for every salient object.
+    """
     categories = _clean_categories(vocabulary)
     if not categories:
         return profile.grounding_prompt_all
@@ -47,7 +52,7 @@ def tidy_question(question: str) -> str:
 
 
 def question_prompt(profile: ModelProfile, question: str) -> str:
-    """The question plus the profile's answer-format instruction (e.g. Spatial-SSRL's)."""
+    """Return the question plus the profile's answer-format instruction (e.g. Spatial-SSRL's)."""
     text = tidy_question(question) if question else ''
     if not text:
         raise PromptError('a question task needs a non-empty question')
@@ -55,7 +60,7 @@ def question_prompt(profile: ModelProfile, question: str) -> str:
 
 
 def user_text(request: EngineRequest, profile: ModelProfile) -> str:
-    """The text part of the user turn for ``request``."""
+    """Return the text part of the user turn for ``request``."""
     if request.task == TaskKind.GROUND:
         return grounding_prompt(profile, request.vocabulary)
     if request.task == TaskKind.QUESTION:
@@ -66,7 +71,7 @@ def user_text(request: EngineRequest, profile: ModelProfile) -> str:
 def chat_messages(
     request: EngineRequest, profile: ModelProfile, image_urls: list[str] | tuple[str, ...]
 ) -> list[dict[str, Any]]:
-    """OpenAI chat-completions messages: images first, then the text (as Qwen's cookbooks do)."""
+    """Build the chat-completions messages: images first, then the text (as Qwen's cookbooks)."""
     content: list[dict[str, Any]] = [
         {'type': 'image_url', 'image_url': {'url': url}} for url in image_urls
     ]
@@ -94,7 +99,8 @@ def hf_chat_messages(
 
 
 def qwen_chat_prompt(text: str, image_count: int, system_prompt: str = '') -> str:
-    """The Qwen3-VL chat template rendered by hand, for when no processor is at hand.
+    """
+    Return the Qwen3-VL chat template rendered by hand, for when no processor is at hand.
 
     Matches what ``apply_chat_template(..., add_generation_prompt=True)`` renders for one user turn
     with ``image_count`` images before the text (Qwen3-VL Instruct has no default system turn).
@@ -110,7 +116,11 @@ def qwen_chat_prompt(text: str, image_count: int, system_prompt: str = '') -> st
 
 
 def sampling_for(request: EngineRequest, profile: ModelProfile) -> SamplingParams:
-    """The request's sampling, or the profile's default for the task (greedy for grounding)."""
+    """
+    Return the request's sampling, or the profile's default for the task.
+
+    The default is greedy for grounding.
+    """
     if request.sampling is not None:
         return request.sampling
     if request.task == TaskKind.GROUND:

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""What the model is given for a grounded question or a locate choice, and how its answer reads.
+r"""
+What the model is given for a grounded question or a locate choice, and how its answer reads.
 
 Grounded question (``~/query``): beside the set-of-marks image (``core.annotate.draw_marks``)
 the model gets a compact **facts block**: per object its id, label, position in metres
@@ -14,9 +15,9 @@ Locate choice (``~/locate``, when appearance decides): the image marks only the 
 the model picks one id, or ``none`` (:func:`choice_schema`).
 
 Each profile keeps its answer format: plain profiles answer with the bare JSON; Spatial-SSRL
-thinks in ``<think>...</think>`` and puts the JSON inside ``\\boxed{}``. :func:`constraint_for`
+thinks in ``<think>...</think>`` and puts the JSON inside ``\boxed{}``. :func:`constraint_for`
 builds the matching grammar (a JSON schema, or an xgrammar structural tag: think block, then
-``\\boxed{``, the schema, ``}``) that engines apply with constrained decoding.
+``\boxed{``, the schema, ``}``) that engines apply with constrained decoding.
 """
 
 from __future__ import annotations
@@ -125,7 +126,11 @@ def _distance(a: PlacedObject, b: PlacedObject) -> float:
 def facts_pairs(
     listed: Sequence[PlacedObject], named_ids: Sequence[str], options: FactsOptions
 ) -> list[tuple[str, str, float]]:
-    """The distances worth listing: each object's nearest few, and the named objects' pairs."""
+    """
+    Return the distances worth listing.
+
+    Each object's nearest few, and the named objects' pairs.
+    """
     positioned = [obj for obj in listed if obj.position is not None]
     wanted: dict[tuple[str, str], float] = {}
 
@@ -149,7 +154,7 @@ def facts_block(
     named_ids: Sequence[str] = (),
     options: FactsOptions | None = None,
 ) -> FactsBlock:
-    """The measured scene as compact text (see the module docstring)."""
+    """Return the measured scene as compact text (see the module docstring)."""
     options = options or FactsOptions()
     listed, omitted = _listed_objects(placed, named_ids, options.max_objects)
     pairs = facts_pairs(listed, named_ids, options)
@@ -204,7 +209,11 @@ def _id_array(object_ids: Sequence[str], min_items: int, max_items: int) -> dict
 def answer_schema(
     object_ids: Sequence[str], answer_max_chars: int = ANSWER_MAX_CHARS
 ) -> dict[str, Any]:
-    """The grounded answer's JSON schema; ids are an enum of ``object_ids`` (the scene's)."""
+    """
+    Return the grounded answer's JSON schema.
+
+    Ids are an enum of ``object_ids`` (the scene's).
+    """
     ids = list(dict.fromkeys(object_ids))
     measurement_variants = []
     for size in (2, 1):
@@ -241,7 +250,7 @@ def answer_schema(
 
 
 def choice_schema(candidate_ids: Sequence[str]) -> dict[str, Any]:
-    """The locate choice: one candidate id or ``none``, and a short reason."""
+    """Return the locate choice: one candidate id or ``none``, and a short reason."""
     return {
         'type': 'object',
         'properties': {
@@ -265,10 +274,11 @@ def constraint_for(
     name: str = ANSWER_SCHEMA_NAME,
     think_max_tokens: int | None = None,
 ) -> OutputConstraint:
-    """The grammar for ``schema`` in ``profile``'s answer format.
+    r"""
+    Return the grammar for ``schema`` in ``profile``'s answer format.
 
     Plain profiles: the bare JSON. Think-boxed profiles (Spatial-SSRL): an xgrammar structural
-    tag ``<think>`` any text (at most ``think_max_tokens``) ``</think>`` then ``\\boxed{`` the
+    tag ``<think>`` any text (at most ``think_max_tokens``) ``</think>`` then ``\boxed{`` the
     JSON ``}``; SGLang and vLLM take the same object as ``response_format`` /
     ``structural_tag``.
     """
@@ -312,7 +322,11 @@ def _format_instruction(profile: ModelProfile, shape: str) -> str:
 
 
 def question_text(profile: ModelProfile, facts: FactsBlock, question: str) -> str:
-    """The user text of a grounded question (the profile's template is applied around it)."""
+    """
+    Return the user text of a grounded question.
+
+    The profile's template is applied around it.
+    """
     kinds = '|'.join(kind.value for kind in MeasurementKind)
     shape = (
         '{"answer": "<short answer>", "object_ids": ["<ids the answer is about>"], '
@@ -340,7 +354,11 @@ def choice_text(
     description: str,
     candidates: Sequence[tuple[str, str]],
 ) -> str:
-    """The user text asking the model to pick ``description`` among marked ``(id, label)``."""
+    """
+    Return the user text asking the model to pick ``description``.
+
+    Among marked ``(id, label)`` candidates.
+    """
     listed = ', '.join(f'{object_id} ({label})' for object_id, label in candidates)
     shape = '{"choice": "<one of the ids, or none>", "reason": "<a few words>"}'
     return '\n'.join(
@@ -425,7 +443,10 @@ def _clean_text(value: object, limit: int) -> str:
 def parse_structured_answer(
     raw_text: str, profile: ModelProfile, scene_ids: Iterable[str]
 ) -> StructuredAnswer | ParseFailure:
-    """The grounded answer in ``raw_text``; ids outside ``scene_ids`` are dropped with a warning.
+    """
+    Return the grounded answer in ``raw_text``.
+
+    Ids outside ``scene_ids`` are dropped with a warning.
 
     Never raises: output without a usable JSON object is a :class:`ParseFailure`.
     """
@@ -491,7 +512,7 @@ def _stated_measurement(
 def parse_choice(
     raw_text: str, profile: ModelProfile, candidate_ids: Iterable[str]
 ) -> ChoiceAnswer | ParseFailure:
-    """The locate choice in ``raw_text``: a candidate id, or '' for ``none``."""
+    """Return the locate choice in ``raw_text``: a candidate id, or '' for ``none``."""
     known = set(candidate_ids)
     try:
         value, reasoning, _ = _json_object(str(raw_text), profile)

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Replay and record raw model outputs as JSONL, one line per frame and task.
+"""
+Replay and record raw model outputs as JSONL, one line per frame and task.
 
 Line format (UTF-8, one JSON object per line)::
 
@@ -109,7 +110,8 @@ def _question_key(question: str) -> str:
 
 
 class RecordedEngine(VlmEngine):
-    """Answers from a recording instead of a model.
+    """
+    Answers from a recording instead of a model.
 
     Stamps match exactly, or to the nearest recorded stamp within ``tolerance_ns``. A frame without
     a line gets an empty result flagged ``no_recording_for_stamp`` (grounding) or a ParseFailure
@@ -155,7 +157,11 @@ class RecordedEngine(VlmEngine):
         return best if abs(best - stamp_ns) <= self.tolerance_ns else None
 
     def lookup(self, request: EngineRequest) -> tuple[RecordedOutput | None, bool]:
-        """The recorded output for ``request`` and whether it matched only within tolerance."""
+        """
+        Return the recorded output for ``request``.
+
+        And whether it matched only within tolerance.
+        """
         stamp = self._nearest_stamp(request.task, request.stamp_ns)
         if stamp is None:
             return None, False
@@ -170,7 +176,7 @@ class RecordedEngine(VlmEngine):
         return outputs[0], stamp != request.stamp_ns
 
     async def generate(self, request: EngineRequest) -> EngineResponse:
-        """The recorded answer, parsed like a live one; a gap is flagged, never made up."""
+        """Return the recorded answer, parsed like a live one; a gap is flagged, never made up."""
         started = time.perf_counter()
         output, approximate = self.lookup(request)
         if output is None:

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Build an engine by kind name: ``sglang`` | ``openai`` | ``transformers`` | ``recorded``.
+"""
+Build an engine by kind name: ``sglang`` | ``openai`` | ``transformers`` | ``recorded``.
 
 Backends are imported only when asked for, so a machine without sglang or torch can still build
 the others (the node, the replay and the tests need only what they use).
@@ -70,7 +71,8 @@ def create_engine(
     record_to: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> VlmEngine:
-    """A new engine of ``kind`` for ``profile`` (name, HF id, local path or ModelProfile).
+    """
+    Return a new engine of ``kind`` for ``profile`` (name, HF id, local path or ModelProfile).
 
     ``options`` go to the backend's constructor (e.g. ``base_url=`` for openai, ``path=`` for
     recorded, ``model_path=``/``device=`` for transformers). ``record_to`` wraps the engine in a

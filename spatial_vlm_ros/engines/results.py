@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""What parsing makes of one model answer: the typed ``EngineResponse.parsed`` values.
+"""
+What parsing makes of one model answer: the typed ``EngineResponse.parsed`` values.
 
 Kept apart from ``parsing`` so that ``base`` can type ``EngineResponse.parsed`` without importing
 the parser (which itself needs ``base``'s request types).

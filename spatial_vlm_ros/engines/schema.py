@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The grounding JSON schema used for constrained decoding.
+"""
+The grounding JSON schema used for constrained decoding.
 
 Shape: the form Qwen3-VL emits natively for 2D grounding, a bare JSON list of
 ``{"bbox_2d": [x1, y1, x2, y2], "label": "..."}`` objects with coordinates relative to the image on
@@ -30,7 +31,8 @@ REGEX_MAX_REPETITION = 128
 
 
 def bounded_string_pattern(char_class: str, max_length: int) -> str:
-    """Return ``^C{1,max_length}$`` for one character class ``C``, with no bound over 128.
+    """
+    Return ``^C{1,max_length}$`` for one character class ``C``, with no bound over 128.
 
     Longer bounds are split into consecutive pieces (``C{1,128}C{0,112}`` for 240): the same
     language, compiled by every xgrammar this package meets (see :data:`REGEX_MAX_REPETITION`).
@@ -88,7 +90,11 @@ def grounding_schema_json(
     max_items: int = GROUNDING_MAX_ITEMS,
     label_max_length: int = GROUNDING_LABEL_MAX_LENGTH,
 ) -> str:
-    """The schema as a compact JSON string (SGLang's ``sampling_params['json_schema']`` form)."""
+    """
+    Return the schema as a compact JSON string.
+
+    SGLang's ``sampling_params['json_schema']`` form.
+    """
     return json.dumps(grounding_schema(max_items, label_max_length), separators=(',', ':'))
 
 
@@ -96,7 +102,8 @@ def openai_response_format(
     max_items: int = GROUNDING_MAX_ITEMS,
     label_max_length: int = GROUNDING_LABEL_MAX_LENGTH,
 ) -> dict[str, Any]:
-    """OpenAI ``response_format`` carrying the schema (SGLang and vLLM servers accept it).
+    """
+    Return the OpenAI ``response_format`` carrying the schema (SGLang and vLLM accept it).
 
     ``strict: true``: the schema already meets strict mode's rules (every property required,
     no additional properties), and SGLang skips the grammar for ``strict: false`` whenever its

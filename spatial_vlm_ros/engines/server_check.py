@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Is an OpenAI-compatible server up, and does it serve the model we ask for?
+"""
+Check that an OpenAI-compatible server is up and serves the model we ask for.
 
 Each server kind has its own honest health signal (checked against their code, docs/ENGINES.md):
 
@@ -68,7 +69,11 @@ async def probe(client: httpx.AsyncClient, url: str, timeout_s: float) -> Probe:
 async def detect_kind(
     client: httpx.AsyncClient, base_url: str, timeout_s: float
 ) -> tuple[ServerKind | None, Probe]:
-    """The kind of server at ``base_url``, or None (with the failed probe) when none answers."""
+    """
+    Return the kind of server at ``base_url``.
+
+    None (with the failed probe) when none answers.
+    """
     readiness = await probe(client, f'{base_url}/readiness', timeout_s)
     if readiness.status is None:
         return None, readiness
@@ -100,7 +105,7 @@ async def liveness(
     deep: bool,
     deep_timeout_s: float,
 ) -> EngineHealth:
-    """The kind's own health signal (not yet the model name)."""
+    """Return the kind's own health signal (not yet the model name)."""
     values = {'server_url': base_url, 'server_kind': kind.value}
     if kind == ServerKind.ROUTER:
         ready = await probe(client, f'{base_url}/readiness', timeout_s)
@@ -167,7 +172,11 @@ ROUTER_PLACEHOLDER_MODEL = 'unknown'
 
 
 def router_hides_models(kind: ServerKind | None, served: list[str] | None) -> bool:
-    """True when a router lists only its placeholder: its workers' names are unknown to it."""
+    """
+    Return True when a router lists only its placeholder.
+
+    Then its workers' names are unknown to it.
+    """
     return (
         kind == ServerKind.ROUTER
         and bool(served)
@@ -178,7 +187,7 @@ def router_hides_models(kind: ServerKind | None, served: list[str] | None) -> bo
 async def served_models(
     client: httpx.AsyncClient, base_url: str, timeout_s: float
 ) -> tuple[list[str] | None, Probe]:
-    """The model ids ``/v1/models`` lists, or None with the probe when it lists none."""
+    """Return the model ids ``/v1/models`` lists, or None with the probe when it lists none."""
     models = await probe(client, f'{base_url}/v1/models', timeout_s)
     data = models.body.get('data') if isinstance(models.body, dict) else None
     if models.status != 200 or not isinstance(data, list):
@@ -190,7 +199,8 @@ async def served_models(
 def choose_model(
     base_url: str, configured: str, served: list[str], profile_model: str
 ) -> tuple[str | None, EngineHealth | None]:
-    """The model name to send, or None and an ERROR saying which name to configure.
+    """
+    Return the model name to send, or None and an ERROR saying which name to configure.
 
     ``configured`` must be served; '' picks the only served model, or ``profile_model`` among
     several.

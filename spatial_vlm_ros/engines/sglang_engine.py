@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""In-process SGLang (``sglang.Engine``) on its own event-loop thread.
+"""
+In-process SGLang (``sglang.Engine``) on its own event-loop thread.
 
 Why a dedicated thread: ``sglang.Engine`` is not thread-safe and keeps the event loop it was built
 with (``engine.loop``); its synchronous ``generate`` calls ``loop.run_until_complete`` and hangs
@@ -115,7 +116,8 @@ def _import_sglang_engine() -> EngineFactory:
 
 
 def prepare_model_source(model: str) -> None:
-    """Keep SGLang off an unreachable model hub; fail at once when the model is nowhere local.
+    """
+    Keep SGLang off an unreachable model hub; fail at once when the model is nowhere local.
 
     Without a network, SGLang's own download path would retry the hub for minutes before it
     falls back to the cache. With the hub unreachable, ``HF_HUB_OFFLINE=1`` is set for SGLang's
@@ -160,7 +162,8 @@ def build_sglang_request(
     image_transport: str = DEFAULT_IMAGE_TRANSPORT,
     jpeg_quality: int = DEFAULT_JPEG_QUALITY,
 ) -> dict[str, Any]:
-    """``{'prompt', 'image_data', 'sampling_params'}`` for ``Engine.async_generate`` (pure).
+    """
+    ``{'prompt', 'image_data', 'sampling_params'}`` for ``Engine.async_generate`` (pure).
 
     The prompt comes from ``chat_template`` (the processor's ``apply_chat_template``) when given,
     else from the hand-rendered Qwen3-VL template; either way it contains one
@@ -213,7 +216,8 @@ def build_sglang_request(
 
 
 def _processor_chat_template(model_path: str) -> ChatTemplate | None:
-    """The checkpoint's own chat template via transformers, or None when unavailable.
+    """
+    Return the checkpoint's own chat template via transformers, or None when unavailable.
 
     Local files only: it runs after SGLang loaded the checkpoint, which put it in the Hugging
     Face cache, and a hub lookup without a network retries for minutes.
@@ -222,7 +226,10 @@ def _processor_chat_template(model_path: str) -> ChatTemplate | None:
         from transformers import AutoProcessor  # optional dependency
 
         processor = AutoProcessor.from_pretrained(model_path, local_files_only=True)
-    except Exception as error:  # any failure falls back to the built-in template
+    except (ImportError, OSError, ValueError, KeyError) as error:
+        # What transformers raises for a checkpoint it cannot read or a model type it does not
+        # know (OSError: files missing; ValueError/KeyError: unrecognised configuration). Any
+        # other exception is a bug and propagates.
         LOGGER.warning(
             'no local processor chat template for %s (%s: %s); using the built-in Qwen3-VL one',
             model_path,
@@ -239,7 +246,8 @@ def _processor_chat_template(model_path: str) -> ChatTemplate | None:
 
 @contextlib.contextmanager
 def host_logging_kept() -> Iterator[None]:
-    """Put the root logger's handlers and level back after the block.
+    """
+    Put the root logger's handlers and level back after the block.
 
     ``sglang.Engine`` runs ``logging.basicConfig(level=<log_level>, force=True)`` in the host
     process: it removes the host's root handlers and sets the root level for every logger.
@@ -323,7 +331,7 @@ class SGLangEngine(VlmEngine):
         try:
             with host_logging_kept():
                 engine = self._factory(**self.engine_kwargs)
-        except BaseException as error:  # reported to start() in the caller
+        except BaseException as error:  # noqa: BLE001 - start() re-raises it in the caller
             self._startup_error = error
             own_loop.close()
             self._ready.set()
@@ -343,8 +351,8 @@ class SGLangEngine(VlmEngine):
         finally:
             try:
                 engine.shutdown()
-            except Exception as error:  # shutting down; log and go on
-                LOGGER.warning('sglang Engine.shutdown() failed: %s', error)
+            except Exception as error:  # shutting down: log it and go on
+                LOGGER.warning('sglang Engine.shutdown() failed: %s', error, exc_info=True)
             loop.close()
 
     def _start_blocking(self) -> None:

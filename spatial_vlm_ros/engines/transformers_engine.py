@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""In-process Qwen3-VL on Hugging Face transformers, with request batching and xgrammar.
+"""
+In-process Qwen3-VL on Hugging Face transformers, with request batching and xgrammar.
 
 The seed models' own loading path (``AutoModelForImageTextToText`` + ``AutoProcessor``) on CUDA
 when there is one, else the CPU. Concurrent :meth:`TransformersEngine.generate` calls are queued;
@@ -149,7 +150,8 @@ def _resolve_dtype(dtype: str) -> Any:
 
 
 class TransformersEngine(VlmEngine):
-    """Qwen3-VL through transformers ``generate``, batched across concurrent callers.
+    """
+    Qwen3-VL through transformers ``generate``, batched across concurrent callers.
 
     ``profile`` (a :class:`ModelProfile`, a profile name or a checkpoint path) gives the prompts,
     sampling and pixel budget; ``model_path`` overrides its checkpoint. ``device``: ``'auto'``
@@ -176,11 +178,11 @@ class TransformersEngine(VlmEngine):
             raise EngineError(f'max_batch_size must be >= 1, got {max_batch_size}')
         if batch_window_s < 0:
             raise EngineError(f'batch_window_s must be >= 0, got {batch_window_s}')
-        self._profile = resolve_profile(profile)
-        path = str(model_path) if model_path is not None else self._profile.hf_id
+        self.profile = resolve_profile(profile)
+        path = str(model_path) if model_path is not None else self.profile.hf_id
         if not path:
             raise EngineError(
-                f'profile {self._profile.name!r} names no checkpoint; pass model_path'
+                f'profile {self.profile.name!r} names no checkpoint; pass model_path'
             )
         self._model_path = path
         self._device_request = device
@@ -208,17 +210,13 @@ class TransformersEngine(VlmEngine):
     # ------------------------------------------------------------------------------ lifecycle
 
     @property
-    def profile(self) -> ModelProfile:
-        return self._profile
-
-    @property
     def grounding_schema(self) -> dict[str, Any]:
-        """The JSON schema grounding output is constrained to (a copy)."""
+        """Return the JSON schema grounding output is constrained to (a copy)."""
         return json.loads(json.dumps(self._schema))
 
     @property
     def device(self) -> str:
-        """The device the model runs on ('' before :meth:`start`)."""
+        """Return the device the model runs on ('' before :meth:`start`)."""
         return self._device
 
     @property
@@ -274,7 +272,7 @@ class TransformersEngine(VlmEngine):
 
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001 - freeing cache is best effort
+        except Exception:
             LOG.debug('torch.cuda.empty_cache failed', exc_info=True)
 
     def _load(self) -> None:
@@ -294,7 +292,8 @@ class TransformersEngine(VlmEngine):
             processor = AutoProcessor.from_pretrained(
                 self._model_path, **access.pretrained_kwargs()
             )
-            model = AutoModelForImageTextToText.from_pretrained(self._model_path, **kwargs)
+            # Any: transformers' decorated ``to`` confuses type checkers.
+            model: Any = AutoModelForImageTextToText.from_pretrained(self._model_path, **kwargs)
             if device == 'cpu':
                 model = model.to(device)
             if kwargs['dtype'] != 'auto' and not getattr(model, 'is_quantized', False):
@@ -397,9 +396,9 @@ class TransformersEngine(VlmEngine):
             )
         try:
             images = [
-                resize_for_profile(validate_rgb(image), self._profile) for image in request.images
+                resize_for_profile(validate_rgb(image), self.profile) for image in request.images
             ]
-            messages = hf_chat_messages(request, self._profile, images)
+            messages = hf_chat_messages(request, self.profile, images)
         except InvalidImageError:
             raise
         except PromptError as error:
@@ -411,9 +410,9 @@ class TransformersEngine(VlmEngine):
         except Exception as error:
             raise EngineError(f'chat template failed: {type(error).__name__}: {error}') from error
         key = _BatchKey(
-            constrained=uses_grounding_schema(request, self._profile),
-            sampling=sampling_for(request, self._profile),
-            presence_penalty=float(presence_penalty_for(request, self._profile)),
+            constrained=uses_grounding_schema(request, self.profile),
+            sampling=sampling_for(request, self.profile),
+            presence_penalty=float(presence_penalty_for(request, self.profile)),
             output_constraint=request.output_constraint,
         )
         height, width = images[0].shape[:2]
@@ -435,7 +434,7 @@ class TransformersEngine(VlmEngine):
                     self._counters.cancelled += len(batch) - len(live)
                 if live:
                     self._run_batch(live)
-            except Exception as error:  # noqa: BLE001 - the worker must outlive any one batch
+            except Exception as error:
                 LOG.exception('transformers engine worker error')
                 failure = EngineError(
                     f'transformers engine worker: {type(error).__name__}: {error}'
@@ -479,7 +478,7 @@ class TransformersEngine(VlmEngine):
         started = time.monotonic()
         try:
             outcomes = self._generate_batch(batch, started)
-        except Exception as error:  # noqa: BLE001 - every failure goes back to the callers
+        except Exception as error:
             LOG.exception('transformers batch of %d failed', len(batch))
             with self._counters.lock:
                 self._counters.failed_batches += 1
@@ -561,7 +560,11 @@ class TransformersEngine(VlmEngine):
         return outcomes
 
     def _compiled_constraint(self, constraint: OutputConstraint) -> Any:
-        """The request's grammar, compiled once per distinct constraint (worker thread only)."""
+        """
+        Return the request's grammar, compiled once per distinct constraint.
+
+        Worker thread only.
+        """
         compiled = self._constraint_grammars.get(constraint)
         if compiled is None:
             if constraint.structural_tag:
@@ -650,7 +653,8 @@ def _resolve(
 
 
 class _PresencePenalty:
-    """Subtract ``penalty`` from every token already generated (OpenAI ``presence_penalty``).
+    """
+    Subtract ``penalty`` from every token already generated (OpenAI ``presence_penalty``).
 
     transformers has repetition_penalty (multiplicative, prompt included) but no presence penalty;
     Qwen3-VL's card recommends 1.5 for VL questions.

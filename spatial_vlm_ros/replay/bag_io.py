@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Read rosbag2 recordings (sqlite3 or MCAP storage) without ROS, and find the camera topics.
+"""
+Read rosbag2 recordings (sqlite3 or MCAP storage) without ROS, and find the camera topics.
 
 Topic detection, when a topic is not named explicitly:
 
@@ -74,8 +75,12 @@ class CameraTopics:
 
 @dataclass(frozen=True)
 class BagMessage:
-    """One message: ``log_time_ns`` is the recording time, ``message`` the deserialized rosbags
-    object, ``raw`` its CDR bytes (copied unchanged into output bags)."""
+    """
+    One message of a bag.
+
+    ``log_time_ns`` is the recording time, ``message`` the deserialized rosbags object, ``raw``
+    its CDR bytes (copied unchanged into output bags).
+    """
 
     topic: str
     msgtype: str
@@ -85,8 +90,11 @@ class BagMessage:
 
 
 def resolve_bag_path(path: str | Path) -> Path:
-    """The rosbag2 directory for ``path`` (the directory, its metadata.yaml, or one of its
-    storage files)."""
+    """
+    Return the rosbag2 directory for ``path``.
+
+    ``path`` is the directory, its metadata.yaml, or one of its storage files.
+    """
     candidate = Path(path).expanduser()
     if not candidate.exists():
         raise BagNotFoundError(f'bag not found: {candidate}')
@@ -177,13 +185,17 @@ class BagReader:
 
     @property
     def typestore(self) -> Any:
-        """The typestore with every type the bag uses (its own definitions where it has them)."""
+        """Return the typestore with every type the bag uses (its own definitions if any)."""
         return self._reader.typestore
 
     def raw_messages(
         self, topics: Sequence[str] | None = None
     ) -> Iterator[tuple[Connection, int, bytes]]:
-        """``(connection, log_time_ns, cdr_bytes)`` of ``topics`` (all when None), in order."""
+        """
+        Yield ``(connection, log_time_ns, cdr_bytes)`` of ``topics``, in order.
+
+        All topics when None.
+        """
         connections = self.connections(topics)
         if not connections:
             return
@@ -208,7 +220,11 @@ class BagReader:
     def select_camera_topics(
         self, rgb: str | None = None, depth: str | None = None, info: str | None = None
     ) -> CameraTopics:
-        """The RGB, depth and CameraInfo topics: the given names (checked) or detected ones."""
+        """
+        Return the RGB, depth and CameraInfo topics.
+
+        The given names (checked) or detected ones.
+        """
         return select_camera_topics(self.topics, rgb=rgb, depth=depth, info=info)
 
 
@@ -356,8 +372,8 @@ TF_LOOKAHEAD_NS = 2 * 10**9  # transforms are read this far (in TF stamps) past 
 
 
 class BagTransforms:
-    """The bag's ``/tf`` and ``/tf_static`` as the pipeline's ``TransformLookup``, at image
-    stamps.
+    """
+    The bag's ``/tf`` and ``/tf_static`` as the pipeline's ``TransformLookup``, at image stamps.
 
     A second reader runs ahead of the replay: before a lookup at stamp ``t`` it reads the TF
     topics until a ``/tf`` transform stamped after ``t + lookahead_ns`` (or the end of the bag),

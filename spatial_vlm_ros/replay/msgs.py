@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""rosbags message types for this package, without ROS.
+"""
+rosbags message types for this package, without ROS.
 
 The custom interfaces (msg/*.msg) are registered into a rosbags typestore from the package's own
 ``.msg`` text, so a bag written here carries the same definitions and RIHS01 type hashes as the
@@ -77,8 +78,12 @@ class MessageDefinitionsNotFoundError(SpatialVlmError):
 
 
 def message_definition_dirs() -> list[Path]:
-    """Where msg/*.msg may live: the source tree, then ament share directories (colcon,
-    ``make setup``'s venv), in that order."""
+    """
+    Return where msg/*.msg may live.
+
+    The source tree, then ament share directories (colcon, ``make setup``'s venv), in that
+    order.
+    """
     candidates = [Path(__file__).resolve().parents[2] / 'msg']
     prefixes = [sys.prefix, *os.environ.get('AMENT_PREFIX_PATH', '').split(os.pathsep)]
     candidates.extend(Path(prefix) / 'share' / PACKAGE / 'msg' for prefix in prefixes if prefix)
@@ -86,8 +91,11 @@ def message_definition_dirs() -> list[Path]:
 
 
 def find_message_definitions() -> dict[str, str]:
-    """``{'spatial_vlm_ros/msg/SpatialScene': '<.msg text>', ...}`` from the first directory that
-    has all of them."""
+    """
+    Return ``{'spatial_vlm_ros/msg/SpatialScene': '<.msg text>', ...}``.
+
+    From the first directory that has all of them.
+    """
     for directory in message_definition_dirs():
         files = [directory / f'{name}.msg' for name in CUSTOM_MESSAGES]
         if all(path.is_file() for path in files):
@@ -153,9 +161,12 @@ def _field_value(desc: Any, value: Any) -> Any:
 
 
 def build(msgtype: str, fields: Mapping[str, Any]) -> Any:
-    """A rosbags message of ``msgtype`` (e.g. ``spatial_vlm_ros/msg/SpatialScene``) from plain
-    field values (dicts for nested messages). Unnamed fields get the message defaults; an
-    unknown field name raises ``AttributeError`` naming it."""
+    """
+    Build a rosbags message of ``msgtype`` (e.g. ``spatial_vlm_ros/msg/SpatialScene``).
+
+    From plain field values (dicts for nested messages). Unnamed fields get the message
+    defaults; an unknown field name raises ``AttributeError`` naming it.
+    """
     store = typestore()
     _, field_descs = store.fielddefs[msgtype]
     names = {name for name, _ in field_descs}
@@ -193,8 +204,12 @@ def object_memory_msg(memory: ObjectMemory) -> Any:
 def tf_message(
     transforms: Sequence[tuple[int, str, str, Sequence[float], Sequence[float]]],
 ) -> Any:
-    """``tf2_msgs/msg/TFMessage`` of ``(stamp_ns, parent, child, translation, quaternion xyzw)``
-    items (each ``T_parent_from_child``)."""
+    """
+    Build a ``tf2_msgs/msg/TFMessage``.
+
+    From ``(stamp_ns, parent, child, translation, quaternion xyzw)`` items (each
+    ``T_parent_from_child``).
+    """
     return build(
         TF_MESSAGE_TYPE,
         {
@@ -221,8 +236,11 @@ def marker_array_msg(marker_set: MarkerSet) -> Any:
 def image_msg(
     stamp_ns: int, frame_id: str, image: npt.NDArray[Any], encoding: str | None = None
 ) -> Any:
-    """``sensor_msgs/msg/Image`` from an (H, W, 3) uint8 RGB image or an (H, W) depth image
-    (uint16 → 16UC1, float32 → 32FC1) unless ``encoding`` is given."""
+    """
+    Build a ``sensor_msgs/msg/Image`` from an (H, W, 3) uint8 RGB image or an (H, W) depth image.
+
+    The encoding is rgb8, 16UC1 (uint16) or 32FC1 (float32) unless ``encoding`` is given.
+    """
     return build(IMAGE_TYPE, message_fields.image_fields(stamp_ns, frame_id, image, encoding))
 
 

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Publish a rosbag2 recording into a live ROS 2 graph with its original timing (and /clock).
+"""
+Publish a rosbag2 recording into a live ROS 2 graph with its original timing (and /clock).
 
 A small stand-in for ``ros2 bag play`` (rosbag2_py has no PyPI wheel): messages are read with
 rosbags and published as their recorded CDR bytes through ``Publisher.publish(bytes)``, so no
@@ -98,8 +99,12 @@ class PlayStats:
 
 @dataclass(frozen=True)
 class PlaybackTimeline:
-    """Maps bag time to wall time for one pass: bag ``start_ns`` is played at ``wall_start_s``
-    and bag time advances ``rate`` times as fast as the wall clock."""
+    """
+    Maps bag time to wall time for one pass.
+
+    Bag ``start_ns`` is played at ``wall_start_s`` and bag time advances ``rate`` times as fast as
+    the wall clock.
+    """
 
     start_ns: int
     wall_start_s: float
@@ -113,7 +118,11 @@ class PlaybackTimeline:
 
 
 def message_class(msgtype: str) -> Any:
-    """The rclpy message class for ``pkg/msg/Name``; PlayError when it cannot be imported."""
+    """
+    Return the rclpy message class for ``pkg/msg/Name``.
+
+    PlayError when it cannot be imported.
+    """
     package, kind, name = msgtype.split('/')
     try:
         module = importlib.import_module(f'{package}.{kind}')
@@ -125,7 +134,7 @@ def message_class(msgtype: str) -> Any:
 def _connection_is_latched(reader: BagReader, connection: Connection) -> bool:
     return (
         any(
-            int(getattr(qos.durability, 'value', qos.durability)) == _DURABILITY_TRANSIENT_LOCAL
+            int(qos.durability.value) == _DURABILITY_TRANSIENT_LOCAL
             for qos in reader.offered_qos(connection)
         )
         or connection.topic == '/tf_static'
@@ -238,8 +247,11 @@ def play_bag(
 
 
 def _drain(publishers: dict[str, Any], clock_publisher: Any, timeout_s: float) -> list[str]:
-    """Wait (bounded by ``timeout_s`` in all) until RELIABLE subscribers have acknowledged every
-    published message; returns the topics that still had messages in flight."""
+    """
+    Wait until RELIABLE subscribers have acknowledged every published message.
+
+    Bounded by ``timeout_s`` in all; returns the topics that still had messages in flight.
+    """
     from rclpy.duration import Duration
 
     deadline = time.monotonic() + timeout_s

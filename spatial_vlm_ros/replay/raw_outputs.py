@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Keep each frame's raw model output for the replay report, without changing the pipeline.
+"""
+Keep each frame's raw model output for the replay report, without changing the pipeline.
 
 :class:`RawOutputTap` wraps the pipeline's engine for the length of a replay (like
 :class:`~spatial_vlm_ros.engines.recorded.RecordingEngine` wraps one to record to a file) and
@@ -12,11 +13,18 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from spatial_vlm_ros.engines.base import EngineRequest, EngineResponse, TaskKind, VlmEngine
+from spatial_vlm_ros.engines.base import (
+    EngineHealth,
+    EngineRequest,
+    EngineResponse,
+    TaskKind,
+    VlmEngine,
+)
 
 
 class RawOutputTap(VlmEngine):
-    """Delegates to ``inner``; :meth:`take` returns the raw text answered for a stamp.
+    """
+    Delegates to ``inner``; :meth:`take` returns the raw text answered for a stamp.
 
     At most ``capacity`` texts wait to be taken (frames whose scene is never written, e.g. a
     failed frame, must not grow it without bound).
@@ -37,13 +45,13 @@ class RawOutputTap(VlmEngine):
         return response
 
     def take(self, stamp_ns: int) -> str | None:
-        """The raw grounding output for ``stamp_ns`` (once), or None when there was none."""
+        """Return the raw grounding output for ``stamp_ns`` (once), or None when there was none."""
         return self._texts.pop(stamp_ns, None)
 
     async def start(self) -> None:
         await self.inner.start()
 
-    async def health(self) -> bool:
+    async def health(self) -> EngineHealth:
         return await self.inner.health()
 
     async def shutdown(self) -> None:

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""A self-contained HTML report of a replay, built around pictures.
+"""
+A self-contained HTML report of a replay, built around pictures.
 
 For each frame: the annotated image beside a top-down map of the objects (ids, uncertainty
 ellipses, footprints, the camera's field of view, a metric grid) and a 3D view (oriented boxes,
@@ -27,7 +28,7 @@ from importlib import resources
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 import zlib
 
 import cv2
@@ -82,8 +83,11 @@ class _Card:
 
 @dataclass
 class ReportBuilder:
-    """Collects scenes during a replay; :meth:`write` can be called at any time (also after an
-    interruption) and renders what was collected so far.
+    """
+    Collects scenes during a replay.
+
+    :meth:`write` can be called at any time (also after an interruption) and renders what was
+    collected so far.
 
     Only compact per-frame numbers and one serialized card per distinct frame are kept, so
     memory grows with the report, not with the images.
@@ -124,8 +128,11 @@ class ReportBuilder:
         frame: RgbdFrame | None = None,
         raw_text: str | None = None,
     ) -> None:
-        """Add one scene with its annotated image, the RGB-D frame it came from (depth view,
-        point cloud, camera field of view) and the raw model output, each optional."""
+        """
+        Add one scene with its annotated image, RGB-D frame and raw model output.
+
+        Each is optional; the frame gives the depth view, point cloud and camera field of view.
+        """
         index = len(self._frames)
         if self._first_stamp_ns is None:
             self._first_stamp_ns = int(scene.stamp_ns)
@@ -158,9 +165,13 @@ class ReportBuilder:
         frame_id: str,
         camera_path: Sequence[npt.ArrayLike] | None = None,
     ) -> None:
-        """Show the object memory (RememberedObject-like items, see
-        :func:`~spatial_vlm_ros.replay.report_views.memory_view`) as one map. Without
-        ``camera_path`` the camera positions of the scenes given in ``frame_id`` are used."""
+        """
+        Show the object memory as one map.
+
+        RememberedObject-like items, see
+        :func:`~spatial_vlm_ros.replay.report_views.memory_view`. Without ``camera_path`` the
+        camera positions of the scenes given in ``frame_id`` are used.
+        """
         path = camera_path if camera_path is not None else self._camera_path.get(frame_id, [])
         self._memory = memory_view(objects, frame_id, path)
 
@@ -249,7 +260,7 @@ class ReportBuilder:
         return target
 
     def render(self, meta: ReportMeta) -> str:
-        """The whole report as one HTML string."""
+        """Return the whole report as one HTML string."""
         run_data = {
             'frames': self._frames,
             'cards': [[card.first, card.last] for card in self._cards],
@@ -411,9 +422,9 @@ def encode_thumbnail(rgb: npt.NDArray[np.uint8], width: int, quality: int) -> st
     if full_width > width:
         # Area averaging only pays off (against aliasing) below half size; it is 6x slower.
         method = cv2.INTER_AREA if width < full_width / 2 else cv2.INTER_LINEAR
-        rgb = cv2.resize(
-            rgb, (width, max(1, round(height * width / full_width))), interpolation=method
-        )
+        size = (width, max(1, round(height * width / full_width)))
+        # cv2's stubs type every result as MatLike; resizing keeps the uint8 RGB layout.
+        rgb = cast(npt.NDArray[np.uint8], cv2.resize(rgb, size, interpolation=method))
     ok, encoded = cv2.imencode(
         '.jpg', cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality]
     )
@@ -425,8 +436,12 @@ def encode_thumbnail(rgb: npt.NDArray[np.uint8], width: int, quality: int) -> st
 def _content_key(
     scene: Scene, annotated_rgb: npt.NDArray[np.uint8] | None, raw_text: str | None
 ) -> str | None:
-    """Equal for frames that would show the same card: same picture, objects, relations,
-    error and model output. Stamps and latencies may differ. None without a picture."""
+    """
+    Equal for frames that would show the same card.
+
+    Same picture, objects, relations, error and model output. Stamps and latencies may differ. None
+    without a picture.
+    """
     if annotated_rgb is None:
         return None
     image = np.ascontiguousarray(annotated_rgb)
@@ -484,7 +499,8 @@ def _script_json(value: Any) -> str:
 def _asset(name: str) -> str:
     return (
         resources.files('spatial_vlm_ros.replay')
-        .joinpath('report_assets', name)
+        .joinpath('report_assets')
+        .joinpath(name)
         .read_text(encoding='utf-8')
     )
 
@@ -506,7 +522,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def latency_histogram_svg(latencies_ms: list[float], bins: int = 20) -> str:
-    """A bar chart of ``latencies_ms`` as an inline SVG element."""
+    """Return a bar chart of ``latencies_ms`` as an inline SVG element."""
     values = np.asarray([v for v in latencies_ms if math.isfinite(v)], dtype=float)
     if values.size == 0:
         return '<p>no scenes</p>'

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The numbers behind the report's pictures: pure numpy, no HTML, no ROS.
+"""
+The numbers behind the report's pictures: pure numpy, no HTML, no ROS.
 
 Every picture is computed here and only drawn by the report's JavaScript, so the geometry is
 tested in Python and the browser code stays a thin painter:
@@ -61,7 +62,8 @@ _DIGITS = 4  # metres rounded to 0.1 mm in the report's JSON
 
 @dataclass(frozen=True)
 class SceneFrames:
-    """Where a scene's positions live and where its camera was.
+    """
+    Where a scene's positions live and where its camera was.
 
     ``camera_pose`` is ``T_frame_from_camera`` (4x4); None when the positions are in another
     frame than the camera's and no transform came with the scene (the camera cannot be drawn).
@@ -94,13 +96,17 @@ class SceneFrames:
 
 
 def label_hex(label: str) -> str:
-    """The label's colour (the markers' and the annotated image's) as ``#rrggbb``."""
+    """Return the label's colour (the markers' and the annotated image's) as ``#rrggbb``."""
     red, green, blue = label_color(label).as_rgb8()
     return f'#{red:02x}{green:02x}{blue:02x}'
 
 
 def scene_frames(scene: Scene) -> SceneFrames:
-    """The frames of ``scene``, reading the v0.2 ``T_frame_from_camera`` when the scene has one."""
+    """
+    Return the frames of ``scene``.
+
+    Reads the v0.2 ``T_frame_from_camera`` when the scene has one.
+    """
     optical = positions_are_optical(scene)
     pose = _finite_matrix(getattr(scene, 'T_frame_from_camera', None), (4, 4))
     if pose is None and optical:
@@ -125,7 +131,8 @@ def _rounded(values: npt.ArrayLike, digits: int = _DIGITS) -> list[Any]:
 def covariance_ellipse(
     covariance_2d: npt.ArrayLike, sigmas: float = ELLIPSE_SIGMAS_95
 ) -> tuple[float, float, float] | None:
-    """``(semi_major, semi_minor, angle_rad)`` of the ``sigmas`` ellipse of a 2x2 covariance.
+    """
+    ``(semi_major, semi_minor, angle_rad)`` of the ``sigmas`` ellipse of a 2x2 covariance.
 
     The angle is that of the major axis from the first coordinate axis towards the second.
     None when the covariance is not finite.
@@ -141,7 +148,8 @@ def covariance_ellipse(
 
 
 def box_corners(center: npt.ArrayLike, size: npt.ArrayLike, rotation: npt.ArrayLike) -> FloatArray:
-    """(8, 3) corners of the box of extents ``size`` along the columns of ``rotation``.
+    """
+    (8, 3) corners of the box of extents ``size`` along the columns of ``rotation``.
 
     Corner ``k`` has bit 0, 1, 2 of ``k`` selecting the +/- half extent along box axis 0, 1, 2,
     so edges join corners that differ in one bit.
@@ -187,7 +195,8 @@ def _image_rays(intrinsics: CameraIntrinsics, pixels: Sequence[tuple[float, floa
 
 
 def top_down_view(scene: Scene, intrinsics: CameraIntrinsics | None = None) -> dict[str, Any]:
-    """The map of one scene, in metres along the map's right (u) and up (v) directions.
+    """
+    Return the map of one scene, in metres along the map's right (u) and up (v) directions.
 
     Per placed object: ``c`` centroid, ``ell`` 95 % ellipse ``[a, b, angle]`` (or None without a
     covariance), ``fp`` footprint polygon (or None without a size). ``frustum`` is the camera
@@ -243,7 +252,8 @@ def _all_objects(scene: Scene) -> list[SpatialObject]:
 
 
 def view_3d(scene: Scene, intrinsics: CameraIntrinsics | None = None) -> dict[str, Any]:
-    """The 3D view of one scene in z-up display coordinates, metres.
+    """
+    Return the 3D view of one scene in z-up display coordinates, metres.
 
     ``boxes``: per placed object its centroid ``c`` and 8 ``corners`` (bit order of
     :func:`box_corners`); ``camera``: ``apex`` and the 4 far corners of the frustum (image
@@ -298,9 +308,12 @@ def depth_grid(
     intrinsics: CameraIntrinsics,
     width: int = 128,
 ) -> dict[str, Any] | None:
-    """The depth image shrunk to ``width`` pixels across: uint16 millimetres (0 = no depth),
-    row-major little-endian, zlib-compressed and base64-encoded, with the intrinsics of the
-    shrunk grid and a robust depth range (2nd/98th percentile) for colour mapping.
+    """
+    Return the depth image shrunk to ``width`` pixels across.
+
+    Uint16 millimetres (0 = no depth), row-major little-endian, zlib-compressed and base64-encoded,
+    with the intrinsics of the shrunk grid and a robust depth range (2nd/98th percentile) for
+    colour mapping.
 
     Nearest-neighbour shrinking keeps real measurements (averaging would invent depths at
     object edges). None when the image has no valid depth at all.
@@ -342,7 +355,8 @@ def decode_depth_grid(grid: Mapping[str, Any]) -> npt.NDArray[np.uint16]:
 
 
 def stage_timings(scene: Scene) -> dict[str, float]:
-    """Milliseconds per pipeline stage of ``scene``, in pipeline order.
+    """
+    Milliseconds per pipeline stage of ``scene``, in pipeline order.
 
     v0.2 scenes carry ``timings`` (StageLatency fields, NaN for a stage that did not run).
     Older scenes know only the engine time and the total, so they report ``engine`` and
@@ -397,8 +411,10 @@ def memory_view(
     frame_id: str,
     camera_path: Sequence[npt.ArrayLike] = (),
 ) -> dict[str, Any]:
-    """The object memory as one map (same layout as :func:`top_down_view`), in a body/world
-    frame (REP 103: x forward, y left, z up).
+    """
+    Return the object memory as one map (same layout as :func:`top_down_view`).
+
+    In a body/world frame (REP 103: x forward, y left, z up).
 
     ``objects`` are RememberedObject-like items (attributes or mapping keys): ``id``, ``label``,
     ``position`` (3 values or a Point), ``position_covariance`` (9 or 3x3), optional ``size``,

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Offline replay: rosbag2 in, scenes.jsonl + an MCAP bag + report.html out, no ROS needed.
+"""
+Offline replay: rosbag2 in, scenes.jsonl + an MCAP bag + report.html out, no ROS needed.
 
 The loop runs at bag time, as fast as the engine allows: messages are read in recording order,
 paired by header stamp (:class:`~spatial_vlm_ros.core.pairing.StampPairer`, the node's pairer),
@@ -146,9 +147,13 @@ class ReplaySummary:
 
 
 class BagTimeRateLimiter:
-    """Keeps the first frame of every ``1 / rate_hz`` slot of bag time (slots count from the
-    first frame). Slots rather than "period since the last kept frame" so that stamp jitter
-    cannot halve the rate when the input rate is a multiple of the requested one."""
+    """
+    Keeps the first frame of every ``1 / rate_hz`` slot of bag time.
+
+    Slots count from the first frame. Slots rather than "period since the last kept frame" so
+    that stamp jitter cannot halve the rate when the input rate is a multiple of the requested
+    one.
+    """
 
     def __init__(self, rate_hz: float) -> None:
         self.period_ns = round(1e9 / rate_hz) if rate_hz > 0 else 0
@@ -168,8 +173,11 @@ class BagTimeRateLimiter:
 
 
 def check_decodable(reader: BagReader, topics: CameraTopics) -> None:
-    """Decode the first RGB and depth message, so an unsupported encoding fails before any output
-    is written (with the decoder's typed error and the topic name)."""
+    """
+    Decode the first RGB and depth message, so an unsupported encoding fails early.
+
+    Before any output is written, with the decoder's typed error and the topic name.
+    """
     for topic, decode in (
         (topics.rgb.name, decode_color_any),
         (topics.depth.name, decode_depth_any),
@@ -241,7 +249,7 @@ class _Outputs:
         self._writer.write(connection, message.log_time_ns, message.raw)
 
     def write_memory(self, memory: ObjectMemory, scene: Scene, log_time_ns: int) -> None:
-        """The whole memory (``/spatial_vlm/objects``) and its markers after ``scene``."""
+        """Write the whole memory (``/spatial_vlm/objects``) and its markers after ``scene``."""
         if self._writer is None:
             return
         store = msgs.typestore()
@@ -300,16 +308,17 @@ CHUNK_ZSTD_LEVEL = 1
 
 
 def _fast_chunk_compression(writer: Writer) -> None:
-    """Compress the MCAP chunks of ``writer`` at :data:`CHUNK_ZSTD_LEVEL`.
+    """
+    Compress the MCAP chunks of ``writer`` at :data:`CHUNK_ZSTD_LEVEL`.
 
     rosbags has no setting for the level; its MCAP storage calls ``storage.compressor`` (the
     module-level ``zstd.compress``) on each chunk. Where that attribute is not there (another
     rosbags version), the default level stays: slower, same bag.
     """
-    storage = getattr(writer, 'storage', None)
+    storage: Any = getattr(writer, 'storage', None)
     compressor = getattr(storage, 'compressor', None)
     if compressor is not None and getattr(storage, 'compression', '') == 'zstd':
-        storage.compressor = functools.partial(compressor, level=CHUNK_ZSTD_LEVEL)  # type: ignore[union-attr]
+        storage.compressor = functools.partial(compressor, level=CHUNK_ZSTD_LEVEL)
 
 
 def _remove_previous_bag(path: Path) -> None:
@@ -462,7 +471,7 @@ async def replay_bag(
 def _finish_memory(
     pipeline: SpatialPipeline, summary: ReplaySummary, report: ReportBuilder, seen: set[str]
 ) -> None:
-    """The memory's map in the report, and the memory saved to ``memory_file`` (if set)."""
+    """Put the memory's map in the report; save the memory to ``memory_file`` (if set)."""
     memory = pipeline.memory
     assert memory is not None
     remembered = memory.objects()
@@ -505,8 +514,8 @@ def _note(summary: ReplaySummary, seen: set[str], warning: str) -> None:
 async def _shutdown_quietly(pipeline: SpatialPipeline) -> None:
     try:
         await pipeline.shutdown()
-    except Exception as error:  # noqa: BLE001 - the outputs matter more than a shutdown error
-        LOGGER.warning('engine shutdown failed: %s', error)
+    except Exception as error:  # the outputs matter more than a shutdown error
+        LOGGER.warning('engine shutdown failed: %s', error, exc_info=True)
 
 
 def _report_meta(summary: ReplaySummary, pipeline: SpatialPipeline) -> ReportMeta:

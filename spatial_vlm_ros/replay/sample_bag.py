@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Build RGB-D rosbag2 bags without ROS: the shipped sample bag and small bags for tests.
+"""
+Build RGB-D rosbag2 bags without ROS: the shipped sample bag and small bags for tests.
 
 The sample bag (``spatial-vlm build-sample-bag``) is made from the real, hand-labelled RGB-D
 frames in ``data/rgbd`` (see its labels.json and PROVENANCE.md):
@@ -112,8 +113,11 @@ class BagLayout:
 
 @dataclass(frozen=True)
 class TfSample:
-    """One transform of a bag's ``/tf`` (or ``/tf_static`` when ``static``):
-    ``T_parent_from_child`` at ``stamp_ns``, translation in metres, quaternion ``(x, y, z, w)``."""
+    """
+    One transform of a bag's ``/tf`` (or ``/tf_static`` when ``static``).
+
+    ``T_parent_from_child`` at ``stamp_ns``, translation in metres, quaternion ``(x, y, z, w)``.
+    """
 
     stamp_ns: int
     parent: str
@@ -151,9 +155,12 @@ def write_rgbd_bag(
     layout: BagLayout,
     transforms: Sequence[TfSample] = (),
 ) -> Path:
-    """Write ``frames`` as an RGB-D bag at ``path`` (replaced if it is an existing bag), with
-    ``transforms`` on ``/tf`` and ``/tf_static`` (one message per sample; static ones logged
-    before the first frame)."""
+    """
+    Write ``frames`` as an RGB-D bag at ``path`` (replaced if it is an existing bag).
+
+    With ``transforms`` on ``/tf`` and ``/tf_static`` (one message per sample; static ones
+    logged before the first frame).
+    """
     if not frames:
         raise SampleBagError('no frames to write')
     bag_path = Path(path)
@@ -213,7 +220,7 @@ def _write_transforms(
 
 
 def _rgb_bytes(frame: SampleFrame, layout: BagLayout) -> Any:
-    """A function stamp -> serialized RGB message (the image is encoded once per frame)."""
+    """Return a function stamp -> serialized RGB message (the image is encoded once per frame)."""
     if layout.compressed_rgb:
         ok, encoded = cv2.imencode(
             '.jpg',
@@ -256,8 +263,11 @@ def _rgb_bytes(frame: SampleFrame, layout: BagLayout) -> Any:
 
 
 def to_relative_1000(box: PixelBox, width: int, height: int) -> list[int]:
-    """A pixel box on Qwen3-VL's 0..1000 grid (``x / W * 1000``), rounded to integers as the
-    model writes them."""
+    """
+    Convert a pixel box to Qwen3-VL's 0..1000 grid (``x / W * 1000``).
+
+    Rounded to integers as the model writes them.
+    """
     values = (
         box.x_min / width,
         box.y_min / height,
@@ -268,7 +278,11 @@ def to_relative_1000(box: PixelBox, width: int, height: int) -> list[int]:
 
 
 def grounding_text(labels: Sequence[LabeledBox], width: int, height: int) -> str:
-    """The labels as a Qwen3-VL grounding answer: a ```json fenced list, one item per line."""
+    """
+    Write the labels as a Qwen3-VL grounding answer.
+
+    A ```json fenced list, one item per line.
+    """
     items = [
         json.dumps(
             {'bbox_2d': to_relative_1000(item.box, width, height), 'label': item.label},
@@ -310,8 +324,12 @@ def bag_size_bytes(path: Path) -> int:
 
 
 def load_labeled_frame(folder: str | Path) -> SampleFrame:
-    """One ``data/rgbd/<name>/`` folder: colour PNG, 16-bit depth PNG in its ``depth_scale``
-    units (converted here to millimetres), intrinsics and hand labels from labels.json."""
+    """
+    One ``data/rgbd/<name>/`` folder.
+
+    Colour PNG, 16-bit depth PNG in its ``depth_scale`` units (converted here to millimetres),
+    intrinsics and hand labels from labels.json.
+    """
     directory = Path(folder)
     labels_path = directory / 'labels.json'
     try:
@@ -374,7 +392,8 @@ RECORDING_NAME = 'recorded.jsonl'
 def build_sample_bag(
     source: str | Path, out_dir: str | Path, layout: BagLayout = SAMPLE_LAYOUT
 ) -> SampleBagResult:
-    """(Re)build the sample bag in ``out_dir`` from the frames under ``source``.
+    """
+    (Re)build the sample bag in ``out_dir`` from the frames under ``source``.
 
     ``out_dir`` itself is the rosbag2 directory (metadata.yaml + ``<name>.mcap``) and also holds
     ``recorded.jsonl``; other files there (README, PROVENANCE) are left alone.
@@ -407,7 +426,11 @@ def synthetic_frame(
     height: int = 48,
     seed: int = 0,
 ) -> SampleFrame:
-    """A small deterministic frame (two boxes at known depths) for tests of the bag plumbing."""
+    """
+    Build a small deterministic frame for tests of the bag plumbing.
+
+    Two boxes at known depths.
+    """
     rng = np.random.default_rng(seed)
     rgb = rng.integers(0, 255, size=(height, width, 3), dtype=np.uint8)
     depth = np.full((height, width), 3000, dtype=np.uint16)

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Core values to rclpy messages, through the one field mapping of core/message_fields.py.
+"""
+Core values to rclpy messages, through the one field mapping of core/message_fields.py.
 
 :func:`to_message` fills any rclpy message class from plain field values, resolving nested
 message types from the class's own definition (``SLOT_TYPES``); the replay's rosbags factory
@@ -47,8 +48,12 @@ _MISSING = object()
 
 
 def _fresh_copier(default: Any) -> Callable[[], Any]:
-    """A function returning a fresh copy of a mutable default (an array.array, a numpy array or
-    a list); immutable defaults (numbers, strings) are returned as they are."""
+    """
+    Return a function returning a fresh copy of a mutable default.
+
+    Mutable: an array.array, a numpy array or a list; immutable defaults (numbers, strings) are
+    returned as they are.
+    """
     if isinstance(default, list):
         return lambda: list(default)
     if hasattr(default, '__copy__'):
@@ -58,12 +63,15 @@ def _fresh_copier(default: Any) -> Callable[[], Any]:
 
 @functools.cache
 def _builders(
-    msg_class: type,
+    msg_class: Any,  # a rosidl message class: SLOT_TYPES, get_fields_and_field_types()
 ) -> tuple[Callable[[Mapping[str, Any]], Any], Callable[[], Any]] | None:
-    """Two functions generated once per class from the class's own definition
-    (``SLOT_TYPES``) and a default instance: one fills a new instance of ``msg_class`` from
-    field values, the other makes a default instance. None when the class checks its fields
-    (``ROS_PYTHON_CHECK_FIELDS=1``), where every message goes through the constructor.
+    """
+    Return two functions generated once per class, or None.
+
+    Generated from the class's own definition (``SLOT_TYPES``) and a default instance: one
+    fills a new instance of ``msg_class`` from field values, the other makes a default
+    instance. None when the class checks its fields (``ROS_PYTHON_CHECK_FIELDS=1``), where every
+    message goes through the constructor.
 
     They store each value in the attribute the generated property reads, as the constructor
     does with field checks off, but build a default only for the fields left out (the
@@ -128,7 +136,7 @@ def _builders(
         fresh.append(f'    message._{name} = {made}')
     build.append('    return message')
     fresh.append('    return message')
-    exec('\n'.join(build + fresh), scope)  # noqa: S102 (generated from the class definition)
+    exec('\n'.join(build + fresh), scope)
     return scope['build'], scope['fresh']
 
 
@@ -146,9 +154,11 @@ def _unknown_field(msg_class: type, name: str) -> None:
 
 
 def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
-    """An instance of the rclpy message class ``msg_class`` with ``fields`` (plain values;
-    dicts for nested messages, lists of dicts for message sequences). Unnamed fields keep their
-    defaults; an unknown field name raises ``AttributeError`` naming it.
+    """
+    Build an instance of the rclpy message class ``msg_class`` with ``fields``.
+
+    Plain values; dicts for nested messages, lists of dicts for message sequences. Unnamed
+    fields keep their defaults; an unknown field name raises ``AttributeError`` naming it.
 
     Goes through a builder generated per class (:func:`_builders`): a MarkerArray of a
     20-object scene takes a fraction of the constructor path's time (docs/PERFORMANCE.md).
@@ -160,9 +170,12 @@ def to_message(msg_class: type, fields: Mapping[str, Any]) -> Any:
 
 
 @functools.cache
-def _nested_types(msg_class: type) -> dict[str, tuple[type | None, bool]]:
-    """For each field: its message class (None for primitives) and whether it is a sequence
-    of messages."""
+def _nested_types(msg_class: Any) -> dict[str, tuple[type | None, bool]]:  # a rosidl class
+    """
+    Return, for each field, its message class and whether it is a sequence of messages.
+
+    The class is None for primitives.
+    """
     table: dict[str, tuple[type | None, bool]] = {}
     for name, field_type in zip(
         msg_class.get_fields_and_field_types(), msg_class.SLOT_TYPES, strict=True
@@ -222,7 +235,7 @@ def scene_to_detections(scene: Scene) -> Any:
 
 
 def pose_of(obj: SpatialObject, frame_id: str, stamp_ns: int) -> PoseStamped:
-    """PoseStamped at the object's centroid, identity orientation (no orientation estimate)."""
+    """Return a PoseStamped at the object's centroid, identity orientation (none is estimated)."""
     position = (0.0, 0.0, 0.0) if obj.lifted.position is None else obj.lifted.position
     return to_message(
         PoseStamped, message_fields.pose_stamped_fields(stamp_ns, frame_id, position)
@@ -230,7 +243,7 @@ def pose_of(obj: SpatialObject, frame_id: str, stamp_ns: int) -> PoseStamped:
 
 
 def rgb_to_image_msg(rgb: npt.NDArray[np.uint8], scene: Scene) -> Image:
-    """An rgb8 Image in the camera frame at the scene's stamp."""
+    """Return an rgb8 Image in the camera frame at the scene's stamp."""
     return to_message(
         Image, message_fields.image_fields(scene.stamp_ns, scene.camera_frame_id, rgb, 'rgb8')
     )

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""What the node reports on ``/diagnostics``, following diagnostic_updater's conventions.
+"""
+What the node reports on ``/diagnostics``, following diagnostic_updater's conventions.
 
 Several named statuses, each ``"<node>: <task>"`` with the node as ``hardware_id``, so that
 diagnostic_aggregator and rqt_robot_monitor group and show them:
@@ -73,8 +74,12 @@ class ErrorLog:
             self._logger.warning(f'[{kind}] {message}')
 
     def report_exception(self, kind: str, error: BaseException) -> None:
-        """An unexpected exception at a callback boundary: counted like any error, and its
-        traceback logged once per kind and exception type (it is a bug, not bad input)."""
+        """
+        Report an unexpected exception at a callback boundary.
+
+        Counted like any error, and its traceback logged once per kind and exception type (it
+        is a bug, not bad input).
+        """
         key = (kind, type(error).__name__)
         with self._lock:
             first = key not in self._tracebacks_logged
@@ -109,8 +114,12 @@ class EngineState:
 
 
 def health_of(result: Any) -> tuple[bool, str]:
-    """(healthy, message) from ``VlmEngine.health()``: a bool, or a typed health value with a
-    ``level`` (0 = OK) and a ``message`` (and maybe a ``fix``)."""
+    """
+    (healthy, message) from ``VlmEngine.health()``.
+
+    A bool, or a typed health value with a ``level`` (0 = OK) and a ``message`` (and maybe a
+    ``fix``).
+    """
     if isinstance(result, bool):
         return result, ''
     level = getattr(result, 'level', 0)
@@ -120,7 +129,8 @@ def health_of(result: Any) -> tuple[bool, str]:
 
 
 def input_stages_ms(frame: StampedFrame[RgbdSet]) -> dict[str, float]:
-    """receive, pair and queue milliseconds of one frame (NaN where not recorded).
+    """
+    receive, pair and queue milliseconds of one frame (NaN where not recorded).
 
     receive: image stamp -> the later of its two images arrived (transport and driver delay,
     plus any clock offset); pair: the first image arrived -> the set was complete; queue:
@@ -141,7 +151,8 @@ def input_stages_ms(frame: StampedFrame[RgbdSet]) -> dict[str, float]:
 def pipeline_values(
     scheduler: Any, inputs: Any, transforms: Any, camera: str | None = None
 ) -> dict[str, str]:
-    """Cumulative counters of the pipeline status (state, scenes, drops, pairing, inputs).
+    """
+    Cumulative counters of the pipeline status (state, scenes, drops, pairing, inputs).
 
     ``camera`` None: the whole node (``inputs`` the single camera's, or None with several);
     a camera name: that camera's share of the scheduler and its ``inputs``.
@@ -201,8 +212,11 @@ class SceneWindow:
 
 
 class DiagnosticsReporter:
-    """Collects what happens (scenes, stage latencies, engine outcomes, drops) and builds the
-    node's DiagnosticArray."""
+    """
+    Collects what happens and builds the node's DiagnosticArray.
+
+    What happens: scenes, stage latencies, engine outcomes, drops.
+    """
 
     def __init__(self, node_name: str, logger: Any) -> None:
         self._node_name = node_name
@@ -218,8 +232,11 @@ class DiagnosticsReporter:
     def record_scene(
         self, latency_ms: float, stages_ms: Mapping[str, float], camera: str = ''
     ) -> None:
-        """A published scene, its latency and its per-stage breakdown (NaN: not measured);
-        counted for the node and, when named, for its camera."""
+        """
+        Record a published scene, its latency and its per-stage breakdown (NaN: not measured).
+
+        Counted for the node and, when named, for its camera.
+        """
         now_s = time.monotonic()
         with self._lock:
             self._node_window.record_scene(now_s, latency_ms, stages_ms)
@@ -232,8 +249,11 @@ class DiagnosticsReporter:
             self._engine_calls.append((time.monotonic(), ok, error))
 
     def probe_engine(self, health: Future[Any]) -> None:
-        """Record the answer of a running ``VlmEngine.health()`` call when it comes (the worker
-        runs it, off the executor); it is the engine status on /diagnostics."""
+        """
+        Record the answer of a running ``VlmEngine.health()`` call when it comes.
+
+        The worker runs it, off the executor; it is the engine status on /diagnostics.
+        """
         engine = self.engine
 
         def done(future: Future[Any]) -> None:
@@ -248,8 +268,11 @@ class DiagnosticsReporter:
         health.add_done_callback(done)
 
     def record_drop_totals(self, totals: Mapping[str, int], camera: str = '') -> None:
-        """The scheduler's cumulative drop counters (of the node, or of a named camera);
-        increments become windowed events."""
+        """
+        Record the scheduler's cumulative drop counters (of the node, or of a named camera).
+
+        Increments become windowed events.
+        """
         now_s = time.monotonic()
         with self._lock:
             if camera:
@@ -321,8 +344,11 @@ class DiagnosticsReporter:
     def pipeline_status(
         self, now_s: float, active: bool, values: dict[str, str], camera: str = ''
     ) -> tuple[int, str, dict[str, str]]:
-        """The pipeline status of the node, or of one named camera (its scenes, latencies and
-        drops; errors and frame problems are on the node's status)."""
+        """
+        Return the pipeline status of the node, or of one named camera.
+
+        Its scenes, latencies and drops; errors and frame problems are on the node's status.
+        """
         horizon = now_s - WINDOW_S
         with self._lock:
             window = self._window(camera)
@@ -372,8 +398,12 @@ class DiagnosticsReporter:
         inputs: Iterable[StreamStatus] = (),
         cameras: Mapping[str, dict[str, str]] | None = None,
     ) -> DiagnosticArray:
-        """The DiagnosticArray; ``cameras`` (with several) maps each camera's name to its
-        pipeline values, published as one ``<node>: <camera> pipeline`` status each."""
+        """
+        Return the DiagnosticArray.
+
+        ``cameras`` (with several) maps each camera's name to its pipeline values, published as one
+        ``<node>: <camera> pipeline`` status each.
+        """
         now_s = time.monotonic()
         statuses = []
         for task, (level, message, values) in (

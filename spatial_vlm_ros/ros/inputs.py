@@ -1,7 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""One camera's inputs: the topic table, subscriptions with matched QoS, starvation checks, the
-stamp gate, and pairing by stamp. A node owns one per camera (``cameras``: one per namespace),
+"""
+One camera's inputs.
+
+The topic table, subscriptions with matched QoS, starvation checks, the stamp gate, and pairing
+by stamp. A node owns one per camera (``cameras``: one per namespace),
 each with its own pairer, health monitors and clock offset, and each paired set says which
 camera it came from (``RgbdSet.camera``).
 
@@ -55,8 +58,12 @@ LOG_AGAIN_S = 30.0  # a lasting input problem is logged again this often
 
 @dataclass(frozen=True)
 class InputTopics:
-    """Where one camera's streams are: base topics (relative names resolve in
-    ``namespace``, then in the node's namespace) and image_transport-style transports."""
+    """
+    Where one camera's streams are.
+
+    Base topics (relative names resolve in ``namespace``, then in the node's namespace) and
+    image_transport-style transports.
+    """
 
     namespace: str = ''
     color: str = 'color/image_raw'
@@ -67,8 +74,11 @@ class InputTopics:
 
     @classmethod
     def from_values(cls, values: Mapping[str, Any], namespace: str | None = None) -> InputTopics:
-        """From node parameters (``namespace`` replaces ``camera_namespace``); the deprecated
-        ``compressed_input`` switches both streams."""
+        """
+        From node parameters (``namespace`` replaces ``camera_namespace``).
+
+        The deprecated ``compressed_input`` switches both streams.
+        """
         color_transport = str(values['image_transport'])
         depth_transport = str(values['depth_image_transport'])
         if values.get('compressed_input'):
@@ -98,8 +108,12 @@ class InputTopics:
 
 
 def camera_topics(values: Mapping[str, Any]) -> dict[str, InputTopics]:
-    """Camera name -> its topics, for every camera the node serves (``cameras``, or the one at
-    ``camera_namespace``; see ``settings.camera_namespaces`` for the names)."""
+    """
+    Return camera name -> its topics, for every camera the node serves.
+
+    The cameras are ``cameras``, or the one at ``camera_namespace``; see
+    ``settings.camera_namespaces`` for the names.
+    """
     return {
         name: InputTopics.from_values(values, namespace)
         for name, namespace in camera_namespaces(values).items()
@@ -111,12 +125,16 @@ def _message_type(transport: str) -> type:
 
 
 def transport_topic(resolved_base: str, transport: str) -> str:
-    """The topic a transport uses, as image_transport names it: ``<base>/<transport>``."""
+    """Return the topic a transport uses, as image_transport names it: ``<base>/<transport>``."""
     return resolved_base if transport == 'raw' else f'{resolved_base}/{transport}'
 
 
 def _qos_signature(publishers: list[Any]) -> tuple[Any, ...]:
-    """What the subscription QoS depends on: the set of offered (reliability, durability)."""
+    """
+    Return what the subscription QoS depends on.
+
+    The set of offered (reliability, durability).
+    """
     return tuple(
         sorted(
             {
@@ -128,22 +146,22 @@ def _qos_signature(publishers: list[Any]) -> tuple[Any, ...]:
 
 
 class CameraInputs:
-    """RGB, depth and CameraInfo of one camera, paired by stamp, with their health.
+    """
+    RGB, depth and CameraInfo of one camera, paired by stamp, with their health.
 
-    Args:
-        node: the node that owns the subscriptions.
-        topics: where the streams are and their transports.
-        qos_mode: ``input_qos`` (auto | reliable | best_effort).
-        pairing: pairing tolerances.
-        errors: where problems are counted and logged.
-        callback_group: the group of the subscription callbacks.
-        on_paired: called (on an executor thread) with every completed RGB-D set and the time
-            its age is measured from (None: its stamp; else the arrival time, when the camera
-            clock is offset from the node's).
-        on_time_jump: called when the stream's stamps jump back (a looping bag).
-        max_frame_age_s: the scheduler's limit, which decides when an offset matters.
-        name: the camera's name in the node ('' with a single camera), carried by every
-            paired set (``RgbdSet.camera``).
+    :param node: the node that owns the subscriptions.
+    :param topics: where the streams are and their transports.
+    :param qos_mode: ``input_qos`` (auto | reliable | best_effort).
+    :param pairing: pairing tolerances.
+    :param errors: where problems are counted and logged.
+    :param callback_group: the group of the subscription callbacks.
+    :param on_paired: called (on an executor thread) with every completed RGB-D set and the time
+        its age is measured from (None: its stamp; else the arrival time, when the camera
+        clock is offset from the node's).
+    :param on_time_jump: called when the stream's stamps jump back (a looping bag).
+    :param max_frame_age_s: the scheduler's limit, which decides when an offset matters.
+    :param name: the camera's name in the node ('' with a single camera), carried by every
+        paired set (``RgbdSet.camera``).
     """
 
     def __init__(
@@ -194,7 +212,8 @@ class CameraInputs:
         return {stream: monitor.received for stream, monitor in self.monitors.items()}
 
     def topics(self) -> dict[str, tuple[type, str]]:
-        """Stream name -> (message type, fully qualified topic).
+        """
+        Stream name -> (message type, fully qualified topic).
 
         Like image_transport, the base name is resolved first (node namespace and remapping
         rules apply to it), then the transport's suffix is added.
@@ -258,9 +277,12 @@ class CameraInputs:
     # ---------------------------------------------------------------- health
 
     def assess(self, use_sim_time: bool) -> dict[str, StreamStatus]:
-        """Each stream's level and reason from the current graph and statistics; also decides
-        whether frames are aged by arrival time (a steady clock offset) and starts a transport
-        probe when a topic has had no publisher for a while."""
+        """
+        Each stream's level and reason from the current graph and statistics.
+
+        Also decides whether frames are aged by arrival time (a steady clock offset) and starts a
+        transport probe when a topic has had no publisher for a while.
+        """
         node = self._node
         mono_ns = time.monotonic_ns()
         since_subscribed_s = (mono_ns - self._subscribed_mono_ns) / 1e9
@@ -327,20 +349,23 @@ class CameraInputs:
         return statuses
 
     def _log_changes(self, statuses: dict[str, StreamStatus]) -> None:
-        """Log a stream's problem when it appears or changes (and every LOG_AGAIN_S while it
-        lasts), and its recovery once: /diagnostics has the current state at all times."""
+        """
+        Log a stream's problem when it appears or changes, and its recovery once.
+
+        Also every LOG_AGAIN_S while it lasts: /diagnostics has the current state at all times.
+        """
         now_s = time.monotonic()
         logger = self._node.get_logger()
         for stream, status in statuses.items():
             kind = (status.level, re.sub(r'[-\d.]+', '#', status.message))
             previous = self._logged.get(stream)
-            changed = previous is None or previous[0] != kind
+            due = previous is None or previous[0] != kind or now_s - previous[1] >= LOG_AGAIN_S
             if status.level == OK:
                 if previous is not None and previous[0][0] != OK:
                     logger.info(f'{status.values.get("topic", stream)}: {status.message} (ok)')
                 self._logged[stream] = (kind, now_s)
                 continue
-            if changed or now_s - previous[1] >= LOG_AGAIN_S:
+            if due:
                 if status.level == ERROR:
                     logger.error(status.message)
                 else:
@@ -362,7 +387,8 @@ class CameraInputs:
     # ---------------------------------------------------------------- messages
 
     def _on_message(self, stream: str, msg: Any) -> None:
-        """Subscription callback: store only; decoding happens on the worker.
+        """
+        Subscription callback: store only; decoding happens on the worker.
 
         A bad message never kills the node: an unexpected exception here is a bug, reported
         with its traceback (once per kind) and counted, and the next message is handled.
@@ -381,7 +407,8 @@ class CameraInputs:
             self._errors.report_exception('input', error)
 
     def _accept_stamp(self, stream: str, stamp_ns: int, now_ns: int) -> bool:
-        """Refuse stamps that would wedge the stream; restart on a time jump backwards.
+        """
+        Refuse stamps that would wedge the stream; restart on a time jump backwards.
 
         A frame stamped in the future would become every watermark's newest and make each
         correctly stamped frame after it look late (unless the camera clock is steadily ahead,

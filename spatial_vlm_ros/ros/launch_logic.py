@@ -1,8 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Everything ``launch/spatial_vlm.launch.py`` decides, as pure functions (launch and launch_ros
-have no PyPI wheels, so this is what the tests run; the launch file only turns the plan into
-actions).
+"""
+Everything ``launch/spatial_vlm.launch.py`` decides, as pure functions.
+
+launch and launch_ros have no PyPI wheels, so this is what the tests run; the launch file only
+turns the plan into actions.
 
 Precedence, lowest first (later wins, as in rcl):
 
@@ -113,7 +115,11 @@ def _flag(name: str, text: str) -> bool:
 
 
 def plan_launch(given: Mapping[str, str], default_params_file: str) -> LaunchPlan:
-    """The node and processes to start for the launch arguments' values (``''`` = not given)."""
+    """
+    Plan the node and processes to start for the launch arguments' values.
+
+    ``''`` = not given.
+    """
     values = {argument.name: argument.default for argument in LAUNCH_ARGUMENTS}
     unknown = sorted(set(given) - set(values))
     if unknown:

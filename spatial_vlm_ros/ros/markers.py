@@ -1,7 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""core.markers specs to visualization_msgs/MarkerArray (geometry in core/markers.py, fields in
-core/message_fields.py, shared with the replay)."""
+"""
+core.markers specs to visualization_msgs/MarkerArray.
+
+Geometry in core/markers.py, fields in core/message_fields.py, shared with the replay.
+"""
 
 from __future__ import annotations
 
@@ -20,5 +23,5 @@ def marker_set_to_msg(marker_set: MarkerSet) -> MarkerArray:
 
 
 def scene_markers(scene: Scene) -> MarkerArray:
-    """The scene's markers as a MarkerArray."""
+    """Return the scene's markers as a MarkerArray."""
     return marker_set_to_msg(scene_marker_set(scene))

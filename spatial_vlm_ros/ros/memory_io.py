@@ -1,7 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The object memory in the node: ``~/objects``, ``~/memory_markers``, ``~/forget``, saving to
-``memory_file``, and the remembered objects ``~/locate`` considers.
+"""
+The object memory in the node.
+
+``~/objects``, ``~/memory_markers``, ``~/forget``, saving to ``memory_file``, and the remembered
+objects ``~/locate`` considers.
 
 The memory itself is the pipeline's (``core/memory.py``, updated with every scene on the
 worker); this module only publishes it, forgets on request and saves it. ``~/objects`` and
@@ -32,8 +35,11 @@ from spatial_vlm_ros.srv import ForgetObjects
 
 
 def object_memory_msg(memory: ObjectMemory) -> ObjectMemoryMsg:
-    """spatial_vlm_ros/ObjectMemory: every remembered object, in the memory frame, stamped with
-    the image stamp of the last update."""
+    """
+    spatial_vlm_ros/ObjectMemory.
+
+    Every remembered object, in the memory frame, stamped with the image stamp of the last update.
+    """
     return to_message(
         ObjectMemoryMsg,
         message_fields.object_memory_fields(
@@ -43,7 +49,7 @@ def object_memory_msg(memory: ObjectMemory) -> ObjectMemoryMsg:
 
 
 def memory_marker_msg(memory: ObjectMemory, optical: bool) -> MarkerArray:
-    """The memory's markers (core.markers.memory_markers) as a MarkerArray."""
+    """Return the memory's markers (core.markers.memory_markers) as a MarkerArray."""
     return marker_set_to_msg(
         memory_markers(
             memory.objects(), memory.memory_frame, memory.last_stamp_ns, optical=optical
@@ -52,15 +58,16 @@ def memory_marker_msg(memory: ObjectMemory, optical: bool) -> MarkerArray:
 
 
 class MemoryOutputs:
-    """``~/objects``, ``~/memory_markers``, ``~/forget`` and the periodic save of one configured
-    node (created on configure, destroyed on cleanup).
+    """
+    ``~/objects``, ``~/memory_markers``, ``~/forget`` and the periodic save of one node.
 
-    Args:
-        node: the lifecycle node.
-        pipeline: the configured pipeline; its ``memory`` must not be None.
-        errors: where save and service failures are counted.
-        callback_group: of ``~/forget`` and the save timer.
-        save_period_s: period of the save timer (0 or no ``memory_file``: no timer).
+    Created on configure, destroyed on cleanup.
+
+    :param node: the lifecycle node.
+    :param pipeline: the configured pipeline; its ``memory`` must not be None.
+    :param errors: where save and service failures are counted.
+    :param callback_group: of ``~/forget`` and the save timer.
+    :param save_period_s: period of the save timer (0 or no ``memory_file``: no timer).
     """
 
     def __init__(
@@ -93,8 +100,12 @@ class MemoryOutputs:
             )
 
     def publish(self, camera_frame: str = '') -> None:
-        """Publish the whole memory on ``~/objects`` and, when someone subscribes (or a late
-        one may), its markers. ``camera_frame``: the frame of the scene just processed."""
+        """
+        Publish the whole memory on ``~/objects`` and, when someone may subscribe, its markers.
+
+        Someone: a subscriber now or a late one. ``camera_frame``: the frame of the scene just
+        processed.
+        """
         if camera_frame:
             self._camera_frames.add(camera_frame)
         with self._lock:
@@ -141,10 +152,12 @@ class MemoryOutputs:
 
 
 class RememberedCandidates:
-    """``remembered_candidates(frame_id)`` for ``~/locate``: every remembered object with its
-    position, covariance and size in ``frame_id`` (the scene's frame), looked up by TF at the
-    memory's newest image stamp (else the latest transform), and ``in_view`` when the newest
-    update saw it.
+    """
+    ``remembered_candidates(frame_id)`` for ``~/locate``.
+
+    Every remembered object with its position, covariance and size in ``frame_id`` (the scene's
+    frame), looked up by TF at the memory's newest image stamp (else the latest transform), and
+    ``in_view`` when the newest update saw it.
 
     Returns no candidates without a memory, or when no transform from the memory frame to
     ``frame_id`` is known (``reason`` says why).

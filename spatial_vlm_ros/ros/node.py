@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The ``spatial_vlm`` lifecycle node: lifecycle and wiring of the ROS layer around the pipeline.
+"""
+The ``spatial_vlm`` lifecycle node: lifecycle and wiring of the ROS layer around the pipeline.
 
 Where each concern lives:
 
@@ -23,6 +24,7 @@ deactivate. Only ``/diagnostics`` exists in every state, so that a failed config
 from __future__ import annotations
 
 from dataclasses import replace
+import functools
 import traceback
 from typing import Any
 
@@ -140,12 +142,12 @@ class SpatialVlmNode(LifecycleNode):
 
     @property
     def _inputs(self) -> CameraInputs | None:
-        """The first camera's inputs (the only ones with a single camera); None unconfigured."""
+        """Return the first camera's inputs (the only ones with one camera); None unconfigured."""
         return next(iter(self._camera_inputs.values()), None)
 
     @property
     def _outputs(self) -> SceneOutputs | None:
-        """The first camera's outputs (the only ones with a single camera)."""
+        """Return the first camera's outputs (the only ones with a single camera)."""
         return next(iter(self._camera_outputs.values()), None)
 
     @property
@@ -176,7 +178,8 @@ class SpatialVlmNode(LifecycleNode):
         self.trigger_activate()
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Validate parameters, build the engine and pipeline, create publishers and services.
+        """
+        Validate parameters, build the engine and pipeline, create publishers and services.
 
         SUCCESS leads to inactive; FAILURE (bad configuration) stays unconfigured, and the
         reason is the engine status on /diagnostics (ERROR).
@@ -208,7 +211,7 @@ class SpatialVlmNode(LifecycleNode):
                 errors=self._reporter.errors,
                 callback_group=self._input_group,
                 on_paired=self._stream.on_paired,
-                on_time_jump=lambda name=name: self._stream.on_time_jump(name),
+                on_time_jump=functools.partial(self._stream.on_time_jump, name),
                 max_frame_age_s=float(values['max_frame_age_s']),
                 name=name,
             )
@@ -262,7 +265,7 @@ class SpatialVlmNode(LifecycleNode):
         return super().on_configure(state)
 
     def _start_pipeline(self, values: dict[str, Any]) -> SpatialPipeline | None:
-        """The started pipeline, or None with the reason logged and kept for /diagnostics."""
+        """Start the pipeline; None with the reason logged and kept for /diagnostics."""
         engine = self._reporter.engine
         problems = validate(values)
         if problems:
@@ -323,8 +326,11 @@ class SpatialVlmNode(LifecycleNode):
         return result
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Unsubscribe and stop the scheduler (in-flight results are discarded); save the
-        object memory."""
+        """
+        Unsubscribe and stop the scheduler (in-flight results are discarded).
+
+        Save the object memory.
+        """
         self._stop_streaming()
         if self._memory_outputs is not None:
             self._memory_outputs.save('deactivate')
@@ -341,7 +347,7 @@ class SpatialVlmNode(LifecycleNode):
         return super().on_shutdown(state)
 
     def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """A transition raised: release everything; SUCCESS leads to unconfigured."""
+        """Return a transition raised: release everything; SUCCESS leads to unconfigured."""
         self.get_logger().error(f'transition from {state.label} raised; releasing everything')
         self.release()
         return super().on_error(state)

@@ -1,8 +1,11 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The node's scene outputs: ``~/scene``, ``~/scene_json``, ``~/markers``, ``~/annotated_image``
-and, where vision_msgs is installed, ``~/detections`` (vision_msgs/Detection3DArray); with
-several cameras, one set per camera under ``~/<camera>/``.
+"""
+The node's scene outputs.
+
+``~/scene``, ``~/scene_json``, ``~/markers``, ``~/annotated_image`` and, where vision_msgs is
+installed, ``~/detections`` (vision_msgs/Detection3DArray); with several cameras, one set per
+camera under ``~/<camera>/``.
 
 Lifecycle publishers, created on configure and destroyed on cleanup. JSON, markers and the
 annotated image cost milliseconds per scene, so they are only built while someone subscribes.
@@ -30,14 +33,20 @@ from spatial_vlm_ros.ros.markers import scene_markers
 
 
 def output_prefix(camera: str) -> str:
-    """Where a camera's scene topics go: ``~/`` for the single camera (''), else
-    ``~/<camera>/`` (docs/NODE.md, "Several cameras")."""
+    """
+    Where a camera's scene topics go.
+
+    ``~/`` for the single camera (''), else ``~/<camera>/`` (docs/NODE.md, "Several cameras").
+    """
     return f'~/{camera}/' if camera else '~/'
 
 
 class SceneOutputs:
-    """The scene publishers of one camera: ``~/scene`` ... with a single camera, ``~/<camera>/
-    scene`` ... for each of several (``camera``).
+    """
+    The scene publishers of one camera.
+
+    ``~/scene`` ... with a single camera, ``~/<camera>/ scene`` ... for each of several
+    (``camera``).
 
     ``rgb_of`` gives the decoded colour image of a paired set (the pipeline keeps the newest
     few), so drawing the annotated image does not decode the frame again.

@@ -1,7 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The node's parameters: every row of ``spatial_vlm_ros.settings`` with a ParameterDescriptor
-(description, range or choices, read-only), plus the on-set validation.
+"""
+The node's parameters, plus the on-set validation.
+
+Every row of ``spatial_vlm_ros.settings`` with a ParameterDescriptor (description, range or
+choices, read-only).
 
 The table in settings.py is the single source of truth (see its docstring for how to add one).
 """
@@ -26,7 +29,8 @@ PARAMETER_NAMES = tuple(setting.name for setting in PARAMETERS)
 
 
 def descriptor(setting: Setting) -> ParameterDescriptor:
-    """The ParameterDescriptor of one setting.
+    """
+    Return the ParameterDescriptor of one setting.
 
     Floats are dynamically typed so that an integer is accepted (``ros2 param set /spatial_vlm
     rate_hz 5``, ``rate_hz: 2`` in YAML); ``validate`` checks the type and the range.

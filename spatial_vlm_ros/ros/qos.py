@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Input QoS: match what the publishers offer, or obey an explicit override, and say so.
+"""
+Input QoS: match what the publishers offer, or obey an explicit override, and say so.
 
 A subscription that asks for more than a publisher offers (RELIABLE from a BEST_EFFORT camera
 driver, TRANSIENT_LOCAL from a VOLATILE one) silently receives nothing; that is the most common
@@ -71,7 +72,7 @@ def choose_input_qos(
 
 
 def input_profile(choice: QosChoice, depth: int = 5) -> QoSProfile:
-    """A fresh profile (never mutate the shared presets)."""
+    """Return a fresh profile (never mutate the shared presets)."""
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=depth,
@@ -90,8 +91,12 @@ def output_profile(depth: int = 10) -> QoSProfile:
 
 
 def latched_profile(depth: int = 1) -> QoSProfile:
-    """Reliable + transient local: a late subscriber gets the newest message (a state topic,
-    e.g. ~/objects). Volatile subscribers match it too."""
+    """
+    Reliable + transient local.
+
+    A late subscriber gets the newest message (a state topic, e.g. ~/objects). Volatile subscribers
+    match it too.
+    """
     return QoSProfile(
         history=HistoryPolicy.KEEP_LAST,
         depth=depth,

@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""``~/query`` and ``~/locate``: on-demand requests on one consistent snapshot.
+"""
+``~/query`` and ``~/locate``: on-demand requests on one consistent snapshot.
 
 The handlers are coroutines: rclpy runs them as tasks, and while one awaits the worker it holds
 no executor thread, so any number of concurrent calls leave subscriptions, timers, parameter and
@@ -58,12 +59,13 @@ RememberedCandidates = Callable[[str], Sequence[RememberedCandidate]]
 
 
 def no_remembered_candidates(frame_id: str) -> Sequence[RememberedCandidate]:
-    """The seam's default: no object memory, no remembered candidates."""
+    """Return the seam's default: no object memory, no remembered candidates."""
     return ()
 
 
 class SnapshotBuffer:
-    """The newest paired frames (per camera) and published scenes, for services (thread-safe).
+    """
+    The newest paired frames (per camera) and published scenes, for services (thread-safe).
 
     With several cameras each keeps its own ``frames`` newest sets; ``frame`` looks across all
     of them (the newest to arrive, or the closest stamp), and a scene is found by the camera
@@ -94,7 +96,7 @@ class SnapshotBuffer:
             self._newest = paired
 
     def add_scene(self, scene: Scene, camera: str = '') -> None:
-        """A published scene of ``camera`` (the name its frames carry, RgbdSet.camera)."""
+        """Keep a published scene of ``camera`` (the name its frames carry, RgbdSet.camera)."""
         with self._lock:
             self._scenes.append((camera, scene))
 
@@ -105,8 +107,12 @@ class SnapshotBuffer:
             self._scenes.clear()
 
     def frame(self, stamp_ns: int, slop_ns: int) -> RgbdSet | None:
-        """The newest frame of any camera (``stamp_ns == 0``: the last to arrive) or the one
-        closest to ``stamp_ns`` within ``slop_ns``; None when there is none."""
+        """
+        Return the newest frame, or the one closest to ``stamp_ns`` within ``slop_ns``.
+
+        The newest of any camera (``stamp_ns == 0``: the last to arrive); None when there is
+        none.
+        """
         with self._lock:
             if stamp_ns == 0:
                 return self._newest
@@ -117,12 +123,12 @@ class SnapshotBuffer:
         return best if abs(best.stamp_ns - stamp_ns) <= max(slop_ns, 1) else None
 
     def scenes(self) -> list[Scene]:
-        """The kept scenes, oldest first (all cameras)."""
+        """Return the kept scenes, oldest first (all cameras)."""
         with self._lock:
             return [scene for _, scene in self._scenes]
 
     def scene(self, stamp_ns: int, camera: str = '') -> Scene | None:
-        """The published scene of that exact stamp and camera, if any."""
+        """Return the published scene of that exact stamp and camera, if any."""
         with self._lock:
             for scene_camera, scene in reversed(self._scenes):
                 if scene.stamp_ns == stamp_ns and scene_camera == camera:
@@ -130,14 +136,17 @@ class SnapshotBuffer:
         return None
 
     def scene_for(self, paired: RgbdSet) -> Scene | None:
-        """The published scene of that paired frame (its camera and stamp), if any."""
+        """Return the published scene of that paired frame (its camera and stamp), if any."""
         return self.scene(paired.stamp_ns, paired.camera)
 
 
 @dataclass(frozen=True)
 class _Located:
-    """What one ~/locate computed: the snapshot it resolved on, the remembered objects offered,
-    the outcome."""
+    """
+    What one ~/locate computed.
+
+    The snapshot it resolved on, the remembered objects offered, the outcome.
+    """
 
     snapshot: QuerySnapshot
     memory: Sequence[RememberedCandidate]
@@ -146,18 +155,18 @@ class _Located:
 
 
 class SpatialServices:
-    """Handlers of ``~/query`` and ``~/locate``; every failure is a typed reply.
+    """
+    Handlers of ``~/query`` and ``~/locate``; every failure is a typed reply.
 
-    Args:
-        snapshots: frames and scenes to answer on.
-        errors: where failures are counted.
-        pipeline: the current pipeline (None while unconfigured).
-        run_priority: awaits a coroutine factory run in the scheduler's priority lane.
-        transforms: TF lookups (None while unconfigured).
-        now_ns: the node clock.
-        parameter: reads a node parameter's current value.
-        remembered_candidates: remembered objects (the object memory) with positions in the
-            given frame, for ``~/locate``; none by default.
+    :param snapshots: frames and scenes to answer on.
+    :param errors: where failures are counted.
+    :param pipeline: the current pipeline (None while unconfigured).
+    :param run_priority: awaits a coroutine factory run in the scheduler's priority lane.
+    :param transforms: TF lookups (None while unconfigured).
+    :param now_ns: the node clock.
+    :param parameter: reads a node parameter's current value.
+    :param remembered_candidates: remembered objects (the object memory) with positions in the
+        given frame, for ``~/locate``; none by default.
     """
 
     def __init__(
@@ -185,8 +194,12 @@ class SpatialServices:
         return int(float(self._parameter('sync_slop_s')) * 1e9)
 
     def _deadlines(self) -> tuple[Deadline, Deadline]:
-        """``(request deadline, deadline of its model calls)``: one budget per request, from
-        its arrival; the model calls end :data:`REPLY_RESERVE_S` (at most 10 %) earlier."""
+        """
+        ``(request deadline, deadline of its model calls)``.
+
+        One budget per request, from its arrival; the model calls end :data:`REPLY_RESERVE_S` (at
+        most 10 %) earlier.
+        """
         timeout_s = float(self._parameter('request_timeout_s'))
         request = Deadline.after(timeout_s)
         return request, Deadline(request.at_s - min(REPLY_RESERVE_S, 0.1 * timeout_s))
@@ -198,7 +211,11 @@ class SpatialServices:
     async def _run(
         self, kind: str, work: Callable[[], Awaitable[Any]], deadline: Deadline
     ) -> tuple[Any, str]:
-        """(result, '') or (None, why it failed): every failure becomes a typed reply."""
+        """
+        Run the work: ``(result, '')`` or ``(None, why it failed)``.
+
+        Every failure becomes a typed reply.
+        """
         try:
             return await self._run_priority(work, deadline), ''
         except (TimeoutError, EngineTimeout):

@@ -1,7 +1,10 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The node's scene stream: paired frames -> the scheduler on the worker loop -> the pipeline ->
-published scenes, with the per-stage timings that explain each scene's latency.
+"""
+The node's scene stream.
+
+Paired frames -> the scheduler on the worker loop -> the pipeline -> published scenes, with the
+per-stage timings that explain each scene's latency.
 
 The scheduler runs on the worker (``ros/worker.py``); subscription callbacks only call
 :meth:`SceneStream.on_paired`, which stores the newest frame. Service requests run in the same
@@ -29,18 +32,18 @@ STOP_TIMEOUT_S = 10.0
 
 
 class SceneStream:
-    """Runs the scheduler on the worker loop and publishes what it produces.
+    """
+    Runs the scheduler on the worker loop and publishes what it produces.
 
-    Args:
-        worker: the asyncio worker thread.
-        reporter: records scenes, stage timings, engine outcomes and errors.
-        snapshots: keeps paired frames and scenes for the services.
-        pipeline: the current pipeline (None once released).
-        clock_offset_ns: a camera's (by name) steady clock offset from the node's (None:
-            none).
-        transforms: the TF source (None without tf2_ros).
-        publish: puts one scene on its camera's output topics.
-        now_ns: the node clock.
+    :param worker: the asyncio worker thread.
+    :param reporter: records scenes, stage timings, engine outcomes and errors.
+    :param snapshots: keeps paired frames and scenes for the services.
+    :param pipeline: the current pipeline (None once released).
+    :param clock_offset_ns: a camera's (by name) steady clock offset from the node's (None:
+        none).
+    :param transforms: the TF source (None without tf2_ros).
+    :param publish: puts one scene on its camera's output topics.
+    :param now_ns: the node clock.
     """
 
     def __init__(
@@ -68,8 +71,11 @@ class SceneStream:
         self._future: Any = None
 
     def start(self, config: SchedulerConfig, cameras: Sequence[str] = ('',)) -> None:
-        """Create the scheduler for ``cameras`` (their names; '' for the single camera) and
-        run it on the worker loop."""
+        """
+        Create the scheduler for ``cameras`` and run it on the worker loop.
+
+        ``cameras``: their names; '' for the single camera.
+        """
         self.scheduler = FrameScheduler(
             process=self._process,
             publish=self._publish,
@@ -96,8 +102,11 @@ class SceneStream:
     # ---------------------------------------------------------------- frames in
 
     def on_paired(self, paired: RgbdSet, reference_ns: int | None) -> None:
-        """A complete RGB-D set of camera ``paired.camera`` (any thread): kept for the
-        services, offered to the stream."""
+        """
+        Take a complete RGB-D set of camera ``paired.camera`` (any thread).
+
+        It is kept for the services and offered to the stream.
+        """
         self._snapshots.add_frame(paired)
         scheduler = self.scheduler
         if scheduler is not None:
@@ -106,7 +115,7 @@ class SceneStream:
             )
 
     def on_time_jump(self, camera: str = '') -> None:
-        """The camera's stamps jumped back (a looping bag): forget its watermarks."""
+        """Forget the camera's watermarks: its stamps jumped back (a looping bag)."""
         if self.scheduler is not None:
             self.scheduler.reset_watermarks(camera)
 
@@ -165,6 +174,11 @@ class SceneStream:
         timed_out = isinstance(error, asyncio.TimeoutError)
         if timed_out:
             self._reporter.record_engine_call(False, 'the frame deadline (request_timeout_s)')
+        elif not isinstance(error, SpatialVlmError | OSError):
+            # Not a typed failure of the frame (bad input, an engine error) but a bug: counted
+            # like any frame error, and its traceback logged once per exception type.
+            self._reporter.errors.report_exception('frame', error)
+            return
         self._reporter.errors.report(
             'timeout' if timed_out else 'frame',
             f'frame {_camera_prefix(frame.camera)}{frame.stamp_ns}: {type(error).__name__}: '

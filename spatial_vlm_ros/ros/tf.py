@@ -1,8 +1,11 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""TF lookups at the image stamp: tf2_ros where it is importable; elsewhere (the PyPI install
-has no tf2_ros) the node subscribes to ``/tf`` and ``/tf_static`` itself and keeps them in
-``core.tf_buffer.TransformBuffer`` (the maths is there and in core.transforms).
+"""
+TF lookups at the image stamp: tf2_ros where it is importable.
+
+Elsewhere (the PyPI install has no tf2_ros) the node subscribes to ``/tf`` and ``/tf_static``
+itself and keeps them in ``core.tf_buffer.TransformBuffer`` (the maths is there and in
+core.transforms).
 
 Both serve the pipeline's target, relation and memory frames and ``~/locate``'s target frame
 through one call, :meth:`TransformSource.lookup`, which waits up to ``timeout_s`` for a
@@ -59,8 +62,10 @@ __all__ = ['TF_QOS', 'TF_STATIC_QOS', 'TransformResult', 'TransformSource']
 
 
 class TransformSource:
-    """Looks up ``T_target_from_source`` at a stamp, waiting up to ``timeout_s``; reports its
-    state as text (``status``, on /diagnostics).
+    """
+    Looks up ``T_target_from_source`` at a stamp, waiting up to ``timeout_s``.
+
+    Reports its state as text (``status``, on /diagnostics).
 
     ``mode`` is ``tf2_ros``, ``buffer`` (own subscriptions to /tf and /tf_static) or ``none``
     (neither tf2_ros nor tf2_msgs: the camera frame only). ``prefer_tf2_ros`` False forces the
@@ -178,7 +183,9 @@ class TransformSource:
                 Time(nanoseconds=stamp_ns),
                 timeout=Duration(nanoseconds=int(self.timeout_s * 1e9)),
             )
-        except Exception as error:  # noqa: BLE001 - tf2 raises several unrelated types
+        except tf2_ros.TransformException as error:
+            # The base of LookupException, ConnectivityException, ExtrapolationException,
+            # InvalidArgumentException and TimeoutException; anything else is a bug.
             reason = f'no transform {source} -> {target} at {stamp_ns} ns: {error}'
             self.status = reason
             return TransformResult(None, reason)

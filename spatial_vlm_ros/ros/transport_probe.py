@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""Find publishers this node cannot see because they use other Fast DDS builtin transports.
+"""
+Find publishers this node cannot see because they use other Fast DDS builtin transports.
 
 Measured here (docs/NODE.md, "Transports"): with the default discovery range, a participant with
 ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` and one with the default transports do not discover
@@ -22,7 +23,7 @@ PROBE_TIME_S = 6.0  # discovery of an existing publisher took 0.1-2.7 s in our m
 
 
 def node_transports() -> str:
-    """This process's Fast DDS builtin transports (DEFAULT when the variable is unset)."""
+    """Return this process's Fast DDS builtin transports (DEFAULT when the variable is unset)."""
     return os.environ.get(TRANSPORTS_VARIABLE, '').strip() or 'DEFAULT'
 
 

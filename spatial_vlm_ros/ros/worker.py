@@ -1,6 +1,7 @@
 # Copyright 2026 spatial_vlm_ros contributors
 # SPDX-License-Identifier: Apache-2.0
-"""The node's worker: one asyncio event loop on its own thread.
+"""
+The node's worker: one asyncio event loop on its own thread.
 
 The scheduler, the engine calls and the lifting run here, so a slow model never blocks the rclpy
 executor (subscriptions, timers, services, parameters, lifecycle transitions). Service callbacks
@@ -30,7 +31,7 @@ class WorkerLoop:
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
-        """The running loop, or None when stopped."""
+        """Return the running loop, or None when stopped."""
         return self._loop
 
     def start(self) -> None:
@@ -61,15 +62,19 @@ class WorkerLoop:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
 
     def run(self, coroutine: Coroutine[Any, Any, T], timeout_s: float) -> T:
-        """Run ``coroutine`` on the loop and wait (blocking this thread) for its result.
+        """
+        Run ``coroutine`` on the loop and wait (blocking this thread) for its result.
 
         Only for lifecycle transitions (engine start and shutdown), never for services.
         """
         return self.submit(coroutine).result(timeout_s)
 
     def ros_future(self, coroutine: Coroutine[Any, Any, T], executor: Any) -> RosFuture[T]:
-        """Run ``coroutine`` on the loop; return an rclpy Future an ``async def`` callback can
-        await without parking an executor thread.
+        """
+        Run ``coroutine`` on the loop.
+
+        Return an rclpy Future an ``async def`` callback can await without parking an executor
+        thread.
 
         rclpy resumes an awaiting coroutine callback whenever its executor wakes, so the
         worker wakes the executor once the result is there.
@@ -78,7 +83,9 @@ class WorkerLoop:
 
         def finished(done: Future[T]) -> None:
             if done.cancelled():
-                result.set_exception(asyncio.CancelledError('the worker cancelled the request'))
+                # rclpy annotates Exception but raises whatever it is given in the awaiting task.
+                cancelled = asyncio.CancelledError('the worker cancelled the request')
+                result.set_exception(cancelled)  # type: ignore[arg-type]
             elif done.exception() is not None:
                 error = done.exception()
                 result.set_exception(error if isinstance(error, Exception) else RuntimeError())
