@@ -241,20 +241,6 @@ def test_never_emits_a_set_older_than_one_already_emitted():
     assert stats.dropped['depth'] == {pr.LATE: 1}
 
 
-def test_reorder_margin_waits_for_a_late_closer_depth():
-    def run(margin_ns):
-        sync = pairer(slop_ns=20 * MS, reorder_margin_ns=margin_ns)
-        sync.add('info', 0, 'info')
-        sync.add('rgb', 100 * MS, 'rgb')
-        out = sync.add('depth', 110 * MS, 'd110')
-        out += sync.add('depth', 112 * MS, 'd112')
-        out += sync.add('depth', 101 * MS, 'd101 (late)')
-        return stamps_of(out + sync.flush())
-
-    assert run(0) == [(100 * MS, 110 * MS)]
-    assert run(15 * MS) == [(100 * MS, 101 * MS)]
-
-
 def test_duplicates_and_overflow_are_counted():
     sync = pairer(queue_size=3)
     sync.add('rgb', 10, 'a')
@@ -404,12 +390,9 @@ def check_invariants(sync, emitted, sent):
     st.integers(0, 40),
     st.integers(1, 6),
     st.integers(0, 200),
-    st.integers(0, 30),
 )
-def test_any_arrival_order_keeps_the_invariants(arrivals, slop, queue_size, max_wait, margin):
-    sync = pairer(
-        slop_ns=slop, queue_size=queue_size, max_wait_ns=max_wait, reorder_margin_ns=margin
-    )
+def test_any_arrival_order_keeps_the_invariants(arrivals, slop, queue_size, max_wait):
+    sync = pairer(slop_ns=slop, queue_size=queue_size, max_wait_ns=max_wait)
     sync.add('info', 0, 'info')
     emitted = []
     sent = {'rgb': 0, 'depth': 0}

@@ -12,9 +12,10 @@ Algorithm (RGB-anchored; see docs/INPUTS.md for how it relates to message_filter
 * Each RGB message, oldest first, is matched to the depth message closest in stamp within
   ``slop_ns`` (ties: the earlier one), and likewise to a CameraInfo in ``STRICT`` info mode;
   in ``LATEST`` mode (the default) the most recently received CameraInfo is used.
-* A match is decided only once no better candidate can still arrive: assuming each stream
-  arrives in stamp order up to ``reorder_margin_ns``, that is when a message on that stream
-  at least as far past the RGB stamp as the current best (or past the slop) has been seen.
+* A match is decided only once no better candidate can still arrive: each stream arrives in
+  stamp order (DDS delivers one writer's samples in order; a bag is read in log-time order), so
+  that is when a message on that stream at least as far past the RGB stamp as the current best
+  (or past the slop) has been seen.
   An exact stamp match is decided at once. After ``max_wait_ns`` of RGB stamp time the
   match is decided with whatever is buffered (a stalled stream cannot hold RGB forever).
 * Sets come out in strictly increasing RGB and depth stamp order; each message is used once.
@@ -67,7 +68,6 @@ class PairingConfig:
     slop_ns: int = 50_000_000
     queue_size: int = 10
     info_mode: InfoMode = InfoMode.LATEST
-    reorder_margin_ns: int = 0
     max_wait_ns: int = 500_000_000
     # Lower bound on the stamp interval of the depth (and strict info) stream, as message_filters'
     # setInterMessageLowerBound: a match is final once the next message, at least this much
@@ -86,7 +86,7 @@ class PairingConfig:
                 f'min_interval_ns must be None or a non-negative integer, got '
                 f'{self.min_interval_ns!r}'
             )
-        for name in ('slop_ns', 'queue_size', 'reorder_margin_ns', 'max_wait_ns'):
+        for name in ('slop_ns', 'queue_size', 'max_wait_ns'):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise PairingError(f'{name} must be a non-negative integer, got {value!r}')
@@ -105,7 +105,6 @@ class PairingConfig:
         slop_s: float = 0.05,
         queue_size: int = 10,
         info_mode: InfoMode | str = InfoMode.LATEST,
-        reorder_margin_s: float = 0.0,
         max_wait_s: float = 0.5,
         min_interval_s: float | None = 0.0,
     ) -> PairingConfig:
@@ -125,7 +124,6 @@ class PairingConfig:
             slop_ns=to_ns('slop_s', slop_s),
             queue_size=queue_size,
             info_mode=info_mode,  # type: ignore[arg-type]  # __post_init__ converts
-            reorder_margin_ns=to_ns('reorder_margin_s', reorder_margin_s),
             max_wait_ns=to_ns('max_wait_s', max_wait_s),
             min_interval_ns=None
             if min_interval_s is None or float(min_interval_s) < 0
@@ -418,9 +416,9 @@ class StampPairer:
             return False, best
         next_at_least = newest + self.min_interval_ns(stream)
         if best is None:
-            return next_at_least > rgb_stamp + config.slop_ns + config.reorder_margin_ns, None
+            return next_at_least > rgb_stamp + config.slop_ns, None
         distance = abs(best.stamp_ns - rgb_stamp)
-        return next_at_least >= rgb_stamp + distance + config.reorder_margin_ns, best
+        return next_at_least >= rgb_stamp + distance, best
 
     def _drain(self, force: bool, now_ns: int | None = None) -> list[RgbdSet]:
         counters = self._counters
