@@ -16,11 +16,14 @@ import importlib.util
 import logging
 from pathlib import Path
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from spatial_vlm_ros import settings
 from spatial_vlm_ros.core.types import SpatialVlmError
 from spatial_vlm_ros.runtime import tune_memory_allocator
+
+if TYPE_CHECKING:
+    from spatial_vlm_ros.core.pairing import PairingConfig
 
 EXIT_OK = 0
 EXIT_ERROR = 2
@@ -182,7 +185,7 @@ def _run_replay(
     info_topic: str | None = None,
     rate_hz: float = 0.0,
     max_frames: int = 0,
-    slop_s: float = 0.05,
+    pairing: PairingConfig | None = None,
     write_bag: bool = True,
     write_report: bool = True,
     progress: bool = True,
@@ -198,7 +201,7 @@ def _run_replay(
         info_topic=info_topic,
         rate_hz=rate_hz,
         max_frames=max_frames,
-        pairing=PairingConfig.from_seconds(slop_s=slop_s),
+        pairing=PairingConfig() if pairing is None else pairing,
         write_bag=write_bag,
         write_report=write_report,
         progress=progress,
@@ -244,6 +247,7 @@ def _run_replay(
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from spatial_vlm_ros.pipeline import pairing_from_parameters
     from spatial_vlm_ros.replay.bag_io import resolve_bag_path
 
     # Check the bag before building the engine: loading a model for a typo wastes minutes.
@@ -261,7 +265,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         info_topic=args.info_topic,
         rate_hz=args.rate,
         max_frames=args.max_frames,
-        slop_s=values['sync_slop_s'],
+        pairing=pairing_from_parameters(values, live=False),
         write_bag=not args.no_bag,
         write_report=not args.no_report,
         progress=not args.quiet,

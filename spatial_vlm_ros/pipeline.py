@@ -33,6 +33,7 @@ import numpy.typing as npt
 from spatial_vlm_ros import settings as settings_table
 from spatial_vlm_ros.core.camera import (
     DepthConfig,
+    IntrinsicsSource,
     make_rgbd_frame_with_warnings,
     rgb_box_to_depth,
 )
@@ -44,7 +45,7 @@ from spatial_vlm_ros.core.memory import (
     ObjectMemory,
     ObjectMemoryError,
 )
-from spatial_vlm_ros.core.pairing import RgbdSet
+from spatial_vlm_ros.core.pairing import InfoMode, PairingConfig, RgbdSet
 from spatial_vlm_ros.core.referring import RememberedCandidate
 from spatial_vlm_ros.core.relations import RelationConfig, compute_relations, transform_objects
 from spatial_vlm_ros.core.scheduling import Deadline
@@ -93,6 +94,8 @@ def normalize_vocabulary(value: Any) -> tuple[str, ...]:
 class PipelineConfig:
     vocabulary: tuple[str, ...] = ()  # empty: ground every salient object
     depth: DepthConfig = field(default_factory=DepthConfig)
+    # CameraInfo matrix to lift with: K for image_raw topics, P for rectified image_rect ones.
+    intrinsics_source: IntrinsicsSource = IntrinsicsSource.K
     lifting: LiftingConfig = field(default_factory=LiftingConfig)
     relations: RelationConfig = field(default_factory=RelationConfig)
     max_objects: int = 64
@@ -139,6 +142,7 @@ class PipelineSettings:
                 min_depth_m=min_depth_m,
                 max_depth_m=max_depth_m,
             ),
+            intrinsics_source=IntrinsicsSource(str(values['camera_intrinsics'])),
             lifting=LiftingConfig(min_depth_m=min_depth_m, max_depth_m=max_depth_m),
             relations=replace(
                 RelationConfig(),
@@ -185,6 +189,25 @@ class PipelineSettings:
             request_timeout_s=float(values['request_timeout_s']),
             memory=memory,
         )
+
+
+def pairing_from_parameters(values: Mapping[str, Any], *, live: bool) -> PairingConfig:
+    """
+    Build the stamp pairer's configuration from the ``sync_*`` settings (seconds -> ns).
+
+    :param values: node parameters or CLI flags (missing names take the table's default).
+    :param live: True for the node, whose ``sync_min_interval_s`` decides when a match is final;
+        False for the replay, which has the whole bag and always waits for the next depth
+        message (the offline optimum).
+    """
+    values = settings_table.complete(values)
+    return PairingConfig.from_seconds(
+        slop_s=float(values['sync_slop_s']),
+        queue_size=int(values['sync_queue_size']),
+        info_mode=InfoMode(str(values['sync_camera_info'])),
+        max_wait_s=float(values['sync_max_wait_s']),
+        min_interval_s=float(values['sync_min_interval_s']) if live else 0.0,
+    )
 
 
 # Decoded frames kept per camera for the annotated image and ~/query on a published scene, so
@@ -296,7 +319,11 @@ class SpatialPipeline:
         :meth:`rgb_of`.
         """
         frame, warnings = make_rgbd_frame_with_warnings(
-            paired.rgb.payload, paired.depth.payload, paired.info.payload, self.config.depth
+            paired.rgb.payload,
+            paired.depth.payload,
+            paired.info.payload,
+            self.config.depth,
+            self.config.intrinsics_source,
         )
         with self._decoded_lock:
             kept = self._decoded.setdefault(paired.camera, OrderedDict())

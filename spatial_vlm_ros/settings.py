@@ -46,6 +46,10 @@ DEVICES = ('auto', 'cpu', 'cuda')
 # 16-bit PNG from `compressed` for depth).
 COLOR_TRANSPORTS = ('raw', 'compressed')
 DEPTH_TRANSPORTS = ('raw', 'compressedDepth', 'compressed')
+# CameraInfo matrices (core/camera.py IntrinsicsSource): K for image_raw, P for image_rect.
+INTRINSICS_SOURCES = ('K', 'P')
+# CameraInfo pairing (core/pairing.py InfoMode).
+CAMERA_INFO_SYNC_MODES = ('latest', 'strict')
 
 BOTH = 'both'  # a node parameter and a `spatial-vlm replay` flag
 NODE = 'node'  # a node parameter only (live inputs, scheduling, services, diagnostics)
@@ -150,6 +154,15 @@ SETTINGS: tuple[Setting, ...] = (
         0.0,
         'Metres per depth unit; 0 = by encoding (16UC1/mono16: 0.001, 32FC1: 1.0).',
         float_range=(0.0, 10.0),
+        read_only=True,
+    ),
+    Setting(
+        'camera_intrinsics',
+        'K',
+        'CameraInfo matrix the objects are lifted with: K for image_raw topics (the distorted '
+        'image; lens distortion is ignored, with a warning when it is large), P for rectified '
+        'image_rect topics (REP 104; falls back to K with a warning when P is zero).',
+        choices=INTRINSICS_SOURCES,
         read_only=True,
     ),
     Setting(
@@ -266,6 +279,33 @@ SETTINGS: tuple[Setting, ...] = (
         0.05,
         'Max stamp difference between paired RGB and depth, seconds.',
         float_range=(0.0, 5.0),
+        read_only=True,
+    ),
+    Setting(
+        'sync_queue_size',
+        10,
+        'Messages buffered per stream (RGB, depth, CameraInfo) while pairing; the oldest is '
+        'dropped (queue_overflow) beyond it. Raise it when sync_max_wait_s spans more frames '
+        'than this at the camera rate.',
+        int_range=(1, 1000),
+        read_only=True,
+    ),
+    Setting(
+        'sync_max_wait_s',
+        0.5,
+        'How long an RGB image waits for its depth (and strict CameraInfo) in RGB stamp time, '
+        'seconds; then it is paired with what is buffered or dropped (a stalled stream cannot '
+        'hold images forever). With sync_min_interval_s = -1, at least 2.5 RGB periods.',
+        float_range=(0.01, 60.0),
+        read_only=True,
+    ),
+    Setting(
+        'sync_camera_info',
+        'latest',
+        'CameraInfo pairing: latest (every image takes the newest CameraInfo received; for '
+        'latched or low-rate camera_info) or strict (matched by stamp within sync_slop_s like '
+        'depth; for cameras whose intrinsics change, e.g. zoom).',
+        choices=CAMERA_INFO_SYNC_MODES,
         read_only=True,
     ),
     Setting(

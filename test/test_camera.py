@@ -13,9 +13,10 @@ import cv2
 import numpy as np
 import pytest
 
+from spatial_vlm_ros import settings
 from spatial_vlm_ros.core import camera as cam
 from spatial_vlm_ros.core.image_decoding import ImageDecodeError
-from spatial_vlm_ros.core.lifting import _pixel_range
+from spatial_vlm_ros.core.lifting import _pixel_range, lift_boxes
 from spatial_vlm_ros.core.types import CameraIntrinsics, PixelBox, SpatialVlmError
 
 
@@ -102,6 +103,32 @@ def test_k_is_the_default_and_p_is_used_for_rectified_images():
     assert k_model.warnings == ()
     p_intrinsics = cam.camera_model_from_info(Info(), 'P').intrinsics
     assert (p_intrinsics.fx, p_intrinsics.cx, p_intrinsics.cy) == (580.0, 321.0, 241.0)
+
+
+def test_lifting_a_rectified_image_with_p_uses_p_not_k():
+    """An image_rect frame lifted with camera_intrinsics P: the position follows P's pinhole."""
+    rectified = Info(p=(500.0, 0.0, 300.0, 0.0, 0.0, 500.0, 200.0, 0.0, 0.0, 0.0, 1.0, 0.0))
+    rgb_msg = image_message(np.zeros((480, 640, 3), np.uint8), 'rgb8')
+    depth_msg = image_message(np.full((480, 640), 2000, np.uint16), '16UC1')
+    box = PixelBox(400.0, 300.0, 440.0, 340.0)
+    positions = {}
+    for source in cam.IntrinsicsSource:
+        frame = make_rgbd_frame(rgb_msg, depth_msg, rectified, intrinsics_source=source)
+        (lifted,) = lift_boxes(frame.depth_m, frame.depth_intrinsics, [box])
+        assert lifted.position is not None
+        positions[source] = np.asarray(lifted.position)
+    # Pixel centres 400..439 and 300..339 average to (419.5, 319.5) on a wall at 2 m.
+    from_p = np.array([(419.5 - 300.0) * 2.0 / 500.0, (319.5 - 200.0) * 2.0 / 500.0, 2.0])
+    from_k = np.array([(419.5 - 319.5) * 2.0 / 600.0, (319.5 - 239.5) * 2.0 / 600.0, 2.0])
+    np.testing.assert_allclose(positions[cam.IntrinsicsSource.P], from_p, atol=0.01)
+    np.testing.assert_allclose(positions[cam.IntrinsicsSource.K], from_k, atol=0.01)
+
+
+def test_the_distortion_warning_names_the_parameter_that_selects_p():
+    """The advice must be actionable: the setting it names exists and takes 'P'."""
+    (warning,) = cam.camera_model_from_info(Info(d=(-0.35, 0.12, 0.0, 0.0, 0.0))).warnings
+    assert warning.endswith('set camera_intrinsics: P for accurate 3D')
+    assert 'P' in settings.BY_NAME['camera_intrinsics'].choices
 
 
 def test_numpy_or_array_values_work():

@@ -293,10 +293,15 @@ def test_the_console_script_entry_point_runs(tmp_path):
     assert result.returncode == 0 and result.stdout.strip()
 
 
-def test_replay_sets_every_setting_it_shares_with_the_node(small_bag, tmp_path, capsys):
+def test_replay_sets_every_setting_it_shares_with_the_node(
+    small_bag, tmp_path, capsys, monkeypatch
+):
     """One table: each node parameter of scope `both` is a replay flag and reaches the pipeline."""
     from spatial_vlm_ros import settings
+    from spatial_vlm_ros.core.camera import IntrinsicsSource
+    from spatial_vlm_ros.core.pairing import InfoMode, PairingConfig
     from spatial_vlm_ros.pipeline import PipelineSettings
+    from spatial_vlm_ros.replay import runner
 
     bag, recording, _ = small_bag
     given = {
@@ -311,6 +316,10 @@ def test_replay_sets_every_setting_it_shares_with_the_node(small_bag, tmp_path, 
         'relation_frame': 'base_link',
         'target_frame': 'map',
         'max_in_flight': 3,
+        'camera_intrinsics': 'P',
+        'sync_queue_size': 40,
+        'sync_max_wait_s': 1.5,
+        'sync_camera_info': 'strict',
     }
     flags = [f'--{name.replace("_", "-")}' for name in given]
     argv = ['replay', str(bag), '-o', str(tmp_path / 'out'), '--recording', str(recording)]
@@ -328,6 +337,27 @@ def test_replay_sets_every_setting_it_shares_with_the_node(small_bag, tmp_path, 
     assert (config.target_frame, config.relation_frame) == ('map', 'base_link')
     assert config.vocabulary == ('cup', 'book') and config.depth.depth_scale == 0.001
     assert pipeline_settings.request_timeout_s == 12.0
+    assert config.intrinsics_source is IntrinsicsSource.P
+
+    # The replay's pairer gets the sync_* values (in ns), as the node's does.
+    pairings = []
+
+    async def capture(options, pipeline):
+        pairings.append(options.pairing)
+        return runner.ReplaySummary(bag=options.bag, out_dir=options.out_dir)
+
+    monkeypatch.setattr(runner, 'replay_bag', capture)
+    assert cli.main([*argv, '--quiet']) == cli.EXIT_OK
+    assert pairings == [
+        PairingConfig(
+            slop_ns=20_000_000,
+            queue_size=40,
+            info_mode=InfoMode.STRICT,
+            max_wait_ns=1_500_000_000,
+            min_interval_ns=0,
+        )
+    ]
+    monkeypatch.undo()
 
     out = tmp_path / 'run'
     status = cli.main(

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from spatial_vlm_ros import pipeline as pipeline_module
-from spatial_vlm_ros.core.pairing import RgbdSet, Stamped
+from spatial_vlm_ros.core import message_fields
+from spatial_vlm_ros.core.camera import IntrinsicsSource
+from spatial_vlm_ros.core.pairing import InfoMode, PairingConfig, RgbdSet, Stamped
 from spatial_vlm_ros.core.relations import FULL, RelationConfig
 from spatial_vlm_ros.core.transforms import (
     T_BODY_FROM_OPTICAL,
@@ -316,6 +318,56 @@ def test_parameters_map_onto_the_pipeline_settings() -> None:
         {'engine': 'transformers', 'device': 'cpu', 'max_in_flight': 2}
     )
     assert local.engine_options == {'device': 'cpu', 'max_batch_size': 3}
+
+
+def rectified_paired(stamp_ns: int = STAMP) -> RgbdSet:
+    """:func:`paired` from an image_rect camera: CameraInfo.P differs from K."""
+    fields = message_fields.camera_info_fields(
+        stamp_ns, FRAME, CameraIntrinsics(FX, FY, CX, CY, WIDTH, HEIGHT)
+    )
+    fields['p'] = [110.0, 0.0, 70.0, 0.0, 0.0, 110.0, 50.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    plain = paired(stamp_ns)
+    info = msgs.build(msgs.CAMERA_INFO_TYPE, fields)
+    return RgbdSet(plain.rgb, plain.depth, Stamped(stamp_ns, info))
+
+
+def test_camera_intrinsics_selects_the_matrix_the_pipeline_decodes_with() -> None:
+    """camera_intrinsics P (image_rect topics) reaches the decoder; K stays the default."""
+    default = PipelineSettings.from_parameters({}).config
+    rectified = PipelineSettings.from_parameters({'camera_intrinsics': 'P'}).config
+    assert default.intrinsics_source is IntrinsicsSource.K
+    assert rectified.intrinsics_source is IntrinsicsSource.P
+    expected = {
+        IntrinsicsSource.K: CameraIntrinsics(FX, FY, CX, CY, WIDTH, HEIGHT),
+        IntrinsicsSource.P: CameraIntrinsics(110.0, 110.0, 70.0, 50.0, WIDTH, HEIGHT),
+    }
+    for config in (default, rectified):
+        pipeline = SpatialPipeline(None, '', config, profile=PROFILE)  # type: ignore[arg-type]
+        frame, _ = pipeline.decode_with_warnings(rectified_paired())
+        assert frame.rgb_intrinsics == expected[config.intrinsics_source]
+
+
+def test_pairing_settings_map_onto_the_pairer_in_nanoseconds() -> None:
+    values = {
+        'sync_slop_s': 0.02,
+        'sync_queue_size': 40,
+        'sync_max_wait_s': 1.5,
+        'sync_camera_info': 'strict',
+        'sync_min_interval_s': -1.0,
+    }
+    live = pipeline_module.pairing_from_parameters(values, live=True)
+    assert live == PairingConfig(
+        slop_ns=20_000_000,
+        queue_size=40,
+        info_mode=InfoMode.STRICT,
+        max_wait_ns=1_500_000_000,
+        min_interval_ns=None,  # -1: learned from the stream
+    )
+    # The replay has the whole bag: it always waits for the next depth message.
+    assert pipeline_module.pairing_from_parameters(values, live=False) == replace(
+        live, min_interval_ns=0
+    )
+    assert pipeline_module.pairing_from_parameters({}, live=False) == PairingConfig()
 
 
 # ----------------------------------------------------------------------------- answers

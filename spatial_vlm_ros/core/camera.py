@@ -8,8 +8,9 @@ numpy arrays, lists or ``array.array`` values.
 
 Which matrix: ``K`` describes the raw (distorted) image, ``P`` the rectified one. Use ``K`` for
 ``image_raw`` topics (the default; what RGB-D drivers publish, usually with negligible
-distortion) and ``P`` for ``image_rect`` topics. Lifting with ``K`` ignores lens distortion; a
-warning says so when the distortion coefficients are large.
+distortion) and ``P`` for ``image_rect`` topics (the ``camera_intrinsics`` setting selects it
+for the node and the replay). Lifting with ``K`` ignores lens distortion; a warning says so when
+the distortion coefficients are large.
 
 Pixel-centre convention: OpenCV/ROS put the centre of pixel ``i`` at coordinate ``i``, so when an
 image is resized by ``s`` the principal point maps as ``c' = (c + 0.5) * s - 0.5`` (focal lengths
@@ -240,7 +241,8 @@ def camera_model_from_info(
     ):
         warnings.append(
             f'{distortion_model or "lens"} distortion is large ({distortion[:5]}); lifting '
-            'with K ignores it: subscribe to image_rect and use P for accurate 3D'
+            'with K ignores it: subscribe to image_rect and set camera_intrinsics: P for '
+            'accurate 3D'
         )
     return CameraModel(
         intrinsics=intrinsics,

@@ -50,7 +50,7 @@ from rosbags.rosbag2 import (
 from tqdm import tqdm
 
 from spatial_vlm_ros.core.annotate import annotate_scene
-from spatial_vlm_ros.core.camera import CameraInfoError, make_rgbd_frame_with_warnings
+from spatial_vlm_ros.core.camera import CameraInfoError
 from spatial_vlm_ros.core.image_decoding import (
     ImageDecodeError,
     UnknownEncodingError,
@@ -377,12 +377,8 @@ async def replay_bag(
                 return True
             decode_started_s = time.perf_counter()
             try:
-                frame, frame_warnings = make_rgbd_frame_with_warnings(
-                    paired.rgb.payload,
-                    paired.depth.payload,
-                    paired.info.payload,
-                    pipeline.config.depth,
-                )
+                # The node's decoding (depth units, camera_intrinsics K or P).
+                frame, frame_warnings = pipeline.decode_with_warnings(paired)
             except UnknownEncodingError:
                 raise
             except (ImageDecodeError, CameraInfoError) as error:

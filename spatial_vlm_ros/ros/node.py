@@ -39,11 +39,10 @@ from rclpy.qos import qos_profile_system_default
 
 from spatial_vlm_ros.core.lifting import warm_up as warm_up_lifting
 from spatial_vlm_ros.core.memory import ObjectMemoryError
-from spatial_vlm_ros.core.pairing import PairingConfig
 from spatial_vlm_ros.core.scheduling import FrameScheduler, SchedulerConfig
 from spatial_vlm_ros.core.types import SpatialVlmError
 from spatial_vlm_ros.engines.base import EngineUnavailableError
-from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline
+from spatial_vlm_ros.pipeline import PipelineSettings, SpatialPipeline, pairing_from_parameters
 from spatial_vlm_ros.ros.diagnostics import DiagnosticsReporter, pipeline_values
 from spatial_vlm_ros.ros.inputs import CameraInputs, camera_topics
 from spatial_vlm_ros.ros.memory_io import MemoryOutputs, RememberedCandidates
@@ -198,9 +197,7 @@ class SpatialVlmNode(LifecycleNode):
         # Compiled lifting kernels loaded (or compiled) now, not on the first frame.
         self.get_logger().info(f'lifting kernels ready in {warm_up_lifting():.2f} s')
         self._snapshots.resize(int(values['query_buffer_frames']))
-        pairing = PairingConfig.from_seconds(
-            slop_s=values['sync_slop_s'], min_interval_s=values['sync_min_interval_s']
-        )
+        pairing = pairing_from_parameters(values, live=True)
         cameras = camera_topics(values)
         for name, topics in cameras.items():
             self._camera_inputs[name] = CameraInputs(
