@@ -71,6 +71,40 @@ def test_lifecycle_chain_runs_twice(rclpy_session: Any, recording: Path) -> None
         node.destroy_node()
 
 
+def test_camera_and_pairing_parameters_reach_the_pipeline_and_pairer(
+    rclpy_session: Any, recording: Path
+) -> None:
+    """camera_intrinsics and the sync_* parameters take effect on configure (seconds -> ns)."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from spatial_vlm_ros.core.camera import IntrinsicsSource
+    from spatial_vlm_ros.core.pairing import InfoMode, PairingConfig
+
+    node = make_node(
+        rclpy_session,
+        recording,
+        camera_intrinsics='P',
+        sync_slop_s=0.02,
+        sync_queue_size=40,
+        sync_max_wait_s=1.5,
+        sync_camera_info='strict',
+        sync_min_interval_s=0.0,
+    )
+    try:
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node._pipeline.config.intrinsics_source is IntrinsicsSource.P
+        expected = PairingConfig(
+            slop_ns=20_000_000,
+            queue_size=40,
+            info_mode=InfoMode.STRICT,
+            max_wait_ns=1_500_000_000,
+            min_interval_ns=0,
+        )
+        assert [inputs.pairer.config for inputs in node._camera_inputs.values()] == [expected]
+    finally:
+        node.destroy_node()
+
+
 @pytest.mark.parametrize(
     'overrides, expected',
     [
