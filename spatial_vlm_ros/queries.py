@@ -376,7 +376,7 @@ async def answer_question(
             structured = parsed
             notes.extend(parsed.warnings)
         else:
-            free = parse_answer(raw, (), profile.answer_format)
+            free = parse_answer(raw, profile.answer_format)
             # A cut-off or malformed JSON answer is not prose to pass on.
             if not isinstance(free, ParseFailure) and not free.answer.lstrip().startswith('{'):
                 free_text = free.answer

@@ -113,10 +113,9 @@ def _check_grounding(result: object, width: int, height: int) -> None:
     text=MODEL_LIKE,
     size=SIZES,
     input_size=st.tuples(st.integers(1, 2048), st.integers(1, 2048)),
-    labels=st.lists(st.sampled_from(['cup', 'Red Cup', 'table', '', '!!', 'ÄPFEL']), max_size=4),
     answer_format=st.sampled_from(list(AnswerFormat)),
 )
-def test_any_text_parses_to_typed_results(text, size, input_size, labels, answer_format):
+def test_any_text_parses_to_typed_results(text, size, input_size, answer_format):
     # One input through every parser: generating text costs more than parsing it.
     width, height = size
     _check_grounding(parse_grounding(text, width, height), width, height)
@@ -124,14 +123,12 @@ def test_any_text_parses_to_typed_results(text, size, input_size, labels, answer
         text, width, height, coordinates=CoordinateSystem.ABSOLUTE_PIXELS, input_size=input_size
     )
     _check_grounding(absolute, width, height)
-    answer = parse_answer(text, labels, answer_format)
+    answer = parse_answer(text, answer_format)
     assert isinstance(answer, AnswerResult | ParseFailure)
     if isinstance(answer, ParseFailure):
         assert not answer.reason.startswith(INTERNAL_ERROR_PREFIX), answer.reason
     else:
         assert answer.answer.strip()
-        known = {normalize_label(label) for label in labels}
-        assert set(answer.referenced_labels) <= known
 
 
 VALID_ITEM = st.builds(

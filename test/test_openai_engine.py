@@ -294,7 +294,7 @@ def test_question_request_uses_card_sampling_and_no_schema(server):
     assert body['presence_penalty'] == 1.5
     assert body['messages'][0]['content'][-1]['text'] == 'Where is the cup?'
     assert isinstance(response.parsed, AnswerResult)
-    assert response.parsed.referenced_labels == ('cup',)
+    assert response.parsed.answer == 'The cup is left of the table.'
 
 
 def test_explicit_sampling_and_unconstrained_grounding(server):

@@ -194,6 +194,10 @@ def scene_from_dict(record: dict[str, Any]) -> Scene:
     :attr:`Scene.objects_without_position`, ``source`` is dropped, and a target-frame scene has
     no camera pose (``T_frame_from_camera`` None, which v1 did not record).
     Raises :class:`SceneJsonError` for another version.
+
+    Nothing in the node or the replay calls it (they only write scenes): it is the reader for
+    users' scripts on scenes.jsonl or ``~/scene_json`` (docs/SCENES_JSON.md, "Reading it"), and
+    test/test_replay.py checks that it inverts a replay's output exactly.
     """
     version = int(record.get('schema_version', 1))
     if version not in READABLE_VERSIONS:

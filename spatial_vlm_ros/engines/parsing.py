@@ -555,25 +555,9 @@ def parse_grounding(
     )
 
 
-def _referenced(answer: str, known_labels: Iterable[str]) -> tuple[str, ...]:
-    haystack = ' '.join(normalize_label(answer).split())
-    found: list[str] = []
-    for raw in known_labels:
-        label = normalize_label(raw)
-        if (
-            label
-            and label not in found
-            and re.search(rf'(?<!\w){re.escape(label)}(?!\w)', haystack)
-        ):
-            found.append(label)
-    return tuple(found)
-
-
 @_never_raises
 def parse_answer(
-    text: str,
-    known_labels: Iterable[str] = (),
-    answer_format: AnswerFormat = AnswerFormat.PLAIN,
+    text: str, answer_format: AnswerFormat = AnswerFormat.PLAIN
 ) -> AnswerResult | ParseFailure:
     r"""
     Return the answer of a question task.
@@ -607,7 +591,6 @@ def parse_answer(
         answer=answer,
         reasoning=reasoning,
         boxed=boxed,
-        referenced_labels=_referenced(answer, known_labels),
         warnings=tuple(warnings),
         truncated=truncated,
     )
@@ -621,7 +604,7 @@ def parse_for_request(
 ) -> ParseResult:
     """Parse ``text`` as the answer to ``request`` (boxes in pixels of ``request.images[0]``)."""
     if request.task == TaskKind.QUESTION:
-        return parse_answer(text, request.vocabulary, profile.answer_format)
+        return parse_answer(text, profile.answer_format)
     shape: tuple[int, ...] = getattr(request.images[0], 'shape', ()) if request.images else ()
     if len(shape) < 2:
         return ParseFailure('request has no image to size the boxes', text)

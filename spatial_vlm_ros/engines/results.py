@@ -38,7 +38,6 @@ class AnswerResult:
     answer: str
     reasoning: str = ''
     boxed: bool = False  # the answer came from \\boxed{...}
-    referenced_labels: tuple[str, ...] = ()  # known labels the answer mentions
     warnings: tuple[str, ...] = ()
     truncated: bool = False
 
