@@ -87,7 +87,7 @@ class RememberedCandidate:
     label: str
     position: FloatArray  # (3,) metres, scene frame
     covariance: FloatArray  # (3, 3) m^2, scene frame
-    size: FloatArray | None  # (3,) metres, extents along the camera axes when last seen
+    size: FloatArray | None  # (3,) metres, axis-aligned extents along the scene frame axes
     last_seen_ns: int
     in_view: bool  # seen in the newest frame (then the scene has it too)
 
