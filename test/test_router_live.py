@@ -560,7 +560,15 @@ def test_node_keeps_serving_through_a_killed_worker_which_rejoins_after_restart(
         ), f'scenes stopped after the kill:\n{log()}'
         assert ros.spin(lambda: all(q.done() for q in queries), 120.0), 'a ~/query got no reply'
         replies = [q.result() for q in queries]
-        assert all(reply.success for reply in replies), [r.message for r in replies]
+        # Every question reached a worker through the router and came back answered (HTTP 200).
+        # The tiny model's weights are random, so an answer may be schema-valid but empty, which
+        # the node reports as "no structured answer" (a model answer, not a failure to reach one);
+        # an engine or router failure ("EngineError ... failed after N attempt(s)") fails here.
+        unanswered = [
+            r.message for r in replies
+            if not r.success and not r.message.startswith('no answer: no structured answer')
+        ]  # fmt: skip
+        assert not unanswered, unanswered
         # The router's health checks took the dead worker out; /readiness still says ready.
         assert router.wait_for_healthy({survivor.url}, 30.0), router.log
         status, readiness = router.readiness()
