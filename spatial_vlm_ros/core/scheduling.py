@@ -432,7 +432,7 @@ class FrameScheduler(Generic[FrameT, ResultT]):
         deadline = deadline or Deadline.after(self._config.timeout_s)
         self.priority_waiting += 1
         try:
-            acquired = await _acquire_before(self._priority_slots, deadline.remaining_s())
+            acquired = await acquire_before(self._priority_slots, deadline.remaining_s())
         finally:
             self.priority_waiting -= 1
         if not acquired:
@@ -443,12 +443,13 @@ class FrameScheduler(Generic[FrameT, ResultT]):
             self._priority_slots.release()
 
 
-async def _acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> bool:
+async def acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> bool:
     """
     Acquire within ``timeout_s``; False on timeout.
 
     Not ``asyncio.wait_for``, which can lose an acquisition won just as the timeout fires (before
-    Python 3.12) and leak the slot.
+    Python 3.12) and leak the slot. Shared by the scheduler's priority lane and the openai
+    engine's concurrency limit.
     """
     acquiring: asyncio.Future[bool] = asyncio.ensure_future(semaphore.acquire())
     try:

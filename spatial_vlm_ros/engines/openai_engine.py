@@ -28,6 +28,7 @@ from typing import Any
 
 import httpx
 
+from spatial_vlm_ros.core.scheduling import acquire_before
 from spatial_vlm_ros.engines.base import (
     Completion,
     EngineError,
@@ -166,35 +167,6 @@ def _read_completion(data: Any, url: str) -> tuple[str, str, dict[str, Any]]:
     usage = data.get('usage') if isinstance(data.get('usage'), dict) else {}
     text = f'<think>{reasoning}</think>{content}' if reasoning else content
     return text, str(finish_reason), usage
-
-
-def _abandon_acquire(acquiring: asyncio.Future[Any], semaphore: asyncio.Semaphore) -> None:
-    """Stop waiting for a slot; a slot won at the same moment is given back, never leaked."""
-    if acquiring.done():
-        if not acquiring.cancelled():
-            semaphore.release()
-        return
-    acquiring.cancel()
-    acquiring.add_done_callback(lambda done: None if done.cancelled() else semaphore.release())
-
-
-async def _acquire_before(semaphore: asyncio.Semaphore, timeout_s: float) -> bool:
-    """
-    Acquire a slot within ``timeout_s``; False on timeout.
-
-    Written out instead of ``asyncio.wait_for`` because that can drop a just-won acquisition before
-    Python 3.12.
-    """
-    acquiring = asyncio.ensure_future(semaphore.acquire())
-    try:
-        done, _ = await asyncio.wait({acquiring}, timeout=max(timeout_s, 0.0))
-    except asyncio.CancelledError:
-        _abandon_acquire(acquiring, semaphore)
-        raise
-    if done:
-        return True
-    _abandon_acquire(acquiring, semaphore)
-    return False
 
 
 class OpenAIEngine(VlmEngine):
@@ -425,7 +397,7 @@ class OpenAIEngine(VlmEngine):
             request, self.profile, model, images, sampling_extras=self.sampling_extras
         )
         prepared = time.monotonic()
-        if not await _acquire_before(semaphore, deadline - prepared):
+        if not await acquire_before(semaphore, deadline - prepared):
             raise EngineTimeout(
                 f'waited {timeout_s:.1f}s for a free slot ({self.max_concurrency} in flight) '
                 f'to {self.chat_url}'

@@ -33,6 +33,7 @@ import numpy as np
 import numpy.typing as npt
 
 from spatial_vlm_ros.core.markers import label_color, positions_are_optical
+from spatial_vlm_ros.core.message_fields import STAGE_NAMES
 from spatial_vlm_ros.core.types import CameraIntrinsics, FloatArray, Scene, SpatialObject
 
 # Radius of the 95 % region of a 2D Gaussian in standard deviations: sqrt(chi2_2(0.95)).
@@ -45,17 +46,9 @@ _DISPLAY_FROM_OPTICAL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 
 # Body frame from the optical frame of a level, forward-looking camera: the assumption the
 # markers make when no transform says where the camera is (core/markers.py, _box_extent).
 _BODY_FROM_LEVEL_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-# StageLatency.msg fields, in pipeline order; the report names a stage without the _ms suffix.
-STAGE_FIELDS = (
-    'receive_ms',
-    'pair_ms',
-    'queue_ms',
-    'decode_ms',
-    'engine_ms',
-    'lift_ms',
-    'relations_ms',
-    'memory_ms',
-)
+# StageLatency.msg fields, in pipeline order (one list: core.message_fields); the report names a
+# stage without the _ms suffix.
+STAGE_FIELDS = STAGE_NAMES
 DEFAULT_VIEW_DEPTH_M = 3.0  # how far the drawn frustum reaches when no object says otherwise
 _DIGITS = 4  # metres rounded to 0.1 mm in the report's JSON
 
