@@ -92,7 +92,14 @@ def test_the_readme_commands_give_scenes_and_a_bag_loop_is_info(
         jumps = [line for line in text.splitlines() if 'time jumped back' in line]
         assert jumps and all(line.startswith('[INFO]') for line in jumps), text[-3000:]
         warnings = [line for line in text.splitlines() if line.startswith(('[WARN]', '[ERROR]'))]
-        assert not [w for w in warnings if re.search(r'time_jump|\[stamp\]|clock', w)], warnings
+        # "messages arrive N s after their stamp" is a measured delivery delay, not a clock
+        # disagreement: a machine loaded by a second test suite delivered camera_info 2 s late.
+        clock_alarms = [
+            w
+            for w in warnings
+            if re.search(r'time_jump|\[stamp\]|clock', w) and 'after their stamp' not in w
+        ]
+        assert not clock_alarms, warnings
     finally:
         for process in (player, node):
             if process is not None and process.poll() is None:

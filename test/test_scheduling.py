@@ -11,6 +11,7 @@ import threading
 
 import pytest
 
+from bench.bench_staleness import VirtualTimeLoop
 from spatial_vlm_ros.core.scheduling import (
     DROP_FAILED,
     DROP_STALE,
@@ -51,7 +52,12 @@ def test_slot_is_thread_safe_under_concurrent_puts() -> None:
 
 @pytest.mark.parametrize('latency_s, in_flight', [(0.05, 1), (0.12, 1), (0.12, 3)])
 def test_published_scenes_are_fresh_and_in_order(latency_s: float, in_flight: int) -> None:
-    """A 100 Hz simulated camera and a slow engine: results stay fresh and ordered."""
+    """A 100 Hz simulated camera and a slow engine: results stay fresh and ordered.
+
+    On bench_staleness's virtual clock, so the ages are the scheduler's alone: on the wall clock
+    a loaded machine that held this process off the CPU for 0.3 s failed the bound (seen in a
+    full suite run beside a second one).
+    """
     period_s = 0.01
 
     async def scenario() -> tuple[list[int], list[float], dict[str, int]]:
@@ -85,12 +91,16 @@ def test_published_scenes_are_fresh_and_in_order(latency_s: float, in_flight: in
         await worker
         return published, ages, scheduler.drop_counts()
 
-    published, ages, drops = asyncio.run(scenario())
+    loop = VirtualTimeLoop()
+    try:
+        published, ages, drops = loop.run_until_complete(scenario())
+    finally:
+        loop.close()
     assert len(published) >= 5
     assert published == sorted(published) and len(set(published)) == len(published)
-    # Age at publication: one engine latency (+jitter) plus at most one frame period of waiting;
-    # generous slack for a loaded CI machine, far below what a FIFO would accumulate (seconds).
-    assert max(ages) <= latency_s * 1.5 + period_s + 0.25
+    # Age at publication: one engine latency (+50 % jitter) plus at most one frame period of
+    # waiting; a FIFO would accumulate seconds (150 frames x the latency).
+    assert max(ages) <= latency_s * 1.5 + period_s + 1e-6
     assert drops['superseded'] > 0  # the camera outpaced the engine, newest frames won
 
 
