@@ -250,14 +250,22 @@ def test_concurrent_requests_are_batched_by_the_server(vllm_server: VllmServer) 
         sequential = [await engine.generate(request) for request in requests]
         sequential_s = time.monotonic() - started
         between = batched_decode_steps(vllm_server.url)
-        started = time.monotonic()
-        concurrent = await asyncio.gather(*(engine.generate(request) for request in requests))
-        concurrent_s = time.monotonic() - started
-        after = batched_decode_steps(vllm_server.url)
+        # Up to three rounds: on a loaded machine the server's own preprocessing can hand the
+        # requests to the engine one by one, each done before the next arrives (0 batched steps
+        # seen with two CPU hogs beside the suite). A client that serializes never batches.
+        rounds = 0
+        while True:
+            rounds += 1
+            started = time.monotonic()
+            concurrent = await asyncio.gather(*(engine.generate(r) for r in requests))
+            concurrent_s = time.monotonic() - started
+            after = batched_decode_steps(vllm_server.url)
+            if after > between or rounds == 3:
+                break
         tokens = [r.tokens.completion_tokens for r in (*sequential, *concurrent)]
         return {'sequential_s': sequential_s, 'concurrent_s': concurrent_s, 'tokens': tokens,
                 'sequential_batched_steps': between - before,
-                'concurrent_batched_steps': after - between}  # fmt: skip
+                'concurrent_batched_steps': after - between, 'rounds': rounds}  # fmt: skip
 
     outcome = run(engine_for(vllm_server, max_concurrency=8), body)
     record(
@@ -268,6 +276,7 @@ def test_concurrent_requests_are_batched_by_the_server(vllm_server: VllmServer) 
             'speedup': round(outcome['sequential_s'] / outcome['concurrent_s'], 2),
             'completion_tokens': sum(outcome['tokens']),
             'batched_decode_steps': outcome['concurrent_batched_steps'],
+            'rounds': outcome['rounds'],
         },
     )
     assert outcome['sequential_batched_steps'] == 0, outcome

@@ -98,7 +98,10 @@ def test_eight_concurrent_queries_leave_scenes_and_diagnostics_at_their_rate(
         # The window really overlapped with several queries waiting on the slow server.
         assert outstanding >= 4, rates
         assert scenes_before >= 5 and diagnostics_before >= 4, rates
-        assert scenes_during >= scenes_before / 2, f'{rates}\n{log[-3000:]}'
+        # A handler that blocks the executor stops both rates (0 scenes, 0 diagnostics). On a
+        # loaded machine the scene count per window swings by 2x with no query at all (12 -> 24
+        # and 16 -> 8 seen with two CPU hogs beside this test), so the bound is a third.
+        assert scenes_during >= scenes_before / 3, f'{rates}\n{log[-3000:]}'
         assert diagnostics_during >= diagnostics_before / 2, f'{rates}\n{log[-3000:]}'
         for future in futures:
             reply = future.result()
