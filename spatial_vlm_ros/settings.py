@@ -34,6 +34,8 @@ import sys
 import textwrap
 from typing import Any
 
+from spatial_vlm_ros.core.camera import IntrinsicsSource
+from spatial_vlm_ros.core.pairing import InfoMode
 from spatial_vlm_ros.core.relations import RELATION_MODES
 from spatial_vlm_ros.engines.registry import ENGINE_KINDS
 
@@ -46,10 +48,10 @@ DEVICES = ('auto', 'cpu', 'cuda')
 # 16-bit PNG from `compressed` for depth).
 COLOR_TRANSPORTS = ('raw', 'compressed')
 DEPTH_TRANSPORTS = ('raw', 'compressedDepth', 'compressed')
-# CameraInfo matrices (core/camera.py IntrinsicsSource): K for image_raw, P for image_rect.
-INTRINSICS_SOURCES = ('K', 'P')
-# CameraInfo pairing (core/pairing.py InfoMode).
-CAMERA_INFO_SYNC_MODES = ('latest', 'strict')
+# CameraInfo matrices: K for image_raw, P for image_rect.
+INTRINSICS_SOURCES = tuple(source.value for source in IntrinsicsSource)
+# CameraInfo pairing: latest or strict.
+CAMERA_INFO_SYNC_MODES = tuple(mode.value for mode in InfoMode)
 
 BOTH = 'both'  # a node parameter and a `spatial-vlm replay` flag
 NODE = 'node'  # a node parameter only (live inputs, scheduling, services, diagnostics)

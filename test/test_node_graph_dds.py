@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 
+from spatial_vlm_ros.core.stamps import header_stamp_ns
+
 from chat_stand_in import ChatStandIn
 from conftest import REPO_ROOT, spin_until
 
@@ -146,7 +148,7 @@ class PublishedStamps:
         self.stamps_s: list[float] = []
 
     def record(self, message: Any) -> None:
-        self.stamps_s.append(message.header.stamp.sec + message.header.stamp.nanosec * 1e-9)
+        self.stamps_s.append(header_stamp_ns(message) * 1e-9)
 
     def rate_hz(self, window_s: float, end_s: float) -> float:
         """Intervals per second among the stamps in ``[end_s - window_s, end_s]``."""
@@ -207,9 +209,7 @@ def test_reliable_camera_on_default_transports_gives_scenes_correct_rates_and_no
         reported_at = {}
         for array in watch.diagnostics:
             for status in array.status:
-                reported_at[status.name.split(': ', 1)[1]] = (
-                    array.header.stamp.sec + array.header.stamp.nanosec * 1e-9
-                )
+                reported_at[status.name.split(': ', 1)[1]] = header_stamp_ns(array) * 1e-9
         for topic in topics:
             values = {kv.key: kv.value for kv in statuses[topic].values}
             window_s = float(values['Duration of window (s)'])

@@ -460,7 +460,7 @@ def _relation_scores(
                 / math.sqrt(
                     float(
                         direction
-                        @ (_with_depth(obj.covariance) + _with_depth(reference.covariance))
+                        @ (_with_depth(obj.covariance) + reference.covariance)
                         @ direction
                     )
                     + tolerance**2

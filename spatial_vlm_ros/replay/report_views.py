@@ -46,9 +46,6 @@ _DISPLAY_FROM_OPTICAL = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, 1.0], [0.0, -1.0, 
 # Body frame from the optical frame of a level, forward-looking camera: the assumption the
 # markers make when no transform says where the camera is (core/markers.py, _box_extent).
 _BODY_FROM_LEVEL_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-# StageLatency.msg fields, in pipeline order (one list: core.message_fields); the report names a
-# stage without the _ms suffix.
-STAGE_FIELDS = STAGE_NAMES
 DEFAULT_VIEW_DEPTH_M = 3.0  # how far the drawn frustum reaches when no object says otherwise
 _DIGITS = 4  # metres rounded to 0.1 mm in the report's JSON
 
@@ -358,7 +355,8 @@ def stage_timings(scene: Scene) -> dict[str, float]:
     timings = getattr(scene, 'timings', None)
     stages: dict[str, float] = {}
     if timings is not None:
-        for name in STAGE_FIELDS:
+        # StageLatency.msg fields in pipeline order; a stage is named without the _ms suffix.
+        for name in STAGE_NAMES:
             value = (
                 timings.get(name) if isinstance(timings, Mapping) else getattr(timings, name, None)
             )
@@ -460,7 +458,6 @@ __all__ = [
     'DEFAULT_VIEW_DEPTH_M',
     'ELLIPSE_SIGMAS_95',
     'MEMORY_STATES',
-    'STAGE_FIELDS',
     'SceneFrames',
     'box_corners',
     'covariance_ellipse',
